@@ -1,0 +1,146 @@
+"""Forward pass (MATLAB ``ffcnn.m``) and the input checks shared by the public API."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import activations, kernels
+from .network import CNN
+
+
+def flatten_maps(fm):
+    """Flatten maps for an FC layer in MATLAB's column-major order.
+
+    The feature at map j, row r, column c goes to column ``j*H*W + c*H + r``
+    (0-based), which is what the columns of a MATLAB ``W`` mean.
+
+    Parameters
+    ----------
+    fm : ndarray, shape (N, M, H, W)
+
+    Returns
+    -------
+    ndarray, shape (N, M*H*W)
+    """
+    N = fm.shape[0]
+    return fm.transpose(0, 1, 3, 2).reshape(N, -1)
+
+
+def unflatten_maps(flat, map_shape):
+    """Inverse of :func:`flatten_maps`.
+
+    Parameters
+    ----------
+    flat : ndarray, shape (N, M*H*W)
+    map_shape : tuple (M, H, W)
+
+    Returns
+    -------
+    ndarray, shape (N, M, H, W), C-contiguous
+    """
+    M, H, W = map_shape
+    N = flat.shape[0]
+    return np.ascontiguousarray(flat.reshape(N, M, W, H).transpose(0, 1, 3, 2))
+
+
+def check_x(net, x, name="x"):
+    """Validate a batch of images and return it as ``(N, C, H, W)`` in ``net.dtype``.
+
+    Accepts ``(N, H, W)`` for single-channel networks and ``(N, C, H, W)``.
+    Raises ``TypeError``/``ValueError`` naming ``name`` on a bad shape, dtype
+    or NaN/Inf values.
+    """
+    if not isinstance(net, CNN):
+        raise TypeError(f"net must be a CNN made by initcnn, got {type(net).__name__}")
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists etc.
+        raise TypeError(f"{name} must be a numeric array: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    C, H, W = net.input_shape
+    if arr.ndim == 3 and C == 1:
+        arr = arr[:, None, :, :]
+    if arr.ndim != 4 or arr.shape[1:] != (C, H, W):
+        want = f"(N, {H}, {W})" if C == 1 else f"(N, {C}, {H}, {W})"
+        raise ValueError(f"{name} must have shape {want} for this network, got {np.shape(x)}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} holds no examples (N = 0)")
+    arr = np.ascontiguousarray(arr, dtype=net.dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return arr
+
+
+def check_y(net, y, n_examples, name="y"):
+    """Validate targets: shape ``(N, n_outputs)``, finite. Returns them in ``net.dtype``."""
+    try:
+        arr = np.asarray(y)
+    except Exception as exc:
+        raise TypeError(f"{name} must be a numeric array: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    n_out = net.n_outputs
+    if arr.ndim != 2 or arr.shape[1] != n_out:
+        raise ValueError(f"{name} must have shape (N, {n_out}) (one row per example, one column "
+                         f"per output of the last layer), got {arr.shape}")
+    if arr.shape[0] != n_examples:
+        raise ValueError(f"{name} has {arr.shape[0]} examples but x has {n_examples}")
+    arr = np.ascontiguousarray(arr, dtype=net.dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return arr
+
+
+def ffcnn(net, x):
+    """Forward pass (MATLAB ``ffcnn``): fill every layer's maps or outputs.
+
+    Parameters
+    ----------
+    net : CNN
+    x : ndarray, shape (N, H, W) or (N, C, H, W)
+
+    Returns
+    -------
+    CNN
+        ``net`` itself, with ``featuremaps (N, M, H, W)`` on input, conv and pool
+        layers, ``outputs (N, n)`` on FC layers and on a map layer that feeds an
+        FC layer, and ``z`` (pre-activation) on the last layer.
+    """
+    x = check_x(net, x)
+    return _forward(net, x)
+
+
+def _forward(net, x):
+    """ffcnn without the input checks (``x`` already ``(N, C, H, W)``, right dtype)."""
+    layers = net.layers
+    layers[0].featuremaps = x                      # cnn.layers{1}.featuremaps{1} = xx
+    last = len(layers) - 1
+    for l in range(1, len(layers)):
+        layer, below = layers[l], layers[l - 1]
+        if layer.type == "c":
+            # z_j = sum_k X_k (*) K_(j,k) + b(j); featuremaps{j} = f(z_j)
+            z = kernels.conv_valid(below.featuremaps, layer.K)
+            z += layer.b[None, :, None, None]
+            layer.featuremaps = activations.forward(z, layer.act_func)
+            layer.z = z if l == last else None
+        elif layer.type == "p":
+            layer.featuremaps = kernels.mean_pool(below.featuremaps, layer.rate)
+        elif layer.type == "f":
+            if below.type == "f":
+                inp = below.outputs
+            else:
+                inp = flatten_maps(below.featuremaps)  # zz = [zz; reshape(fm{k}, H*W, N)]
+                below.outputs = inp
+            z = inp @ layer.W.T + layer.b              # W*zz + repmat(b, 1, N)
+            layer.outputs = activations.forward(z, layer.act_func)
+            layer.z = z if l == last else None
+    return net
+
+
+def output_matrix(net):
+    """The last layer's outputs as ``(N, n_outputs)`` (maps flattened as in MATLAB)."""
+    last = net.layers[-1]
+    if last.type == "f":
+        return last.outputs
+    return flatten_maps(last.featuremaps)

@@ -1,0 +1,225 @@
+"""Update, training loop, testing and prediction.
+
+MATLAB: ``gradientdescentcnn.m``, ``traincnn.m``, ``testcnn.m``, ``predictcnn.m``.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+
+import numpy as np
+
+from .backward import bpcnn, prepare_loss_and_flag
+from .forward import _forward, check_x, check_y, output_matrix
+from .network import CNN
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced NaN or Inf (the original's ``checkvalues`` stop)."""
+
+
+def gradientdescentcnn(net):
+    """One plain gradient-descent step (MATLAB ``gradientdescentcnn``).
+
+    ``W <- W - lr * dW``, ``K <- K - lr * dK``, ``b <- b - lr * db`` for every
+    FC and conv layer, with ``lr = net.learning_rate``. No momentum, no decay.
+
+    Returns
+    -------
+    CNN
+        ``net`` itself, parameters updated in place.
+    """
+    lr = net.learning_rate
+    for layer in net.layers[1:]:
+        if layer.type == "f":
+            layer.W -= lr * layer.dW
+            layer.b -= lr * layer.db
+        elif layer.type == "c":
+            layer.K -= lr * layer.dK
+            layer.b -= lr * layer.db
+    return net
+
+
+def _check_finite(net, epoch, batch):
+    """Stop with a message naming the layer when anything became NaN/Inf."""
+    if np.isfinite(net.loss) and all(np.isfinite(a).all() for _, _, a in net.parameters()):
+        return
+    where = []
+    for i, layer in enumerate(net.layers[1:], start=2):
+        for name in ("featuremaps", "outputs", "er", "dK", "dW", "db", "K", "W", "b"):
+            a = getattr(layer, name, None)
+            if a is not None and not np.isfinite(a).all():
+                where.append(f"layer {i} ({layer.type}, act {layer.act_func!r}): {name}")
+                break
+    detail = "; ".join(where) if where else "the loss"
+    raise NonFiniteError(f"NaN/Inf in epoch {epoch}, minibatch {batch}: {detail} "
+                         f"(loss {net.loss}); try a smaller learning rate")
+
+
+def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivative=None,
+             verbose=True, progress=False, callback=None, start_batch=0):
+    """Train with minibatch gradient descent (MATLAB ``traincnn``).
+
+    Resolves ``loss_func='auto'`` and sets the flag, then, for each epoch,
+    takes the minibatches in order (no shuffling) and runs ffcnn, bpcnn and
+    gradientdescentcnn on each, appending the minibatch loss (measured before
+    its update) to ``net.loss_array``.
+
+    Parameters
+    ----------
+    net : CNN
+    x : ndarray, shape (m, H, W) or (m, C, H, W)
+    y : ndarray, shape (m, n_outputs)
+    no_of_epochs : int
+    batch_size : int
+        Must divide m.
+    calc_last_layer_act_derivative : bool or None
+        ``None`` derives the flag as the original (0 for sigmoid/softmax with
+        cross-entropy and for a ``none`` output, else 1); ``True``/``False``
+        force it. The value used is stored on ``net``.
+    verbose : bool
+        Print the original's "training started..." and per-epoch elapsed time.
+    progress : bool
+        Show a progress bar per epoch (minibatch count, loss, ETA).
+    callback : callable, optional
+        ``callback(net, epoch, batch)`` after each minibatch's update (0-based
+        epoch and batch); used for checkpoints.
+    start_batch : int
+        Global minibatch index to start from (resuming); earlier minibatches are
+        skipped and ``net.loss_array`` is kept.
+
+    Returns
+    -------
+    CNN
+        ``net`` itself, trained.
+    """
+    x = check_x(net, x)
+    m = x.shape[0]
+    y = check_y(net, y, m)
+    no_of_epochs = _count(no_of_epochs, "no_of_epochs", allow_zero=True)
+    batch_size = _count(batch_size, "batch_size")
+    if m % batch_size != 0:
+        raise ValueError(f"batch_size={batch_size} does not divide the number of examples "
+                         f"m={m} (the original requires an integer number of batches)")
+    prepare_loss_and_flag(net, calc_last_layer_act_derivative)
+    n_batches = m // batch_size
+    if start_batch == 0:
+        net.loss_array = []
+    if verbose:
+        print("training started...", flush=True)
+    for epoch in range(no_of_epochs):
+        first = max(0, start_batch - epoch * n_batches)
+        if first >= n_batches:
+            continue
+        t0 = time.perf_counter()
+        bar = _progress_bar(n_batches, first, epoch, no_of_epochs) if progress else None
+        for j in range(first, n_batches):
+            sl = slice(j * batch_size, (j + 1) * batch_size)
+            _forward(net, x[sl])
+            bpcnn(net, y[sl])
+            _check_finite(net, epoch + 1, j + 1)
+            gradientdescentcnn(net)
+            net.loss_array.append(net.loss)
+            if bar is not None:
+                bar.set_postfix(loss=f"{net.loss:.4f}", refresh=False)
+                bar.update(1)
+            if callback is not None:
+                callback(net, epoch, j)
+        if bar is not None:
+            bar.close()
+        if verbose:
+            print(f"Elapsed time is {time.perf_counter() - t0:.6f} seconds.", flush=True)
+    return net
+
+
+def _progress_bar(total, initial, epoch, epochs):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}",
+                unit="batch", file=sys.stderr, dynamic_ncols=True)
+
+
+def _count(value, name, allow_zero=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < (0 if allow_zero else 1):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '>= 1'}, got {value}")
+    return int(value)
+
+
+def _runtime_view(net):
+    """A copy that shares the parameters but has its own runtime fields.
+
+    ``testcnn``/``predictcnn`` run the forward pass on it, so, as in MATLAB
+    (where they get the network by value), the caller's network is unchanged.
+    """
+    view = copy.copy(net)
+    view.layers = [copy.copy(layer) for layer in net.layers]
+    return view
+
+
+def _outputs_in_chunks(net, x, chunk):
+    """Last-layer outputs ``(N, n_outputs)`` of a forward pass over ``x`` in chunks.
+
+    Every example is independent in the forward pass, so chunking only saves
+    memory.
+    """
+    view = _runtime_view(net)
+    out = []
+    for i in range(0, x.shape[0], chunk):
+        _forward(view, x[i:i + chunk])
+        out.append(output_matrix(view))
+    return np.concatenate(out, axis=0)
+
+
+def predictcnn(net, x, *, chunk=1000):
+    """Predict (MATLAB ``predictcnn``): the largest output and its index per example.
+
+    Parameters
+    ----------
+    net : CNN
+    x : ndarray, shape (N, H, W) or (N, C, H, W)
+    chunk : int
+        Examples per forward pass (memory only; results do not depend on it).
+
+    Returns
+    -------
+    a : ndarray, shape (N,)
+        Largest output of each example.
+    labels : ndarray of int, shape (N,)
+        Its 0-based index (the original's 1-based ``l`` minus 1); ties go to
+        the first.
+    """
+    x = check_x(net, x)
+    o = _outputs_in_chunks(net, x, _count(chunk, "chunk"))
+    labels = o.argmax(axis=1)
+    return o[np.arange(o.shape[0]), labels], labels
+
+
+def testcnn(net, x, y, *, chunk=1000, verbose=False):
+    """Error rate (MATLAB ``testcnn``): the fraction of examples whose largest
+    output is not at the position of the largest target.
+
+    Parameters
+    ----------
+    net : CNN
+    x : ndarray, shape (N, H, W) or (N, C, H, W)
+    y : ndarray, shape (N, n_outputs)
+    chunk : int
+        Examples per forward pass (memory only).
+    verbose : bool
+        Print "test error is" and the value, as the original.
+
+    Returns
+    -------
+    float
+    """
+    x = check_x(net, x)
+    y = check_y(net, y, x.shape[0])
+    o = _outputs_in_chunks(net, x, _count(chunk, "chunk"))
+    err = float(np.count_nonzero(o.argmax(axis=1) != y.argmax(axis=1)) / o.shape[0])
+    if verbose:
+        print(f"test error is\nerr = {err}")
+    return err
