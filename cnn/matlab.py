@@ -79,12 +79,13 @@ def _cell(items):
 
 # --------------------------------------------------------------------------- save
 
-def to_matlab_struct(net):
+def to_matlab_struct(net, runtime=True):
     """The network as a dict that ``scipy.io.savemat`` writes as the original's struct.
 
-    Runtime fields (``featuremaps``, ``outputs``, ``er``, ``dK``/``dW``/``db``,
-    ``loss``, ``loss_array``, ``CalcLastLayerActDerivative``) are included when
-    the network has them.
+    With ``runtime=True``, the runtime fields (``featuremaps``, ``outputs``,
+    ``er``, ``dK``/``dW``/``db``, ``loss``) are included when the network has
+    them. ``loss_array`` and ``CalcLastLayerActDerivative`` are always included
+    when set.
     """
     inp = net.layers[0]
     s = {
@@ -100,7 +101,7 @@ def to_matlab_struct(net):
     }
     if net.calc_last_layer_act_derivative is not None:
         s["CalcLastLayerActDerivative"] = float(net.calc_last_layer_act_derivative)
-    if net.loss is not None:
+    if runtime and net.loss is not None:
         s["loss"] = float(net.loss)
     if net.loss_array:
         s["loss_array"] = np.asarray(net.loss_array, dtype=np.float64)[None, :]
@@ -118,7 +119,7 @@ def to_matlab_struct(net):
                      prev_layer_no_featuremaps=float(layer.n_prev_maps),
                      K=kernels_to_matlab(np.asarray(layer.K, np.float64)),
                      b=np.asarray(layer.b, np.float64)[None, :], act_func=layer.act_func)
-            if layer.dK is not None:
+            if runtime and layer.dK is not None:
                 d["dK"] = kernels_to_matlab(np.asarray(layer.dK, np.float64))
                 d["db"] = np.asarray(layer.db, np.float64)[None, :]
         elif layer.type == "p":
@@ -131,9 +132,12 @@ def to_matlab_struct(net):
                      convert_input_to_1D=float(net.layers[i - 1].type != "f"),
                      W=np.asarray(layer.W, np.float64),
                      b=np.asarray(layer.b, np.float64)[:, None])
-            if layer.dW is not None:
+            if runtime and layer.dW is not None:
                 d["dW"] = np.asarray(layer.dW, np.float64)
                 d["db"] = np.asarray(layer.db, np.float64)[:, None]
+        if not runtime:
+            layers.append(d)
+            continue
         if layer.featuremaps is not None:
             d["featuremaps"] = _cell(maps_to_matlab(np.asarray(layer.featuremaps, np.float64)))
         if layer.outputs is not None:
