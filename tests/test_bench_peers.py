@@ -103,7 +103,8 @@ def test_torch_gradients_equal_numpy(tiny):
                                    err_msg=k)
     torch = pytest.importorskip("torch")
     gt2 = bp.torch_gradients(params, x, y, dtype=torch.float64)
-    assert all(np.array_equal(gt[k], gt2[k]) for k in gt)
+    for k in gt:  # torch's threaded CPU kernels are not bitwise reproducible: round-off only
+        np.testing.assert_allclose(gt2[k], gt[k], rtol=1e-12, atol=1e-15, err_msg=k)
 
 
 def test_torch_forward_equals_numpy(tiny):

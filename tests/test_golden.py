@@ -135,3 +135,37 @@ def test_pool_not_divisible_runs_backward():
     assert pool.er.shape == net.layers[1].featuremaps.shape  # 8x8: last row/col get zero
     assert np.all(pool.er[:, :, 6:, :] == 0) and np.all(pool.er[:, :, :, 6:] == 0)
     assert np.isfinite(net.loss)
+
+
+SAVECNN_FIELDS = {  # what the original savecnn.m copies into its variable cnn1
+    "i": ("type", "no_featuremaps", "featuremap_width", "featuremap_height",
+          "prev_layer_no_featuremaps"),
+    "c": ("type", "K", "b", "act_func", "no_featuremaps", "kernel_width", "kernel_height",
+          "featuremap_width", "featuremap_height"),
+    "p": ("type", "subsample_rate", "subsample_method", "no_featuremaps", "featuremap_width",
+          "featuremap_height", "act_func"),
+    "f": ("type", "no_of_nodes", "act_func", "no_of_inputs", "convert_input_to_1D", "W", "b"),
+}
+
+
+@pytest.mark.parametrize("name", ["g01_c2p_ex3like_auto_cros", "g02_quad_sigm_flag_on"])
+def test_load_savecnn_struct_and_continue_training(name, tmp_path):
+    """A struct with exactly the fields the original's savecnn writes (variable cnn1:
+    no flag, no prev_layer_no_featuremaps for conv layers) loads and trains on."""
+    d = load(name)
+    setup = scipy.io.loadmat(FIXTURE_DIR / f"{name}.mat", simplify_cells=True)["cnn_setup"]
+    cnn1 = {k: setup[k] for k in ("no_of_layers", "input_image_height", "input_image_width",
+                                  "no_of_input_channels", "loss_func", "regularization_const",
+                                  "learning_rate")}
+    cnn1["namaste"] = 1.0
+    cnn1["loss_func"] = str(d["loss_func_requested"][0])
+    layers = np.empty((1, len(setup["layers"])), dtype=object)
+    for i, L in enumerate(setup["layers"]):
+        layers[0, i] = {k: L[k] for k in SAVECNN_FIELDS[L["type"]]}
+    cnn1["layers"] = layers
+    scipy.io.savemat(tmp_path / "saved.mat", {"cnn1": cnn1})
+    net = load_cnn(tmp_path / "saved.mat", var="cnn1")
+    assert net.calc_last_layer_act_derivative is None
+    assert net.loss_func == str(d["loss_func_requested"][0])
+    check_params(net, d, "0", "loaded from savecnn layout")
+    check_training(net, d)
