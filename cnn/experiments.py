@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .backward import compute_loss
-from .forward import ffcnn
+from .forward import ffcnn, output_matrix
 from .gradcheck import gradient_checker
 from .network import add_conv_layer, add_fc_layer, add_pool_layer, example_network, initcnn
 from .training import NonFiniteError, predictcnn, traincnn
@@ -136,7 +136,10 @@ def grad_norms_on_off(net, x, y):
     dict
         ``last_off``, ``last_on``: norm of the last layer's weight gradient
         (``dW``, or ``dK``); ``all_off``, ``all_on``: norm of all parameter
-        gradients together.
+        gradients together; ``wrong_saturated``: of the outputs on the wrong
+        side (``|a - y| > 0.5``), the fraction that is saturated
+        (``a(1 - a) < 0.01``), where the flag shrinks the error more than
+        25-fold.
     """
     from .backward import bpcnn
 
@@ -151,6 +154,11 @@ def grad_norms_on_off(net, x, y):
         last = work.layers[-1]
         out["last_" + tag] = _norm([last.dW if last.type == "f" else last.dK])
         out["all_" + tag] = _norm(g)
+    a = output_matrix(work)
+    wrong = np.abs(a - np.asarray(y, dtype=a.dtype)) > 0.5
+    n_wrong = int(np.count_nonzero(wrong))
+    out["wrong_saturated"] = (float(np.count_nonzero(wrong & (a * (1 - a) < 0.01))) / n_wrong
+                              if n_wrong else 0.0)
     return out
 
 
@@ -228,7 +236,8 @@ def run_one(setting, seed, data, epochs=1, *, net=None, batch_size=BATCH_SIZE,
         "test_error": [], "misclassified": [], "train_seconds": [], "test_seconds": [],
         "loss_array": [], "loss_cros": [], "loss_quad": [], "grad_norm_last": [],
         "grad_norm_all": [],
-        "probe": {"step": [], "last_off": [], "last_on": [], "all_off": [], "all_on": []},
+        "probe": {"step": [], "last_off": [], "last_on": [], "all_off": [], "all_on": [],
+                  "wrong_saturated": []},
         "confusion": None, "status": "ok",
     }
     probe_time = [0.0]
@@ -606,26 +615,45 @@ def make_figures(runs, out, *, prefix=""):
     smooth = max(1, min(50, n_batch // 20))
     paths = []
 
+    palette = {s.label: f"C{i}" for i, s in enumerate(SETTINGS.values())}
+
+    def colors(curves):
+        return {lab: palette.get(lab.split(" = ")[0].replace("along the ", "")
+                                 .replace(" runs", ""), None) for lab in curves}
+
     def curves(field):
-        return {lab: [np.array([np.nan if v is None else v for v in r[field]]) for r in rs
-                      if r[field]] for lab, rs in by.items()}
+        """label -> per-seed arrays; settings with identical curves share one entry."""
+        out = {}
+        for lab, rs in by.items():
+            arrs = [np.array([np.nan if v is None else v for v in r[field]]) for r in rs
+                    if r[field]]
+            same = next((k for k, v in out.items() if len(v) == len(arrs) and all(
+                a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+                for a, b in zip(v, arrs))), None)
+            if same is not None and arrs:
+                out[f"{same} = {lab} (identical)"] = out.pop(same)
+            else:
+                out[lab] = arrs
+        return out
 
     ce = {k: v for k, v in curves("loss_cros").items() if v}
     if ce:
         paths.append(plots.loss_curves(
             ce, out / f"{prefix}loss_cros.png", smooth=smooth, ylabel="cross-entropy",
+            colors=colors(ce),
             title=f"Cross-entropy of each minibatch before its update ({seeds}; all settings, "
                   f"also quad)"))
     q = {k: v for k, v in curves("loss_quad").items() if v}
     if q:
         paths.append(plots.loss_curves(
             q, out / f"{prefix}loss_quad.png", smooth=smooth, ylabel="quadratic loss",
+            colors=colors(q),
             title=f"Quadratic loss of each minibatch before its update ({seeds})"))
     errs = {lab: [r["test_error"][-1] if r["test_error"] and r["status"] == "ok" else np.nan
                   for r in rs] for lab, rs in by.items()}
     n_test = runs[0]["n_test"]
     paths.append(plots.error_by_setting(
-        errs, out / f"{prefix}test_error.png",
+        errs, out / f"{prefix}test_error.png", colors=colors(errs),
         title=f"Test error after {runs[0]['epochs']} epoch(s), {n_test} test images "
               f"({seeds})"))
     if max(len(r["test_error"]) for r in runs) > 1:
@@ -634,6 +662,7 @@ def make_figures(runs, out, *, prefix=""):
         n_ep = max(len(x) for v in ep.values() for x in v)
         paths.append(plots.loss_curves(
             ep, out / f"{prefix}test_error_by_epoch.png", smooth=1, ylabel="test error",
+            colors=colors(ep),
             xlabel="epoch", x=np.arange(1, n_ep + 1),
             title=f"Test error after each epoch ({seeds}: mean, min-max band)"))
     ratio, steps = {}, {}
@@ -646,7 +675,7 @@ def make_figures(runs, out, *, prefix=""):
             steps[lab] = rs[0]["probe"]["step"]
     if ratio:
         paths.append(plots.grad_norm_ratio(
-            ratio, out / f"{prefix}grad_ratio.png", steps=steps,
+            ratio, out / f"{prefix}grad_ratio.png", steps=steps, colors=colors(ratio),
             title="Last-layer gradient norm, flag on / flag off (same state, same minibatch)"))
     for key, name in (("off", "confusion_off"), ("on", "confusion_on")):
         rs = [r for r in runs if r["setting"] == key and r["confusion"] is not None]

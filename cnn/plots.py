@@ -100,15 +100,17 @@ def _band(ax, x, runs, color, label, smooth, raw_alpha=0.25):
         ax.fill_between(x, sm.min(axis=0), sm.max(axis=0), color=color, alpha=0.2, lw=0)
 
 
-def _colors(n):
+def _colors(labels, colors=None):
+    """One colour per label: ``colors[label]`` where given, else the default cycle."""
     cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    return [cycle[i % len(cycle)] for i in range(n)]
+    colors = colors or {}
+    return [colors.get(lab) or cycle[i % len(cycle)] for i, lab in enumerate(labels)]
 
 
 # --------------------------------------------------------------------------- curves
 
 def loss_curves(curves, path, *, title=None, smooth=50, ylabel="minibatch loss",
-                xlabel="minibatch", x=None, logy=False):
+                xlabel="minibatch", x=None, logy=False, colors=None):
     """Minibatch loss (or any per-step quantity) per setting.
 
     Parameters
@@ -128,6 +130,8 @@ def loss_curves(curves, path, *, title=None, smooth=50, ylabel="minibatch loss",
         x values shared by all curves (default 1, 2, ...).
     logy : bool
         Logarithmic y axis.
+    colors : mapping, optional
+        label -> matplotlib colour (default: the colour cycle in order).
 
     Returns
     -------
@@ -136,7 +140,7 @@ def loss_curves(curves, path, *, title=None, smooth=50, ylabel="minibatch loss",
     if not curves:
         raise ValueError("curves is empty: nothing to plot")
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    for color, (label, value) in zip(_colors(len(curves)), curves.items()):
+    for color, (label, value) in zip(_colors(list(curves), colors), curves.items()):
         _band(ax, x, _as_runs(value), color, str(label), int(smooth))
     ax.set_xlabel(xlabel)
     lab = ylabel + (f" (moving average of {int(smooth)})" if smooth > 1 else "")
@@ -151,7 +155,7 @@ def loss_curves(curves, path, *, title=None, smooth=50, ylabel="minibatch loss",
 
 
 def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
-                    ylabel="||dW_last|| flag on / flag off", xlabel="minibatch"):
+                    ylabel="||dW_last|| flag on / flag off", xlabel="minibatch", colors=None):
     """Ratio of last-layer gradient norms, flag on over flag off, along training.
 
     Each value compares the two gradients of the same network state and the
@@ -169,6 +173,8 @@ def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
         sequence per label (default 0, 1, 2, ...).
     bound : float or None
         Upper bound to draw.
+    colors : mapping, optional
+        label -> matplotlib colour.
 
     Returns
     -------
@@ -178,7 +184,7 @@ def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
         raise ValueError("curves is empty: nothing to plot")
     fig, ax = plt.subplots(figsize=(8, 4.8))
     top = 0.0
-    for color, (label, value) in zip(_colors(len(curves)), curves.items()):
+    for color, (label, value) in zip(_colors(list(curves), colors), curves.items()):
         runs = _as_runs(value)
         x = steps.get(label) if isinstance(steps, dict) else steps
         if x is None:
@@ -199,7 +205,7 @@ def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
 
 
 def error_by_setting(errors, path, *, title=None, ylabel="test error", reference=None,
-                     percent=True):
+                     percent=True, colors=None):
     """Test error per setting: one point per seed, the mean with +-1 std bars.
 
     Parameters
@@ -212,6 +218,8 @@ def error_by_setting(errors, path, *, title=None, ylabel="test error", reference
         label -> a value to mark with a star (e.g. the Octave reference run).
     percent : bool
         Show the errors in percent.
+    colors : mapping, optional
+        label -> matplotlib colour.
 
     Returns
     -------
@@ -223,7 +231,7 @@ def error_by_setting(errors, path, *, title=None, ylabel="test error", reference
     labels = [str(k) for k in errors]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(labels) + 2), 4.8))
     rng = np.random.default_rng(0)  # fixed jitter: the same data give the same figure
-    for i, (color, value) in enumerate(zip(_colors(len(labels)), errors.values())):
+    for i, (color, value) in enumerate(zip(_colors(list(errors), colors), errors.values())):
         v = np.asarray(value, dtype=float).ravel() * scale
         v = v[np.isfinite(v)]
         if v.size == 0:
