@@ -347,6 +347,29 @@ def _error(message, code, exc=None, debug=False):
     return code
 
 
+def train_main(argv=None, prog="scripts/example_mnist.py"):
+    """``python -m cnn train`` under another name (``scripts/example_mnist.py``)."""
+    from . import train_run
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        p = _Parser(prog=prog, parents=[_common()],
+                    description="Example_MNIST_CNN.m in Python: train Example 1/2/3 on MNIST "
+                                f"(or synthetic digits), as '{PROG} train'.")
+        train_run.add_arguments(p)
+        try:
+            args = p.parse_args(argv)
+        except SystemExit as exc:  # --help
+            return int(exc.code or 0)
+        return _cmd_train(args)
+    except KeyboardInterrupt as exc:
+        return _error("interrupted", EXIT_INTERRUPTED, exc, debug)
+    except BaseException as exc:  # noqa: BLE001
+        message, code = describe_error(exc)
+        return _error(message, code, exc, debug)
+
+
 def main(argv=None):
     """Run ``python -m cnn`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
