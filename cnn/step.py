@@ -70,7 +70,10 @@ MATLAB_LINES = {
 }
 """Line numbers of the original ``bpcnn.m`` for each step (see :func:`step_report`)."""
 
-_DOC_LINK = "docs/backprop.md"
+
+
+class DebuggerQuit(Exception):
+    """The user left ``bpcnn`` with ``q`` in the debugger: there is nothing to report."""
 
 
 # --------------------------------------------------------------------------- report
@@ -251,7 +254,8 @@ def step_report(net, x, y, *, description=None, data="", debugger=False):
     ffcnn(net, x)
     y = check_y(net, y, np.shape(x)[0])
     if debugger:
-        debug_bpcnn(net, y)
+        if not debug_bpcnn(net, y):
+            raise DebuggerQuit("bpcnn was left in the debugger; no report")
     else:
         bpcnn(net, y)
     return report_from_net(net, y, description=description, data=data)
@@ -662,7 +666,13 @@ def run_from_args(args):
         flag = net.calc_last_layer_act_derivative  # the file's flag, else derived
     plot_net = net.copy() if args.plot else None
     prepare_loss_and_flag(net, flag)
-    report = step_report(net, xb, yb, description=desc, data=data, debugger=args.pdb)
+    try:
+        report = step_report(net, xb, yb, description=desc, data=data, debugger=args.pdb)
+    except DebuggerQuit as exc:
+        print(f"\n{exc}")
+        return 0
+    if args.pdb:
+        print()
     sys.stdout.write(report.format(args.values) if args.values != 5 else report.format())
     if args.plot:
         reports = {}
