@@ -21,6 +21,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import traceback
@@ -102,7 +103,7 @@ def build_parser():
     s.add_argument("--data-dir", metavar="DIR",
                    help="MNIST directory (default: $CNN_MNIST_DIR, else data/mnist)")
     s.add_argument("--no-download", dest="download", action="store_false",
-                   help="never download MNIST")
+                   help="never download MNIST (also: environment CNN_NO_DOWNLOAD=1)")
     s.add_argument("--plots", metavar="DIR", help="write the confusion matrix, the "
                    "first-layer kernels and the feature maps of the first test digit into DIR")
 
@@ -262,9 +263,10 @@ def _cmd_test(args):
     if args.synthetic is None and (H, W) != (28, 28):
         raise CLIError(f"{args.network}: the network takes {H}x{W} images; MNIST images are "
                        f"28x28 (use --synthetic N)")
+    download = args.download and os.environ.get("CNN_NO_DOWNLOAD", "").strip() in ("", "0")
     tx, ty, desc = train_run.load_data(
         "test", synthetic=args.synthetic, subset=args.test_subset, data_dir=args.data_dir,
-        download=args.download, progress=True, size=(H, W))
+        download=download, progress=True, size=(H, W))
     t0 = time.perf_counter()
     _, pred = training.predictcnn(net, tx)
     elapsed = time.perf_counter() - t0
