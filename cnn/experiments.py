@@ -136,10 +136,10 @@ def grad_norms_on_off(net, x, y):
     dict
         ``last_off``, ``last_on``: norm of the last layer's weight gradient
         (``dW``, or ``dK``); ``all_off``, ``all_on``: norm of all parameter
-        gradients together; ``wrong_saturated``: of the outputs on the wrong
-        side (``|a - y| > 0.5``), the fraction that is saturated
-        (``a(1 - a) < 0.01``), where the flag shrinks the error more than
-        25-fold.
+        gradients together; ``factor_wrong`` and ``factor_right``: the mean
+        of the flag's factor ``a(1 - a)`` over the outputs on the wrong side
+        (``|a - y| > 0.5``) and over the others (``None`` if there are none);
+        ``frac_wrong``: the fraction of outputs on the wrong side.
     """
     from .backward import bpcnn
 
@@ -155,10 +155,11 @@ def grad_norms_on_off(net, x, y):
         out["last_" + tag] = _norm([last.dW if last.type == "f" else last.dK])
         out["all_" + tag] = _norm(g)
     a = output_matrix(work)
+    factor = a * (1 - a)
     wrong = np.abs(a - np.asarray(y, dtype=a.dtype)) > 0.5
-    n_wrong = int(np.count_nonzero(wrong))
-    out["wrong_saturated"] = (float(np.count_nonzero(wrong & (a * (1 - a) < 0.01))) / n_wrong
-                              if n_wrong else 0.0)
+    out["factor_wrong"] = float(factor[wrong].mean()) if wrong.any() else None
+    out["factor_right"] = float(factor[~wrong].mean()) if (~wrong).any() else None
+    out["frac_wrong"] = float(wrong.mean())
     return out
 
 
@@ -237,7 +238,7 @@ def run_one(setting, seed, data, epochs=1, *, net=None, batch_size=BATCH_SIZE,
         "loss_array": [], "loss_cros": [], "loss_quad": [], "grad_norm_last": [],
         "grad_norm_all": [],
         "probe": {"step": [], "last_off": [], "last_on": [], "all_off": [], "all_on": [],
-                  "wrong_saturated": []},
+                  "factor_wrong": [], "factor_right": [], "frac_wrong": []},
         "confusion": None, "status": "ok",
     }
     probe_time = [0.0]
