@@ -245,3 +245,14 @@ def test_reproduce_reference_runs_on_injected_data(data):
     assert "| flag off (derived) |" in experiments.format_reproduction([r])
     with pytest.raises(ValueError, match="flag"):
         experiments.reproduce_reference(FIXTURE, "sideways", data=small)
+
+
+def test_reproduce_option_prints_the_comparison(data, tmp_path, capsys):
+    small = (data[0][:50], data[1][:50]) + synthetic(10000, 6)
+    rc = compare_main(["--reproduce", str(FIXTURE), "--out", str(tmp_path)], data=small,
+                      prog="compare")
+    out = capsys.readouterr().out
+    assert rc == 1  # 50 synthetic images do not reproduce the MNIST runs
+    assert "| flag off (derived) |" in out and "| flag forced on |" in out and "**NO**" in out
+    assert (tmp_path / "reproduction.md").read_text() == out
+    assert compare_main(["--reproduce", str(tmp_path / "nothing.npz")], data=small) == 2
