@@ -568,6 +568,19 @@ def machine_text():
             f"Python {platform.python_version()}")
 
 
+def _json_safe(obj):
+    """Replace NaN/Inf floats (e.g. of a diverged run) by None, recursively."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def write_results(out, runs, meta, *, plots=True, gradcheck=None):
     """Write ``results.json``, ``results.csv``, ``table.md`` (and figures) into ``out``.
 
@@ -576,8 +589,8 @@ def write_results(out, runs, meta, *, plots=True, gradcheck=None):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(runs)
-    doc = {"meta": meta, "settings": {k: vars(s) for k, s in SETTINGS.items()},
-           "summary": summary, "runs": runs}
+    doc = _json_safe({"meta": meta, "settings": {k: vars(s) for k, s in SETTINGS.items()},
+                      "summary": summary, "runs": runs})
     paths = [_write_text(out / "results.json", json.dumps(doc, indent=1, allow_nan=False)),
              _write_text(out / "results.csv", results_csv(runs)),
              write_table(summary, out / "table.md", meta)]

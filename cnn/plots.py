@@ -231,6 +231,7 @@ def error_by_setting(errors, path, *, title=None, ylabel="test error", reference
     labels = [str(k) for k in errors]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(labels) + 2), 4.8))
     rng = np.random.default_rng(0)  # fixed jitter: the same data give the same figure
+    labelled = False
     for i, (color, value) in enumerate(zip(_colors(list(errors), colors), errors.values())):
         v = np.asarray(value, dtype=float).ravel() * scale
         v = v[np.isfinite(v)]
@@ -238,11 +239,12 @@ def error_by_setting(errors, path, *, title=None, ylabel="test error", reference
             continue
         jitter = rng.uniform(-0.12, 0.12, v.size) if v.size > 1 else np.zeros(1)
         ax.scatter(i + jitter, v, color=color, s=22, alpha=0.75, zorder=3,
-                   label="each seed" if i == 0 else None)
+                   label=None if labelled else "each seed")
         mean = v.mean()
         std = v.std(ddof=1) if v.size > 1 else 0.0
         ax.errorbar(i + 0.28, mean, yerr=std, fmt="o", color="k", ms=5, capsize=4, zorder=4,
-                    label="mean +- std" if i == 0 else None)
+                    label=None if labelled else "mean +- std")
+        labelled = True
         ax.annotate(f"{mean:.2f}" if percent else f"{mean:.4f}", (i + 0.34, mean),
                     fontsize="small", va="center")
     if reference:
@@ -259,7 +261,8 @@ def error_by_setting(errors, path, *, title=None, ylabel="test error", reference
     ax.set_ylim(bottom=0)
     ax.set_ylabel(ylabel + (" (%)" if percent else ""))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
     return _save(fig, path)

@@ -256,3 +256,18 @@ def test_reproduce_option_prints_the_comparison(data, tmp_path, capsys):
     assert "| flag off (derived) |" in out and "| flag forced on |" in out and "**NO**" in out
     assert (tmp_path / "reproduction.md").read_text() == out
     assert compare_main(["--reproduce", str(tmp_path / "nothing.npz")], data=small) == 2
+
+
+def test_a_diverged_run_is_recorded_not_fatal(data, tmp_path):
+    small = (data[0][:100], data[1][:100], data[2][:20], data[3][:20])
+    with np.errstate(all="ignore"):
+        bad = experiments.run_one("off", 0, small, lr=1e200, probe_every=1)
+    good = experiments.run_one("on", 0, small, probe_every=1)
+    assert bad["status"].startswith("diverged: NaN/Inf") and bad["test_error"] == []
+    meta = {"n_train": 100, "n_test": 20, "epochs": 1, "batch_size": 50, "seeds": [0],
+            "machine": "test", "date": "today"}
+    experiments.write_results(tmp_path, [bad, good], meta)
+    table = (tmp_path / "table.md").read_text()
+    assert "| flag off (derived) (1 diverged) |" in table and "**n/a**" in table
+    json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "test_error.png").is_file()
