@@ -545,7 +545,7 @@ def plot_error_norms(reports, path, *, title=None):
         ax.bar(xs, vals, width=width, label=label)
     ax.set_yscale("log")
     ax.set_xticks(np.arange(len(layers)), names)
-    ax.set_xlabel("layer (MATLAB number), from the input to the output")
+    ax.set_xlabel("layer (MATLAB number) and type, in the order bpcnn visits them: output first")
     ax.set_ylabel("||er|| over the minibatch")
     ax.set_title(title or f"bpcnn errors per layer: {first.description}", fontsize=9)
     ax.legend(fontsize=8)

@@ -645,6 +645,7 @@ def _write_plots(net, out, plots_dir, tx, true, pred, loss):
     if net.loss_array:
         files["loss_png"] = Path(plots.loss_curves(
             {"minibatch loss": list(net.loss_array)}, out / "loss.png",
+            smooth=min(50, max(1, len(net.loss_array) // 20)),
             title="training loss (each minibatch, before its update)", ylabel=ylabel))
     if plots_dir is not None:
         files.update(write_test_plots(net, plots_dir, tx, true, pred))
