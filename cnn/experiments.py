@@ -734,6 +734,17 @@ def gradcheck_table(seed=0, n=20):
         gradients of rows 2 and 3 (0: identical) and ``ratio_last``:
         ``||dW_last||`` flag on / flag off.
     """
+    import numba
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)  # thousands of tiny forward passes: threads only add overhead
+    try:
+        return _gradcheck_table(seed, n)
+    finally:
+        numba.set_num_threads(threads)
+
+
+def _gradcheck_table(seed, n):
     from .backward import bpcnn, prepare_loss_and_flag
 
     net = _gradcheck_net(seed)

@@ -28,7 +28,7 @@ def synthetic(n, seed):
 
 @pytest.fixture(scope="module")
 def data():
-    return synthetic(300, 1) + synthetic(100, 2)
+    return synthetic(200, 1) + synthetic(100, 2)
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +56,14 @@ def test_pipeline_writes_every_file_and_a_sane_table(outputs):
     assert not list(out.glob(".*.tmp"))
     assert not (outputs[1] / "loss_cros.png").exists()  # --no-plots
     doc = json.loads((out / "results.json").read_text())
-    assert doc["meta"]["n_train"] == 300 and doc["meta"]["seeds"] == [0, 1]
+    assert doc["meta"]["n_train"] == 200 and doc["meta"]["seeds"] == [0, 1]
     runs = doc["runs"]
     assert [(r["setting"], r["seed"]) for r in runs] == [(k, s) for k in SETTINGS for s in (0, 1)]
     for r in runs:
         assert r["status"] == "ok" and len(r["test_error"]) == 1 and 0 <= r["test_error"][0] <= 1
         assert r["misclassified"][0] == round(r["test_error"][0] * 100)
-        assert len(r["loss_array"]) == len(r["loss_cros"]) == len(r["grad_norm_all"]) == 6
-        assert r["probe"]["step"] == [0, 2, 4, 6]
+        assert len(r["loss_array"]) == len(r["loss_cros"]) == len(r["grad_norm_all"]) == 4
+        assert r["probe"]["step"] == [0, 2, 4]
         assert np.sum(r["confusion"]) == 100
     table = (out / "table.md").read_text()
     rows = [l for l in table.splitlines() if l.startswith("| ") and "---" not in l]
@@ -147,7 +147,7 @@ def test_run_one_matches_testcnn_and_records_epochs(data):
     (["--jobs", "0"], "--jobs"),
     (["--epochs", "-1"], "--epochs"),
     (["--train-subset", "120"], "multiple of the batch size"),
-    (["--train-subset", "1000"], "more than the 300"),
+    (["--train-subset", "1000"], "more than the 200"),
     (["--test-subset", "1000"], "more than the 100"),
     (["--frobnicate"], "unrecognized"),
 ])
