@@ -120,6 +120,7 @@ class TrainConfig:
     dtype: Optional[str] = None           # "float64", "float32"
     synthetic: Optional[int] = None
     verbose: bool = True
+    overwrite: bool = False
 
 
 # Settings that define the computation: fixed by a checkpoint when resuming.
@@ -241,6 +242,9 @@ def add_arguments(p):
                         "feature maps of one test digit into DIR")
     g.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start a new run even if --out holds the checkpoint of an unfinished "
+                        "one (which is then lost)")
     return p
 
 
@@ -499,6 +503,8 @@ def run_training(cfg, *, callback: Optional[Callable] = None):
         raise UsageError(f"cannot create the output directory {out}: {exc}") from None
     prefix = out / "checkpoint"
     ckpt = prefix.with_name("checkpoint.npz")
+    if resumed_from is None and not cfg.overwrite:
+        _refuse_to_overwrite_unfinished(ckpt, cfg.out)
     every = s["checkpoint_every"]
     earlier_time = float(meta.get("train_time", 0.0)) if meta else 0.0
 
@@ -619,6 +625,24 @@ def run_training(cfg, *, callback: Optional[Callable] = None):
     return TrainResult(net=net, test_error=err, misclassified=wrong, n_test=int(tx.shape[0]),
                        train_time=train_time, total_train_time=total_time, test_time=test_time,
                        batches_done=total, out=out, files=files)
+
+
+def _refuse_to_overwrite_unfinished(ckpt, out):
+    """A new run must not silently replace the checkpoint of an interrupted one."""
+    from .checkpoint import load_npz_meta
+    from .matlab import CNNFileError
+
+    if not ckpt.is_file():
+        return
+    try:
+        meta = load_npz_meta(ckpt)
+    except (CNNFileError, OSError):
+        return  # not a readable checkpoint: nothing to resume from
+    if meta.get("format") == CHECKPOINT_FORMAT and not meta.get("finished"):
+        raise UsageError(f"{ckpt} holds an unfinished run (minibatch {meta.get('batches_done')} "
+                         f"of {meta.get('epochs')} epoch(s) x {meta.get('n_batches_per_epoch')}"
+                         f"); resume it with: {resume_command(ckpt, out)}; or give another "
+                         f"--out, or --overwrite to start again")
 
 
 def _write_summary(path, summary):

@@ -303,6 +303,19 @@ def test_second_ctrl_c_during_a_write_keeps_the_last_checkpoint(tiny, tmp_path, 
     assert load_npz_meta(out / "checkpoint.npz")["batches_done"] == 2
 
 
+def test_a_new_run_never_replaces_an_unfinished_checkpoint(tiny, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        run_training(_cfg(tiny, out), callback=_sigint_at(3, 6))
+    before = (out / "checkpoint.npz").read_bytes()
+    with pytest.raises(UsageError, match="unfinished run .*--resume"):
+        run_training(_cfg(tiny, out))
+    assert (out / "checkpoint.npz").read_bytes() == before
+    res = run_training(_cfg(tiny, out, overwrite=True))  # explicit: start again
+    assert res.batches_done == 12
+    run_training(_cfg(tiny, out))  # a finished run may be replaced
+
+
 def test_resume_refuses_other_settings_or_data(tiny, tmp_path):
     run_training(_cfg(tiny, tmp_path / "a", epochs=1))
     ck = str(tmp_path / "a" / "checkpoint.npz")
