@@ -384,7 +384,7 @@ def main(argv=None):
                     build_parser().parse_args(head)
                 except SystemExit as exc:
                     return int(exc.code or 0)
-            rest = [a for a in rest if a != "--debug"] if command == "bench" else rest
+            rest = [a for a in rest if a != "--debug"]  # ours: the traceback of an error
             return _cmd_compare(rest) if command == "compare" else _cmd_bench(rest)
         parser = build_parser()
         try:

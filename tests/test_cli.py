@@ -91,7 +91,7 @@ def test_compare_delegates_the_rest_of_the_command_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "cnn.experiments", stub)
     monkeypatch.setattr(cnn, "experiments", stub, raising=False)
     assert cli.main(["compare", "--seeds", "2", "--quick", "--debug"]) == 7
-    assert calls == [(["--seeds", "2", "--quick", "--debug"], "python -m cnn compare")]
+    assert calls == [(["--seeds", "2", "--quick"], "python -m cnn compare")]
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
