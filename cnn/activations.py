@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import kernels
+
 ACTIVATIONS = ("sigm", "tanh", "rect", "soft", "none", "plus")
 """Valid activation names (four letters each, as in the original)."""
 
@@ -34,8 +36,13 @@ def check_activation(name, argname="act"):
     return name
 
 
-def forward(z, act):
+def forward(z, act, *, out=None):
     """Apply activation ``act`` to pre-activations ``z`` (``applyactfunccnn(z, act, 0)``).
+
+    ``sigm``: ``1/(1+exp(-z))``; ``tanh``: ``tanh(z)``; ``rect``:
+    ``z .* (leak + (1-leak)*(z > 0))`` (``z`` for ``z > 0``, else ``0.01 z``);
+    ``none``: ``z``; ``soft``: ``exp(z) / sum(exp(z))`` over axis 1;
+    ``plus``: ``log(1 + exp(z))``.
 
     Parameters
     ----------
@@ -43,34 +50,37 @@ def forward(z, act):
         Pre-activations. Softmax normalises over axis 1.
     act : str
         One of :data:`ACTIVATIONS`.
+    out : ndarray, optional
+        Array of ``z``'s shape and dtype to write into (may be ``z`` itself).
 
     Returns
     -------
-    a : ndarray, same shape as ``z``
+    a : ndarray, same shape and dtype as ``z``
     """
-    if act == "sigm":
-        return 1.0 / (1.0 + np.exp(-z))
-    if act == "tanh":
-        return np.tanh(z)
-    if act == "rect":
-        # z .* (leak + (1 - leak) * (z > 0)): the factor is exactly 1 for z > 0
-        return z * (LEAK + (1.0 - LEAK) * (z > 0))
-    if act == "none":
-        return z
     if act == "soft":
         e = np.exp(z - z.max(axis=1, keepdims=True))  # D9: shift by the maximum
-        return e / e.sum(axis=1, keepdims=True)
-    if act == "plus":
-        return np.logaddexp(0.0, z)  # log(1 + exp(z)) without overflow (D9)
+        e /= e.sum(axis=1, keepdims=True)
+        if out is None:
+            return e
+        out[...] = e
+        return out
     check_activation(act)
-    raise AssertionError("unreachable")
+    # elementwise kernel (kernels.act_forward): the formulas above, one pass, no temporaries
+    return kernels.act_forward(z, act, LEAK, out=out)
 
 
-def backward(a, act, err, mode="faithful"):
+def backward(a, act, err, mode="faithful", *, out=None):
     """Multiply ``err`` by the activation's derivative, written from the output ``a``.
 
-    MATLAB: ``applyactfunccnn(a, act, 1, err)``. For softmax this is the
-    Jacobian-vector product ``a * (err - sum(err * a))`` over axis 1.
+    MATLAB: ``applyactfunccnn(a, act, 1, err)``:
+
+    * ``sigm``: ``a .* (1 - a) .* err``
+    * ``tanh``: ``(1 - a.^2) .* err``
+    * ``rect``: ``(leak + (1 - leak) * (a > 0)) .* err``
+    * ``none``: ``a .* err`` in faithful mode (defect D2; the derivative of the
+      identity is 1, which the corrected mode uses)
+    * ``soft``: the Jacobian-vector product ``a .* (err - sum(err .* a))`` over axis 1
+    * ``plus``: ``(1 - exp(-a)) .* err`` (d softplus / dz = sigmoid(z) = 1 - exp(-a))
 
     Parameters
     ----------
@@ -81,28 +91,20 @@ def backward(a, act, err, mode="faithful"):
     err : ndarray, same shape as ``a``
         Error with respect to the layer's output.
     mode : {"faithful", "corrected"}
-        Only ``none`` differs: the original multiplies by ``a`` (defect D2);
-        the corrected derivative of the identity is 1.
+        Only ``none`` differs between the modes.
+    out : ndarray, optional
+        Array to write into (may be ``err`` itself).
 
     Returns
     -------
     ndarray, same shape as ``a``: error with respect to the pre-activation.
     """
-    if act == "sigm":
-        return a * (1.0 - a) * err
-    if act == "tanh":
-        return (1.0 - a * a) * err
-    if act == "rect":
-        return (LEAK + (1.0 - LEAK) * (a > 0)) * err
-    if act == "none":
-        if mode == "faithful":
-            return a * err  # D2: the original multiplies by the output
-        return err
     if act == "soft":
         s = (err * a).sum(axis=1, keepdims=True)
-        return -a * (s - err)
-    if act == "plus":
-        # d softplus / dz = sigmoid(z) = 1 - exp(-a)
-        return -np.expm1(-a) * err
+        g = -a * (s - err)
+        if out is None:
+            return g
+        out[...] = g
+        return out
     check_activation(act)
-    raise AssertionError("unreachable")
+    return kernels.act_backward(a, act, err, mode == "faithful", LEAK, out=out)

@@ -198,7 +198,7 @@ def bpcnn(net, y):
             last.dK = kernels.kernel_grad(below.featuremaps, last.er[::-1], kshape)
         else:
             last.dK = kernels.kernel_grad(below.featuremaps, last.er, kshape) / N
-        last.db = last.er.sum(axis=(0, 2, 3)) / N
+        last.db = kernels.map_sums(last.er) / N     # sum(er{j}(:)) / N
 
     # ---- the other layers, from the top down (for i = no_of_layers-1 : -1 : 1)
     for l in range(len(layers) - 2, 0, -1):
@@ -216,7 +216,7 @@ def bpcnn(net, y):
             layer.er = activations.backward(layer.featuremaps, layer.act_func, g, net.mode)
             kshape = (layer.kernel_height, layer.kernel_width)
             layer.dK = kernels.kernel_grad(layers[l - 1].featuremaps, layer.er, kshape) / N
-            layer.db = layer.er.sum(axis=(0, 2, 3)) / N
+            layer.db = kernels.map_sums(layer.er) / N
     return net
 
 

@@ -120,10 +120,13 @@ def _forward(net, x):
         layer, below = layers[l], layers[l - 1]
         if layer.type == "c":
             # z_j = sum_k X_k (*) K_(j,k) + b(j); featuremaps{j} = f(z_j)
-            z = kernels.conv_valid(below.featuremaps, layer.K)
-            z += layer.b[None, :, None, None]
-            layer.featuremaps = activations.forward(z, layer.act_func)
-            layer.z = z if l == last else None
+            z = kernels.conv_valid(below.featuremaps, layer.K, layer.b)
+            if l == last:
+                layer.z = z
+                layer.featuremaps = activations.forward(z, layer.act_func)
+            else:
+                layer.z = None
+                layer.featuremaps = activations.forward(z, layer.act_func, out=z)
         elif layer.type == "p":
             layer.featuremaps = kernels.mean_pool(below.featuremaps, layer.rate)
         elif layer.type == "f":
@@ -132,9 +135,14 @@ def _forward(net, x):
             else:
                 inp = flatten_maps(below.featuremaps)  # zz = [zz; reshape(fm{k}, H*W, N)]
                 below.outputs = inp
-            z = inp @ layer.W.T + layer.b              # W*zz + repmat(b, 1, N)
-            layer.outputs = activations.forward(z, layer.act_func)
-            layer.z = z if l == last else None
+            z = inp @ layer.W.T                        # W*zz + repmat(b, 1, N)
+            z += layer.b
+            if l == last:
+                layer.z = z
+                layer.outputs = activations.forward(z, layer.act_func)
+            else:
+                layer.z = None
+                layer.outputs = activations.forward(z, layer.act_func, out=z)
     return net
 
 

@@ -1,9 +1,9 @@
 """Numba kernels: the hot loops of the forward and backward passes.
 
-Nothing here knows about networks, activations or MATLAB: each function is
-one array operation, stated with its formula. The model code (``forward.py``,
-``backward.py``) calls these; a reader stepping through ``bpcnn`` can treat each
-call as the formula in its docstring.
+Nothing here knows about networks or MATLAB: each public function is one array
+operation, stated with its formula in the docstring. The model code
+(``forward.py``, ``backward.py``) calls these; a reader stepping through
+``bpcnn`` can treat each call as the formula in its docstring.
 
 Layouts (all C-contiguous, batch first):
 
@@ -11,8 +11,31 @@ Layouts (all C-contiguous, batch first):
 * conv kernels ``(M, P, kh, kw)``: kernel for output map j and input map k is
   ``K[j, k]`` (MATLAB slice ``(j-1)*P + k`` of its kh x kw x (M*P) array).
 
-Parallel loops run over independent outputs only (examples, or kernel
-entries), never over a reduction, so results do not depend on the thread count.
+Every function takes an optional ``out=`` array (preallocated, right shape and
+dtype, C-contiguous) so that the training loop can reuse its buffers; without
+it the result is a new array. float64 and float32 are both supported; the
+result has the dtype of the inputs (no upcasts).
+
+How the loops are written (see ``docs/performance.md``):
+
+* Maps are walked as flat rows ("row-padded"): for a map of width W the
+  positions ``u = p*W + q`` of one output are contiguous, so a kernel tap
+  ``(a, b)`` is a shift by ``a*W + b`` and the innermost loop is one long
+  contiguous loop that LLVM vectorises. Positions with ``q >= Wo`` are computed
+  and thrown away (valid correlation) or read as zeros (full convolution,
+  kernel gradient).
+* Several taps (or maps) are added per pass over an accumulator row, so each
+  load/store of the accumulator carries 4 multiply-adds.
+* ``fastmath={"contract"}`` only lets LLVM fuse ``a*b + c`` into one FMA
+  instruction (one rounding instead of two); no reassociation, no NaN/Inf
+  assumptions. :func:`kernel_grad` additionally allows reassociation inside its
+  per-example dot products (the sum is split over SIMD lanes); its order is
+  fixed by the compiled code, not by the thread count.
+
+Determinism: parallel loops (``prange``) run over independent outputs only
+(examples, or output entries). Sums over examples are done serially in example
+order after the parallel part, so every result is bit-identical for any number
+of threads.
 """
 
 from __future__ import annotations
@@ -20,72 +43,204 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-_jit = nb.njit(cache=True, parallel=True, fastmath=False)
+_FMA = {"contract"}
+_jit = nb.njit(cache=True, parallel=True, fastmath=_FMA)
+_jit_serial = nb.njit(cache=True, fastmath=_FMA)
+_jit_dot = nb.njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
 
+#: Elementwise activations handled by :func:`act_forward` / :func:`act_backward`
+#: (softmax normalises across maps and stays in NumPy, see ``activations.py``).
+ACT_CODES = {"sigm": 0, "tanh": 1, "rect": 2, "none": 3, "plus": 4}
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _float_dtype(*arrays):
+    dt = np.result_type(*arrays)
+    if dt not in (np.float32, np.float64):
+        dt = np.dtype(np.float64)
+    return dt
+
+
+def _contig(a, dtype):
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _output(out, shape, dtype, name="out"):
+    """``out`` checked (shape, dtype, C-contiguous), or a new empty array."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array of shape "
+                         f"{tuple(shape)}, got {out.dtype.name} {out.shape}")
+    return out
+
+
+def _offsets(kh, kw, W):
+    """Flat shifts ``a*W + b`` of the taps of a kh x kw kernel on rows of width W."""
+    a = np.arange(kh, dtype=np.int64)[:, None]
+    b = np.arange(kw, dtype=np.int64)[None, :]
+    return (a * W + b).ravel()
+
+
+# --------------------------------------------------------------------------- valid correlation
 
 @_jit
-def _conv_valid(x, K, z):
-    N, P, H, W = x.shape
-    M, _, kh, kw = K.shape
+def _conv_valid(x, K, off, W, bias, z):
+    # x (N, P, H*W) ; K (M, P, T) ; off (T,) ; bias (M,) ; z (N, M, Ho, Wo)
+    N, P, _ = x.shape
+    M, _, T = K.shape
     Ho, Wo = z.shape[2], z.shape[3]
+    L = (Ho - 1) * W + Wo           # row-padded positions u = p*W + q
+    M4 = M - M % 4
     for n in nb.prange(N):
-        for j in range(M):
-            for p in range(Ho):
-                for q in range(Wo):
-                    z[n, j, p, q] = 0.0
-            for k in range(P):  # the original sums over input maps in order
-                for a in range(kh):
-                    for b in range(kw):
-                        w = K[j, k, a, b]
-                        for p in range(Ho):
-                            for q in range(Wo):
-                                z[n, j, p, q] += x[n, k, p + a, q + b] * w
+        acc = np.empty((4, L), dtype=z.dtype)
+        a0 = acc[0]
+        a1 = acc[1]
+        a2 = acc[2]
+        a3 = acc[3]
+        j = 0
+        while j < M:
+            four = j < M4           # maps j..j+3 together, else map j alone
+            for u in range(L):
+                a0[u] = 0
+                a1[u] = 0
+                a2[u] = 0
+                a3[u] = 0
+            for k in range(P):       # input maps in order
+                xs = x[n, k]
+                K0 = K[j, k]
+                K1 = K[j + 1, k] if four else K0
+                K2 = K[j + 2, k] if four else K0
+                K3 = K[j + 3, k] if four else K0
+                t = 0
+                while t + 4 <= T:    # taps in order, four per pass
+                    y0 = xs[off[t]:off[t] + L]
+                    y1 = xs[off[t + 1]:off[t + 1] + L]
+                    y2 = xs[off[t + 2]:off[t + 2] + L]
+                    y3 = xs[off[t + 3]:off[t + 3] + L]
+                    if four:
+                        w0, w1, w2, w3 = K0[t], K0[t + 1], K0[t + 2], K0[t + 3]
+                        v0, v1, v2, v3 = K1[t], K1[t + 1], K1[t + 2], K1[t + 3]
+                        s0, s1, s2, s3 = K2[t], K2[t + 1], K2[t + 2], K2[t + 3]
+                        r0, r1, r2, r3 = K3[t], K3[t + 1], K3[t + 2], K3[t + 3]
+                        for u in range(L):
+                            c0 = y0[u]
+                            c1 = y1[u]
+                            c2 = y2[u]
+                            c3 = y3[u]
+                            a0[u] = a0[u] + w0 * c0 + w1 * c1 + w2 * c2 + w3 * c3
+                            a1[u] = a1[u] + v0 * c0 + v1 * c1 + v2 * c2 + v3 * c3
+                            a2[u] = a2[u] + s0 * c0 + s1 * c1 + s2 * c2 + s3 * c3
+                            a3[u] = a3[u] + r0 * c0 + r1 * c1 + r2 * c2 + r3 * c3
+                    else:
+                        w0, w1, w2, w3 = K0[t], K0[t + 1], K0[t + 2], K0[t + 3]
+                        for u in range(L):
+                            a0[u] = a0[u] + w0 * y0[u] + w1 * y1[u] + w2 * y2[u] + w3 * y3[u]
+                    t += 4
+                while t < T:
+                    y0 = xs[off[t]:off[t] + L]
+                    w0 = K0[t]
+                    if four:
+                        v0, s0, r0 = K1[t], K2[t], K3[t]
+                        for u in range(L):
+                            c0 = y0[u]
+                            a0[u] = a0[u] + w0 * c0
+                            a1[u] = a1[u] + v0 * c0
+                            a2[u] = a2[u] + s0 * c0
+                            a3[u] = a3[u] + r0 * c0
+                    else:
+                        for u in range(L):
+                            a0[u] = a0[u] + w0 * y0[u]
+                    t += 1
+            for i in range(4 if four else 1):
+                ai = acc[i]
+                bj = bias[j + i]
+                zj = z[n, j + i]
+                for p in range(Ho):
+                    for q in range(Wo):
+                        zj[p, q] = ai[p * W + q] + bj   # the sum over maps, then + b(j)
+            j += 4 if four else 1
 
 
-def conv_valid(x, K):
+def conv_valid(x, K, bias=None, *, out=None):
     """Valid 2-D cross-correlation of a batch of maps with a bank of kernels.
 
-    ``z[n, j, p, q] = sum_k sum_{a,b} x[n, k, p+a, q+b] * K[j, k, a, b]``
+    ``z[n, j, p, q] = sum_k sum_{a,b} x[n, k, p+a, q+b] * K[j, k, a, b]  (+ bias[j])``
 
     Parameters
     ----------
     x : ndarray, shape (N, P, H, W)
     K : ndarray, shape (M, P, kh, kw)
+    bias : ndarray, shape (M,), optional
+        Added to map j after the sum (MATLAB ``... + b(j)``).
+    out : ndarray, shape (N, M, H-kh+1, W-kw+1), optional
 
     Returns
     -------
     z : ndarray, shape (N, M, H-kh+1, W-kw+1)
     """
+    dt = _float_dtype(x, K)
+    x = _contig(x, dt)
+    K = _contig(K, dt)
     N, P, H, W = x.shape
-    M, _, kh, kw = K.shape
-    z = np.empty((N, M, H - kh + 1, W - kw + 1), dtype=x.dtype)
-    _conv_valid(np.ascontiguousarray(x), np.ascontiguousarray(K), z)
+    M, P2, kh, kw = K.shape
+    if P2 != P or kh > H or kw > W:
+        raise ValueError(f"kernels {K.shape} do not fit maps {x.shape}")
+    z = _output(out, (N, M, H - kh + 1, W - kw + 1), dt)
+    b = np.zeros(M, dt) if bias is None else _contig(bias, dt).reshape(M)
+    _conv_valid(x.reshape(N, P, H * W), K.reshape(M, P, kh * kw), _offsets(kh, kw, W), W, b, z)
     return z
 
 
+# --------------------------------------------------------------------------- full convolution
+
 @_jit
 def _conv_full(e, K, flip, g):
+    # e (N, M, Ho, Wo) ; K (M, P, kh, kw) ; g (N, P, H, W) with H = Ho+kh-1, W = Wo+kw-1
     N, M, Ho, Wo = e.shape
     _, P, kh, kw = K.shape
+    H, W = g.shape[2], g.shape[3]
+    L = (Ho - 1) * W + Wo            # e on rows of width W (zeros for q >= Wo)
+    M4 = M - M % 4
     for n in nb.prange(N):
+        ep = np.zeros((M, L), dtype=g.dtype)
+        for j in range(M):
+            for p in range(Ho):
+                for q in range(Wo):
+                    ep[j, p * W + q] = e[n, j, p, q]
         for k in range(P):
-            for u in range(g.shape[2]):
-                for v in range(g.shape[3]):
-                    g[n, k, u, v] = 0.0
-        for j in range(M):  # sum over output maps j in order, as the original
-            for k in range(P):
-                for a in range(kh):
-                    for b in range(kw):
-                        if flip:
-                            w = K[j, k, kh - 1 - a, kw - 1 - b]
-                        else:
-                            w = K[j, k, a, b]
-                        for p in range(Ho):
-                            for q in range(Wo):
-                                g[n, k, p + a, q + b] += e[n, j, p, q] * w
+            gk = g[n, k].reshape(H * W)
+            for u in range(H * W):
+                gk[u] = 0
+            for a in range(kh):
+                for b in range(kw):
+                    # g[p+a, q+b] += e[j, p, q] * K[j, k, a, b] (flip: K[j, k, kh-1-a, kw-1-b])
+                    ka = kh - 1 - a if flip else a
+                    kb = kw - 1 - b if flip else b
+                    gv = gk[a * W + b:a * W + b + L]
+                    j = 0
+                    while j < M4:        # maps in order, four per pass
+                        w0 = K[j, k, ka, kb]
+                        w1 = K[j + 1, k, ka, kb]
+                        w2 = K[j + 2, k, ka, kb]
+                        w3 = K[j + 3, k, ka, kb]
+                        e0 = ep[j]
+                        e1 = ep[j + 1]
+                        e2 = ep[j + 2]
+                        e3 = ep[j + 3]
+                        for u in range(L):
+                            gv[u] = gv[u] + w0 * e0[u] + w1 * e1[u] + w2 * e2[u] + w3 * e3[u]
+                        j += 4
+                    while j < M:
+                        w0 = K[j, k, ka, kb]
+                        e0 = ep[j]
+                        for u in range(L):
+                            gv[u] = gv[u] + w0 * e0[u]
+                        j += 1
 
 
-def conv_full(e, K, flip=False):
+def conv_full(e, K, flip=False, *, out=None):
     """Full 2-D convolution that carries an error back through a conv layer.
 
     ``flip=False`` (correct): the gradient of :func:`conv_valid` w.r.t. its input,
@@ -101,41 +256,86 @@ def conv_full(e, K, flip=False):
         Error w.r.t. the conv layer's pre-activation.
     K : ndarray, shape (M, P, kh, kw)
     flip : bool
+    out : ndarray, shape (N, P, Ho+kh-1, Wo+kw-1), optional
 
     Returns
     -------
     g : ndarray, shape (N, P, Ho+kh-1, Wo+kw-1)
     """
+    dt = _float_dtype(e, K)
+    e = _contig(e, dt)
+    K = _contig(K, dt)
     N, M, Ho, Wo = e.shape
-    _, P, kh, kw = K.shape
-    g = np.empty((N, P, Ho + kh - 1, Wo + kw - 1), dtype=e.dtype)
-    _conv_full(np.ascontiguousarray(e), np.ascontiguousarray(K), bool(flip), g)
+    M2, P, kh, kw = K.shape
+    if M2 != M:
+        raise ValueError(f"kernels {K.shape} do not match errors {e.shape}")
+    g = _output(out, (N, P, Ho + kh - 1, Wo + kw - 1), dt)
+    _conv_full(e, K, bool(flip), g)
     return g
 
 
+# --------------------------------------------------------------------------- kernel gradient
+
+@_jit_dot
+def _kernel_grad_parts(x, e, off, W, part):
+    # x (N, P, H*W) ; e (N, M, Ho, Wo) ; off (T,) ; part (N, M, P, T): one sum per example
+    N, M, Ho, Wo = e.shape
+    P = x.shape[1]
+    T = off.shape[0]
+    L = (Ho - 1) * W + Wo            # e on rows of width W (zeros for q >= Wo)
+    for n in nb.prange(N):
+        ep = np.zeros((M + 1, L), dtype=part.dtype)   # row M stays zero (odd M)
+        for j in range(M):
+            for p in range(Ho):
+                for q in range(Wo):
+                    ep[j, p * W + q] = e[n, j, p, q]
+        zero = ep[M, 0]
+        for j in range(0, M, 2):     # two maps per pass
+            j1 = j + 1 if j + 1 < M else M
+            e0 = ep[j]
+            e1 = ep[j1]
+            for k in range(P):
+                xs = x[n, k]
+                t = 0
+                while t < T:         # two taps per pass
+                    t1 = t + 1 if t + 1 < T else t
+                    y0 = xs[off[t]:off[t] + L]
+                    y1 = xs[off[t1]:off[t1] + L]
+                    s00 = zero
+                    s01 = zero
+                    s10 = zero
+                    s11 = zero
+                    for u in range(L):
+                        s00 += e0[u] * y0[u]
+                        s01 += e0[u] * y1[u]
+                        s10 += e1[u] * y0[u]
+                        s11 += e1[u] * y1[u]
+                    part[n, j, k, t] = s00
+                    part[n, j, k, t1] = s01
+                    if j1 < M:
+                        part[n, j1, k, t] = s10
+                        part[n, j1, k, t1] = s11
+                    t += 2
+
+
 @_jit
-def _kernel_grad(x, e, dK):
-    N, P, H, W = x.shape
-    _, M, Ho, Wo = e.shape
-    kh, kw = dK.shape[2], dK.shape[3]
-    # parallel over output entries (j, k); the sum over n and (p, q) is serial
-    for jk in nb.prange(M * P):
-        j = jk // P
-        k = jk % P
-        for a in range(kh):
-            for b in range(kw):
-                s = 0.0
-                for n in range(N):
-                    for p in range(Ho):
-                        for q in range(Wo):
-                            s += x[n, k, p + a, q + b] * e[n, j, p, q]
-                dK[j, k, a, b] = s
+def _sum_over_examples(part, out):
+    # out[i] = sum_n part[n, i], n in order (parallel over i only)
+    N, E = part.shape
+    for i in nb.prange(E):
+        s = part[0, i]
+        for n in range(1, N):
+            s += part[n, i]
+        out[i] = s
 
 
-def kernel_grad(x, e, kernel_shape):
+def kernel_grad(x, e, kernel_shape, *, out=None):
     """Kernel gradient summed over the batch (not divided by N).
 
     ``dK[j, k, a, b] = sum_n sum_{p,q} x[n, k, p+a, q+b] * e[n, j, p, q]``
+
+    Each example's sum is computed on its own (in parallel), then the examples
+    are added in order n = 0, 1, ... (deterministic for any thread count).
 
     Parameters
     ----------
@@ -144,17 +344,65 @@ def kernel_grad(x, e, kernel_shape):
     e : ndarray, shape (N, M, H-kh+1, W-kw+1)
         Error w.r.t. the conv layer's pre-activation.
     kernel_shape : tuple (kh, kw)
+    out : ndarray, shape (M, P, kh, kw), optional
 
     Returns
     -------
     dK : ndarray, shape (M, P, kh, kw)
     """
-    P = x.shape[1]
+    dt = _float_dtype(x, e)
+    x = _contig(x, dt)
+    e = _contig(e, dt)
+    N, P, H, W = x.shape
+    kh, kw = (int(v) for v in kernel_shape)
     M = e.shape[1]
-    dK = np.empty((M, P) + tuple(kernel_shape), dtype=x.dtype)
-    _kernel_grad(np.ascontiguousarray(x), np.ascontiguousarray(e), dK)
+    if e.shape != (N, M, H - kh + 1, W - kw + 1):
+        raise ValueError(f"errors {e.shape} do not match maps {x.shape} and kernel {kh}x{kw}")
+    dK = _output(out, (M, P, kh, kw), dt)
+    part = np.empty((N, M * P * kh * kw), dtype=dt)
+    _kernel_grad_parts(x.reshape(N, P, H * W), e, _offsets(kh, kw, W), W,
+                       part.reshape(N, M, P, kh * kw))
+    _sum_over_examples(part, dK.reshape(-1))
     return dK
 
+
+@_jit
+def _map_sums(e, out):
+    N, M, H, W = e.shape
+    for j in nb.prange(M):
+        s = out[j]                   # 0 (zeroed by the caller), in the dtype of out
+        for n in range(N):
+            t = out[j]
+            for p in range(H):
+                for q in range(W):
+                    t += e[n, j, p, q]
+            s += t
+        out[j] = s
+
+
+def map_sums(e, *, out=None):
+    """Sum of each map over the batch and its positions (a conv layer's bias gradient times N).
+
+    ``s[j] = sum_n (sum_{p,q} e[n, j, p, q])``, examples added in order.
+
+    Parameters
+    ----------
+    e : ndarray, shape (N, M, H, W)
+    out : ndarray, shape (M,), optional
+
+    Returns
+    -------
+    s : ndarray, shape (M,)
+    """
+    dt = _float_dtype(e)
+    e = _contig(e, dt)
+    s = _output(out, (e.shape[1],), dt)
+    s[:] = 0
+    _map_sums(e, s)
+    return s
+
+
+# --------------------------------------------------------------------------- pooling
 
 @_jit
 def _mean_pool(x, r, c, y):
@@ -163,14 +411,16 @@ def _mean_pool(x, r, c, y):
         for m in range(M):
             for p in range(h):
                 for q in range(w):
-                    s = 0.0
-                    for a in range(r):
+                    s = x[n, m, p * r, q * r] * c
+                    for b in range(1, r):
+                        s += x[n, m, p * r, q * r + b] * c
+                    for a in range(1, r):
                         for b in range(r):
                             s += x[n, m, p * r + a, q * r + b] * c
                     y[n, m, p, q] = s
 
 
-def mean_pool(x, r):
+def mean_pool(x, r, *, out=None):
     """Mean pooling over non-overlapping r x r windows.
 
     ``y[n, m, p, q] = sum_{a,b < r} x[n, m, p*r+a, q*r+b] * (1/r^2)``; each
@@ -182,15 +432,18 @@ def mean_pool(x, r):
     ----------
     x : ndarray, shape (N, M, H, W)
     r : int
+    out : ndarray, shape (N, M, H // r, W // r), optional
 
     Returns
     -------
     y : ndarray, shape (N, M, H // r, W // r)
     """
+    dt = _float_dtype(x)
+    x = _contig(x, dt)
     N, M, H, W = x.shape
-    y = np.empty((N, M, H // r, W // r), dtype=x.dtype)
-    c = 1.0 / (r * r)
-    _mean_pool(np.ascontiguousarray(x), r, c, y)
+    y = _output(out, (N, M, H // r, W // r), dt)
+    c = dt.type(1.0 / (r * r))
+    _mean_pool(x, int(r), c, y)
     return y
 
 
@@ -200,17 +453,21 @@ def _upsample(e, r, divisor, g):
     H, W = g.shape[2], g.shape[3]
     for n in nb.prange(N):
         for m in range(M):
-            for u in range(H):
-                for v in range(W):
-                    p = u // r
-                    q = v // r
-                    if p < h and q < w:
-                        g[n, m, u, v] = e[n, m, p, q] / divisor
-                    else:
-                        g[n, m, u, v] = 0.0
+            for p in range(h):
+                row = g[n, m, p * r]
+                for q in range(w):
+                    v = e[n, m, p, q] / divisor
+                    for b in range(r):
+                        row[q * r + b] = v
+                for v in range(w * r, W):
+                    row[v] = 0
+                for a in range(1, r):
+                    g[n, m, p * r + a, :] = row
+            for u in range(h * r, H):
+                g[n, m, u, :] = 0
 
 
-def upsample(e, r, out_hw, divide=True):
+def upsample(e, r, out_hw, divide=True, *, out=None):
     """Carry an error back through mean pooling: repeat each element r x r times.
 
     ``g[n, m, u, v] = e[n, m, u // r, v // r] / r^2`` (without ``/ r^2`` when
@@ -224,13 +481,138 @@ def upsample(e, r, out_hw, divide=True):
     r : int
     out_hw : tuple (H, W), with ``H // r == h`` and ``W // r == w``
     divide : bool
+    out : ndarray, shape (N, M, H, W), optional
 
     Returns
     -------
     g : ndarray, shape (N, M, H, W)
     """
+    dt = _float_dtype(e)
+    e = _contig(e, dt)
     N, M, h, w = e.shape
-    g = np.empty((N, M) + tuple(out_hw), dtype=e.dtype)
-    divisor = float(r * r) if divide else 1.0
-    _upsample(np.ascontiguousarray(e), r, divisor, g)
+    H, W = (int(v) for v in out_hw)
+    if H // r != h or W // r != w:
+        raise ValueError(f"out_hw {(H, W)} with rate {r} does not give {(h, w)}")
+    g = _output(out, (N, M, H, W), dt)
+    divisor = dt.type(r * r if divide else 1)
+    _upsample(e, int(r), divisor, g)
     return g
+
+
+# --------------------------------------------------------------------------- activations
+
+@_jit
+def _act_forward(z, code, one, leak, a):
+    # z, a: (N, S) ; code as ACT_CODES
+    N, S = z.shape
+    for n in nb.prange(N):
+        zn = z[n]
+        an = a[n]
+        if code == 0:        # sigm: 1 / (1 + exp(-z))
+            for i in range(S):
+                an[i] = one / (one + np.exp(-zn[i]))
+        elif code == 1:      # tanh
+            for i in range(S):
+                an[i] = np.tanh(zn[i])
+        elif code == 2:      # rect: z * (leak + (1 - leak) * (z > 0)), i.e. z or leak*z
+            for i in range(S):
+                v = zn[i]
+                an[i] = v if v > 0 else v * leak
+        elif code == 3:      # none
+            for i in range(S):
+                an[i] = zn[i]
+        else:                # plus: log(1 + exp(z)) = logaddexp(0, z)
+            for i in range(S):
+                v = zn[i]
+                if v > 0:
+                    an[i] = v + np.log1p(np.exp(-v))
+                else:
+                    an[i] = np.log1p(np.exp(v))
+
+
+def _rows(a):
+    """``a`` as a 2-D ``(N, S)`` view (N = first axis; 0-d and 1-d arrays too)."""
+    return a.reshape(a.shape[0] if a.ndim > 1 else 1, -1)
+
+
+def act_forward(z, act, leak=0.01, *, out=None):
+    """Elementwise activation ``a = f(z)`` for ``act`` in :data:`ACT_CODES`.
+
+    ``sigm``: ``1/(1+exp(-z))``; ``tanh``; ``rect``: ``z`` for ``z > 0`` else
+    ``leak*z``; ``none``: ``z``; ``plus``: ``log(1+exp(z))`` (overflow-free).
+    ``out`` may be ``z`` itself (in place).
+
+    Parameters
+    ----------
+    z : ndarray, shape (N, ...)
+    act : str
+    out : ndarray, same shape as ``z``, optional
+
+    Returns
+    -------
+    a : ndarray, same shape as ``z``
+    """
+    dt = _float_dtype(z)
+    z = _contig(z, dt)
+    a = _output(out, z.shape, dt)
+    _act_forward(_rows(z), ACT_CODES[act], dt.type(1), dt.type(leak), _rows(a))
+    return a
+
+
+@_jit
+def _act_backward(a, code, faithful, one, leak, g, e):
+    N, S = a.shape
+    for n in nb.prange(N):
+        an = a[n]
+        gn = g[n]
+        en = e[n]
+        if code == 0:        # sigm: a (1 - a) g
+            for i in range(S):
+                v = an[i]
+                en[i] = v * (one - v) * gn[i]
+        elif code == 1:      # tanh: (1 - a^2) g
+            for i in range(S):
+                v = an[i]
+                en[i] = (one - v * v) * gn[i]
+        elif code == 2:      # rect: (leak + (1 - leak) (a > 0)) g
+            for i in range(S):
+                en[i] = gn[i] if an[i] > 0 else leak * gn[i]
+        elif code == 3:      # none: a g (faithful, D2) or g
+            if faithful:
+                for i in range(S):
+                    en[i] = an[i] * gn[i]
+            else:
+                for i in range(S):
+                    en[i] = gn[i]
+        else:                # plus: sigmoid(z) g = (1 - exp(-a)) g
+            for i in range(S):
+                en[i] = -np.expm1(-an[i]) * gn[i]
+
+
+def act_backward(a, act, g, faithful=True, leak=0.01, *, out=None):
+    """Multiply ``g`` by the activation's derivative written from the output ``a = f(z)``.
+
+    ``sigm``: ``a(1-a) g``; ``tanh``: ``(1-a^2) g``; ``rect``: ``g`` for
+    ``a > 0`` else ``leak g``; ``none``: ``a g`` when ``faithful`` (the
+    original's D2) else ``g``; ``plus``: ``(1-exp(-a)) g``. ``out`` may be ``g``.
+
+    Parameters
+    ----------
+    a, g : ndarray, same shape (N, ...)
+    act : str
+    faithful : bool
+    out : ndarray, optional
+
+    Returns
+    -------
+    ndarray, same shape as ``a``
+    """
+    dt = _float_dtype(a, g)
+    a = _contig(a, dt)
+    g = _contig(g, dt)
+    e = _output(out, a.shape, dt)
+    if g.shape != a.shape:
+        raise ValueError(f"err {g.shape} and a {a.shape} differ in shape")
+    _act_backward(_rows(a), ACT_CODES[act], bool(faithful), dt.type(1), dt.type(leak),
+                  _rows(g), _rows(e))
+    return e
