@@ -258,11 +258,15 @@ def test_reproduce_option_prints_the_comparison(data, tmp_path, capsys):
     assert compare_main(["--reproduce", str(tmp_path / "nothing.npz")], data=small) == 2
 
 
-def test_a_diverged_run_is_recorded_not_fatal(data, tmp_path):
+def test_a_diverged_run_is_recorded_not_fatal(data, tmp_path, monkeypatch):
     small = (data[0][:100], data[1][:100], data[2][:20], data[3][:20])
-    with np.errstate(all="ignore"):
-        bad = experiments.run_one("off", 0, small, lr=1e200, probe_every=1)
     good = experiments.run_one("on", 0, small, probe_every=1)
+
+    def diverge(net, *args, **kwargs):
+        raise cnn.NonFiniteError("NaN/Inf in epoch 1, minibatch 2: the loss")
+
+    monkeypatch.setattr(experiments, "traincnn", diverge)
+    bad = experiments.run_one("off", 0, small, probe_every=1)
     assert bad["status"].startswith("diverged: NaN/Inf") and bad["test_error"] == []
     meta = {"n_train": 100, "n_test": 20, "epochs": 1, "batch_size": 50, "seeds": [0],
             "machine": "test", "date": "today"}
