@@ -40,6 +40,8 @@ of threads.
 
 from __future__ import annotations
 
+import functools
+
 import numba as nb
 import numpy as np
 
@@ -85,82 +87,58 @@ def _offsets(kh, kw, W):
 
 # --------------------------------------------------------------------------- valid correlation
 
-@_jit
-def _conv_valid(x, K, off, W, bias, z):
-    # x (N, P, H*W) ; K (M, P, T) ; off (T,) ; bias (M,) ; z (N, M, Ho, Wo)
-    N, P, _ = x.shape
-    M, _, T = K.shape
-    Ho, Wo = z.shape[2], z.shape[3]
-    L = (Ho - 1) * W + Wo           # row-padded positions u = p*W + q
-    M4 = M - M % 4
-    for n in nb.prange(N):
-        acc = np.empty((4, L), dtype=z.dtype)
-        a0 = acc[0]
-        a1 = acc[1]
-        a2 = acc[2]
-        a3 = acc[3]
-        j = 0
-        while j < M:
-            four = j < M4           # maps j..j+3 together, else map j alone
-            for u in range(L):
-                a0[u] = 0
-                a1[u] = 0
-                a2[u] = 0
-                a3[u] = 0
-            for k in range(P):       # input maps in order
+@functools.lru_cache(maxsize=None)
+def _conv_valid_impl(kh, kw):
+    """The compiled loop of :func:`conv_valid` for ``kh x kw`` kernels.
+
+    ``kh`` and ``kw`` are compile-time constants here, so the loop over one
+    kernel row (``b``) is unrolled inside the vectorised loop over positions:
+    each output is loaded and stored once per kernel row (not once per tap),
+    and two output maps share every load of ``x``. Numba compiles (and caches
+    on disk) one such kernel per kernel size.
+    """
+
+    @_jit
+    def conv_valid_rows(x, K, W, bias, z):
+        # x (N, P, H*W) ; K (M, P, kh, kw) ; bias (M,) ; z (N, M, Ho, Wo)
+        N, P, _ = x.shape
+        M = K.shape[0]
+        Ho, Wo = z.shape[2], z.shape[3]
+        L = (Ho - 1) * W + Wo                  # row-padded positions u = p*W + q
+        npair = (M + 1) // 2
+        for t in nb.prange(N * npair):         # independent outputs: example n, maps j0, j1
+            n = t // npair
+            j0 = 2 * (t % npair)
+            j1 = min(j0 + 1, M - 1)            # odd M: the last pair is map M-1 twice
+            acc0 = np.zeros(L, dtype=z.dtype)
+            acc1 = np.zeros(L, dtype=z.dtype)
+            for k in range(P):                 # input maps in order
                 xs = x[n, k]
-                K0 = K[j, k]
-                K1 = K[j + 1, k] if four else K0
-                K2 = K[j + 2, k] if four else K0
-                K3 = K[j + 3, k] if four else K0
-                t = 0
-                while t + 4 <= T:    # taps in order, four per pass
-                    y0 = xs[off[t]:off[t] + L]
-                    y1 = xs[off[t + 1]:off[t + 1] + L]
-                    y2 = xs[off[t + 2]:off[t + 2] + L]
-                    y3 = xs[off[t + 3]:off[t + 3] + L]
-                    if four:
-                        w0, w1, w2, w3 = K0[t], K0[t + 1], K0[t + 2], K0[t + 3]
-                        v0, v1, v2, v3 = K1[t], K1[t + 1], K1[t + 2], K1[t + 3]
-                        s0, s1, s2, s3 = K2[t], K2[t + 1], K2[t + 2], K2[t + 3]
-                        r0, r1, r2, r3 = K3[t], K3[t + 1], K3[t + 2], K3[t + 3]
-                        for u in range(L):
-                            c0 = y0[u]
-                            c1 = y1[u]
-                            c2 = y2[u]
-                            c3 = y3[u]
-                            a0[u] = a0[u] + w0 * c0 + w1 * c1 + w2 * c2 + w3 * c3
-                            a1[u] = a1[u] + v0 * c0 + v1 * c1 + v2 * c2 + v3 * c3
-                            a2[u] = a2[u] + s0 * c0 + s1 * c1 + s2 * c2 + s3 * c3
-                            a3[u] = a3[u] + r0 * c0 + r1 * c1 + r2 * c2 + r3 * c3
-                    else:
-                        w0, w1, w2, w3 = K0[t], K0[t + 1], K0[t + 2], K0[t + 3]
-                        for u in range(L):
-                            a0[u] = a0[u] + w0 * y0[u] + w1 * y1[u] + w2 * y2[u] + w3 * y3[u]
-                    t += 4
-                while t < T:
-                    y0 = xs[off[t]:off[t] + L]
-                    w0 = K0[t]
-                    if four:
-                        v0, s0, r0 = K1[t], K2[t], K3[t]
-                        for u in range(L):
-                            c0 = y0[u]
-                            a0[u] = a0[u] + w0 * c0
-                            a1[u] = a1[u] + v0 * c0
-                            a2[u] = a2[u] + s0 * c0
-                            a3[u] = a3[u] + r0 * c0
-                    else:
-                        for u in range(L):
-                            a0[u] = a0[u] + w0 * y0[u]
-                    t += 1
-            for i in range(4 if four else 1):
-                ai = acc[i]
-                bj = bias[j + i]
-                zj = z[n, j + i]
-                for p in range(Ho):
-                    for q in range(Wo):
-                        zj[p, q] = ai[p * W + q] + bj   # the sum over maps, then + b(j)
-            j += 4 if four else 1
+                for a in range(kh):            # kernel rows in order
+                    w0 = K[j0, k, a]
+                    w1 = K[j1, k, a]
+                    y = xs[a * W:a * W + L + kw - 1]
+                    for u in range(L):
+                        s0 = acc0[u]
+                        s1 = acc1[u]
+                        for b in range(kw):    # unrolled (kw is a constant): taps in order
+                            c = y[u + b]
+                            s0 += w0[b] * c
+                            s1 += w1[b] * c
+                        acc0[u] = s0
+                        acc1[u] = s1
+            b0 = bias[j0]
+            b1 = bias[j1]
+            for p in range(Ho):
+                r0 = acc0[p * W:p * W + Wo]
+                r1 = acc1[p * W:p * W + Wo]
+                z0 = z[n, j0, p]
+                z1 = z[n, j1, p]
+                for q in range(Wo):
+                    z0[q] = r0[q] + b0         # the sum over maps, then + b(j)
+                    z1[q] = r1[q] + b1
+
+    return conv_valid_rows
 
 
 def conv_valid(x, K, bias=None, *, out=None):
@@ -189,7 +167,7 @@ def conv_valid(x, K, bias=None, *, out=None):
         raise ValueError(f"kernels {K.shape} do not fit maps {x.shape}")
     z = _output(out, (N, M, H - kh + 1, W - kw + 1), dt)
     b = np.zeros(M, dt) if bias is None else _contig(bias, dt).reshape(M)
-    _conv_valid(x.reshape(N, P, H * W), K.reshape(M, P, kh * kw), _offsets(kh, kw, W), W, b, z)
+    _conv_valid_impl(kh, kw)(x.reshape(N, P, H * W), K, W, b, z)
     return z
 
 
@@ -297,25 +275,38 @@ def _kernel_grad_parts(x, e, off, W, part):
             for k in range(P):
                 xs = x[n, k]
                 t = 0
-                while t < T:         # two taps per pass
+                while t < T:         # three taps per pass (repeating the last one at the end)
                     t1 = t + 1 if t + 1 < T else t
+                    t2 = t + 2 if t + 2 < T else t1
                     y0 = xs[off[t]:off[t] + L]
                     y1 = xs[off[t1]:off[t1] + L]
+                    y2 = xs[off[t2]:off[t2] + L]
                     s00 = zero
                     s01 = zero
+                    s02 = zero
                     s10 = zero
                     s11 = zero
+                    s12 = zero
                     for u in range(L):
-                        s00 += e0[u] * y0[u]
-                        s01 += e0[u] * y1[u]
-                        s10 += e1[u] * y0[u]
-                        s11 += e1[u] * y1[u]
+                        a0 = e0[u]
+                        a1 = e1[u]
+                        c0 = y0[u]
+                        c1 = y1[u]
+                        c2 = y2[u]
+                        s00 += a0 * c0
+                        s01 += a0 * c1
+                        s02 += a0 * c2
+                        s10 += a1 * c0
+                        s11 += a1 * c1
+                        s12 += a1 * c2
                     part[n, j, k, t] = s00
                     part[n, j, k, t1] = s01
+                    part[n, j, k, t2] = s02
                     if j1 < M:
                         part[n, j1, k, t] = s10
                         part[n, j1, k, t1] = s11
-                    t += 2
+                        part[n, j1, k, t2] = s12
+                    t += 3
 
 
 @_jit
