@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +91,8 @@ def _json(z, key, path):
         value = json.loads(str(a))
     except KeyError:
         raise CNNFileError(f"{path} has no {key!r} entry: not a network saved by cnn") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RecursionError) as exc:
-        raise CNNFileError(f"{path}: bad {key!r} entry ({exc})") from None
+    except Exception as exc:  # corrupt zip member: BadZipFile, NotImplementedError, ...
+        raise CNNFileError(f"{path}: bad {key!r} entry ({type(exc).__name__}: {exc})") from None
     if not isinstance(value, dict):
         raise CNNFileError(f"{path}: {key!r} must be a JSON object")
     return value
@@ -163,5 +162,5 @@ def write_checkpoint(prefix, net, meta=None):
     prefix = Path(prefix)
     npz, mat = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".mat")
     save_npz(npz, net, meta)
-    save_cnn(mat, net)
+    save_cnn(mat, net, runtime=False)
     return npz, mat

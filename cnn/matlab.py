@@ -150,7 +150,7 @@ def to_matlab_struct(net, runtime=True):
     return s
 
 
-def save_cnn(path, net, var="cnn"):
+def save_cnn(path, net, var="cnn", *, runtime=True):
     """Write ``net`` to a MAT-file (v5, readable by MATLAB and Octave) as variable ``var``.
 
     The struct has the original's field names and layouts (see the module
@@ -163,6 +163,9 @@ def save_cnn(path, net, var="cnn"):
     net : CNN
     var : str
         Variable name (the original's ``savecnn`` uses ``cnn1``).
+    runtime : bool
+        Also write the maps, outputs, errors and gradients of the last
+        ffcnn/bpcnn (for comparing with a MATLAB run field by field).
     """
     if not isinstance(net, CNN):
         raise TypeError(f"net must be a CNN, got {type(net).__name__}")
@@ -171,7 +174,7 @@ def save_cnn(path, net, var="cnn"):
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        scipy.io.savemat(tmp, {var: to_matlab_struct(net)}, do_compression=True,
+        scipy.io.savemat(tmp, {var: to_matlab_struct(net, runtime)}, do_compression=True,
                          oned_as="row")
         os.replace(tmp, path)
     finally:

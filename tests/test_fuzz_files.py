@@ -148,19 +148,9 @@ def test_truncated(suffix, frac):
     assert isinstance(result, CNNFileError)
 
 
-# Known loader bug (reported, cnn/checkpoint.py is not this test's to change): a corrupted
-# zip central-directory record of the JSON members (header, struct, meta) makes
-# checkpoint._json let zipfile's NotImplementedError ("That compression method is not
-# supported", "compressed patched data (flag bit 5)") or RuntimeError ("File 'meta.npy' is
-# encrypted, password required for extraction") escape instead of CNNFileError.
-ZIP_DIRECTORY_BUG = pytest.mark.xfail(
-    raises=(NotImplementedError, RuntimeError), strict=False,
-    reason="checkpoint._json does not turn zipfile's NotImplementedError/RuntimeError for a "
-           "corrupted central-directory record into CNNFileError")
-SUFFIXES_NPZ_BUG = [".mat", pytest.param(".npz", marks=ZIP_DIRECTORY_BUG)]
 
 
-@pytest.mark.parametrize("suffix", SUFFIXES_NPZ_BUG)
+@pytest.mark.parametrize("suffix", [".mat", ".npz"])
 @FUZZ
 @given(pos=st.floats(0.0, 1.0, exclude_max=True), value=st.integers(0, 255))
 def test_one_byte_changed(suffix, pos, value):
@@ -171,7 +161,7 @@ def test_one_byte_changed(suffix, pos, value):
     _load(bytes(data), suffix, loader)
 
 
-@pytest.mark.parametrize("suffix", SUFFIXES_NPZ_BUG)
+@pytest.mark.parametrize("suffix", [".mat", ".npz"])
 @FUZZ
 @given(start=st.floats(0.0, 1.0, exclude_max=True), junk=st.binary(min_size=1, max_size=64))
 def test_span_overwritten(suffix, start, junk):
@@ -193,7 +183,6 @@ def _central_directory(data, member):
     raise AssertionError(f"no central-directory record for {member}")
 
 
-@ZIP_DIRECTORY_BUG
 @pytest.mark.parametrize("member", ["header.npy", "struct.npy", "meta.npy"])
 @pytest.mark.parametrize("field, offset, value", [
     ("compression method", 10, 0xFF),      # NotImplementedError: compression not supported
