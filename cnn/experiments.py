@@ -601,14 +601,26 @@ def write_results(out, runs, meta, *, plots=True, gradcheck=None):
     return paths
 
 
-def make_figures(runs, out, *, prefix=""):
+OCTAVE_REFERENCE = {"flag off (derived)": 0.0832, "flag on (forced)": 0.2787}
+"""Test errors of the original under Octave (one epoch on full MNIST, ``rand('seed', 59223)``)."""
+
+
+def _octave_comparable(runs):
+    """Whether the runs are like the Octave reference runs (full MNIST, one epoch)."""
+    return all(r["n_train"] == 60000 and r["n_test"] == 10000 and r["epochs"] == 1
+               and r["batch_size"] == BATCH_SIZE for r in runs)
+
+
+def make_figures(runs, out, *, prefix="", reference=None):
     """The comparison's figures, from :func:`run_one` records, into folder ``out``.
 
     * ``loss_cros.png``: the cross-entropy of every minibatch (before its
       update) for every setting, also for ``quad loss`` (which reports the
       quadratic loss; the cross-entropy is computed from the same forward pass);
     * ``loss_quad.png``: the quadratic loss, likewise;
-    * ``test_error.png``: the final test error per setting, each seed and mean +- std;
+    * ``test_error.png``: the final test error per setting, each seed and mean +- std
+      (with ``reference``, e.g. :data:`OCTAVE_REFERENCE`, marked; by default when the
+      runs are full-MNIST one-epoch runs like the Octave ones);
     * ``test_error_by_epoch.png`` (more than one epoch): test error after each epoch;
     * ``grad_ratio.png``: ``||dW_last||`` flag on / flag off along the runs of
       ``flag off (derived)`` and ``flag on (forced)``;
@@ -621,6 +633,8 @@ def make_figures(runs, out, *, prefix=""):
     from . import plots
 
     out = Path(out)
+    if reference is None and _octave_comparable(runs):
+        reference = OCTAVE_REFERENCE
     labels = list(dict.fromkeys(r["label"] for r in runs))
     by = {lab: [r for r in runs if r["label"] == lab] for lab in labels}
     n_seeds = max(len(v) for v in by.values())
@@ -667,7 +681,7 @@ def make_figures(runs, out, *, prefix=""):
                   for r in rs] for lab, rs in by.items()}
     n_test = runs[0]["n_test"]
     paths.append(plots.error_by_setting(
-        errs, out / f"{prefix}test_error.png", colors=colors(errs),
+        errs, out / f"{prefix}test_error.png", colors=colors(errs), reference=reference,
         title=f"Test error after {runs[0]['epochs']} epoch(s), {n_test} test images "
               f"({seeds})"))
     if max(len(r["test_error"]) for r in runs) > 1:

@@ -205,7 +205,7 @@ def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
 
 
 def error_by_setting(errors, path, *, title=None, ylabel="test error", reference=None,
-                     percent=True, colors=None):
+                     percent=True, colors=None, reference_label="Octave run (seed 59223)"):
     """Test error per setting: one point per seed, the mean with +-1 std bars.
 
     Parameters
@@ -215,7 +215,8 @@ def error_by_setting(errors, path, *, title=None, ylabel="test error", reference
         diverged runs, are skipped).
     path : str or Path
     reference : mapping, optional
-        label -> a value to mark with a star (e.g. the Octave reference run).
+        label -> a value to mark with a star (e.g. the Octave reference run),
+        named ``reference_label`` in the legend.
     percent : bool
         Show the errors in percent.
     colors : mapping, optional
@@ -253,7 +254,7 @@ def error_by_setting(errors, path, *, title=None, ylabel="test error", reference
             if str(label) in labels and value is not None:
                 ax.scatter(labels.index(str(label)) - 0.28, float(value) * scale, marker="*",
                            s=120, color="crimson", zorder=5,
-                           label="Octave reference" if first else None)
+                           label=reference_label if first else None)
                 first = False
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=15, ha="right")
