@@ -57,6 +57,15 @@ def forward(z, act, *, out=None):
     -------
     a : ndarray, same shape and dtype as ``z``
     """
+    if act == "sigm":
+        # 1 / (1 + exp(-z)); exp overflows to inf for z < -709 and gives the right 0
+        with np.errstate(over="ignore"):
+            a = np.negative(z, out=out)
+            np.exp(a, out=a)
+            a += 1
+            return np.divide(1, a, out=a)
+    if act == "tanh":
+        return np.tanh(z, out=out)
     if act == "soft":
         e = np.exp(z - z.max(axis=1, keepdims=True))  # D9: shift by the maximum
         e /= e.sum(axis=1, keepdims=True)
@@ -64,20 +73,10 @@ def forward(z, act, *, out=None):
             return e
         out[...] = e
         return out
+    if act == "plus":
+        return np.logaddexp(0, z, out=out)  # log(1 + exp(z)) without overflow (D9)
     check_activation(act)
-    if act in ("sigm", "tanh", "plus"):
-        # NumPy's SIMD exp/tanh are an order of magnitude faster than the scalar
-        # libm calls a Numba loop makes; write into ``out`` to avoid temporaries
-        a = np.empty_like(z) if out is None else out
-        if act == "tanh":
-            return np.tanh(z, out=a)
-        if act == "plus":
-            return np.logaddexp(z.dtype.type(0), z, out=a)  # log(1 + exp(z)) without overflow (D9)
-        np.negative(z, out=a)                                # 1 ./ (1 + exp(-z))
-        np.exp(a, out=a)
-        a += 1
-        return np.reciprocal(a, out=a)
-    # rect, none: one elementwise Numba pass (kernels.act_forward), no temporaries
+    # rect, none: one elementwise pass (kernels.act_forward), no temporaries
     return kernels.act_forward(z, act, LEAK, out=out)
 
 

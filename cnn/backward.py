@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import activations, kernels
-from .forward import check_y, flatten_maps, output_matrix, unflatten_maps
+from .forward import buffer, check_y, flatten_maps, output_matrix, unflatten_maps
 from .network import LOSSES, CNN
 
 
@@ -184,7 +184,9 @@ def bpcnn(net, y):
     below = layers[-2]
     if last.type == "f":
         last.er = e
-        last.dW = e.T @ _inputs_of(net, len(layers) - 1) / N
+        last.dW = np.matmul(e.T, _inputs_of(net, len(layers) - 1),
+                            out=buffer(net, (len(layers) - 1, "dW"), last.W.shape))
+        last.dW /= N
         last.db = e.mean(axis=0)
     elif last.type == "p":
         g = unflatten_maps(e, (last.n_maps,) + last.map_shape)
@@ -205,17 +207,25 @@ def bpcnn(net, y):
         layer = layers[l]
         if layer.type == "f":
             g = layers[l + 1].er @ layers[l + 1].W  # W{i+1}' * er{i+1}
-            layer.er = activations.backward(layer.outputs, layer.act_func, g, net.mode)
-            layer.dW = layer.er.T @ _inputs_of(net, l) / N
+            layer.er = activations.backward(layer.outputs, layer.act_func, g, net.mode, out=g)
+            layer.dW = np.matmul(layer.er.T, _inputs_of(net, l),
+                                 out=buffer(net, (l, "dW"), layer.W.shape))
+            layer.dW /= N
             layer.db = layer.er.mean(axis=0)
         elif layer.type == "p":
             g = _error_at_outputs(net, l)
-            layer.er = kernels.upsample(g, layer.rate, layers[l - 1].map_shape)  # ./ (r*r)
+            below_maps = (N, layer.n_maps) + layers[l - 1].map_shape
+            layer.er = kernels.upsample(g, layer.rate, layers[l - 1].map_shape,  # ./ (r*r)
+                                        out=buffer(net, (l, "er"), below_maps))
         elif layer.type == "c":
             g = _error_at_outputs(net, l)
-            layer.er = activations.backward(layer.featuremaps, layer.act_func, g, net.mode)
+            maps = (N, layer.n_maps) + layer.map_shape
+            layer.er = activations.backward(layer.featuremaps, layer.act_func, g, net.mode,
+                                            out=buffer(net, (l, "er"), maps))
             kshape = (layer.kernel_height, layer.kernel_width)
-            layer.dK = kernels.kernel_grad(layers[l - 1].featuremaps, layer.er, kshape) / N
+            layer.dK = kernels.kernel_grad(layers[l - 1].featuremaps, layer.er, kshape,
+                                           out=buffer(net, (l, "dK"), layer.K.shape))
+            layer.dK /= N
             layer.db = kernels.map_sums(layer.er) / N
     return net
 
@@ -236,11 +246,14 @@ def _error_at_outputs(net, l):
     ndarray, shape (N, M, H, W) of layer ``l``'s maps.
     """
     layer, above = net.layers[l], net.layers[l + 1]
+    maps = (above.er.shape[0], layer.n_maps) + layer.map_shape
     if above.type == "f":
         # W' * er, cut back into maps (the inverse of the flattening)
-        return unflatten_maps(above.er @ above.W, (layer.n_maps,) + layer.map_shape)
+        g = np.matmul(above.er, above.W, out=buffer(net, (l, "g_flat"), (maps[0], above.n_inputs)))
+        return unflatten_maps(g, maps[1:], out=buffer(net, (l, "g"), maps))
     if above.type == "c":
         # D1: the original convolves with rot90(K, 2), the kernel rotated by 180
         # degrees; the gradient of a cross-correlation is the full convolution with K.
-        return kernels.conv_full(above.er, above.K, flip=net.mode == "faithful")
+        return kernels.conv_full(above.er, above.K, flip=net.mode == "faithful",
+                                 out=buffer(net, (l, "g"), maps))
     return above.er  # a pool layer's er is already at this layer's size

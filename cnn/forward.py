@@ -8,7 +8,43 @@ from . import activations, kernels
 from .network import CNN
 
 
-def flatten_maps(fm):
+class Workspace:
+    """Arrays that the forward and backward passes reuse from one minibatch to the next.
+
+    ``traincnn`` (and ``testcnn``/``predictcnn``) attach one to the network
+    while they run (``net._workspace``); outside them every pass allocates new
+    arrays. ``get`` returns the array kept under ``key`` when its shape and
+    dtype match, else a new one (which replaces it). Copying a network gives
+    the copy an empty workspace of its own.
+    """
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, key, shape, dtype):
+        a = self._arrays.get(key)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = np.empty(shape, dtype=dtype)
+            self._arrays[key] = a
+        return a
+
+    def __copy__(self):
+        return Workspace()
+
+    def __deepcopy__(self, memo):
+        return Workspace()
+
+
+def buffer(net, key, shape):
+    """An array of ``shape`` (``net.dtype``) from the network's workspace to write a
+    result into, or ``None`` (let the kernel allocate) when no workspace is active."""
+    ws = getattr(net, "_workspace", None)
+    if ws is None:
+        return None
+    return ws.get(key, tuple(shape), np.dtype(net.dtype))
+
+
+def flatten_maps(fm, out=None):
     """Flatten maps for an FC layer in MATLAB's column-major order.
 
     The feature at map j, row r, column c goes to column ``j*H*W + c*H + r``
@@ -17,22 +53,29 @@ def flatten_maps(fm):
     Parameters
     ----------
     fm : ndarray, shape (N, M, H, W)
+    out : ndarray, shape (N, M*H*W), optional
+        C-contiguous array to write into.
 
     Returns
     -------
     ndarray, shape (N, M*H*W)
     """
-    N = fm.shape[0]
-    return fm.transpose(0, 1, 3, 2).reshape(N, -1)
+    N, M, H, W = fm.shape
+    if out is None:
+        return fm.transpose(0, 1, 3, 2).reshape(N, -1)
+    np.copyto(out.reshape(N, M, W, H), fm.transpose(0, 1, 3, 2))
+    return out
 
 
-def unflatten_maps(flat, map_shape):
+def unflatten_maps(flat, map_shape, out=None):
     """Inverse of :func:`flatten_maps`.
 
     Parameters
     ----------
     flat : ndarray, shape (N, M*H*W)
     map_shape : tuple (M, H, W)
+    out : ndarray, shape (N, M, H, W), optional
+        C-contiguous array to write into.
 
     Returns
     -------
@@ -40,7 +83,11 @@ def unflatten_maps(flat, map_shape):
     """
     M, H, W = map_shape
     N = flat.shape[0]
-    return np.ascontiguousarray(flat.reshape(N, M, W, H).transpose(0, 1, 3, 2))
+    maps = flat.reshape(N, M, W, H).transpose(0, 1, 3, 2)
+    if out is None:
+        return np.ascontiguousarray(maps)
+    np.copyto(out, maps)
+    return out
 
 
 def check_x(net, x, name="x"):
@@ -112,34 +159,46 @@ def ffcnn(net, x):
 
 
 def _forward(net, x):
-    """ffcnn without the input checks (``x`` already ``(N, C, H, W)``, right dtype)."""
+    """ffcnn without the input checks (``x`` already ``(N, C, H, W)``, right dtype).
+
+    Results go into the network's workspace arrays while ``traincnn`` or
+    ``testcnn`` runs (see :func:`buffer`), else into new arrays.
+    """
     layers = net.layers
     layers[0].featuremaps = x                      # cnn.layers{1}.featuremaps{1} = xx
+    N = x.shape[0]
     last = len(layers) - 1
     for l in range(1, len(layers)):
         layer, below = layers[l], layers[l - 1]
         if layer.type == "c":
             # z_j = sum_k X_k (*) K_(j,k) + b(j); featuremaps{j} = f(z_j)
-            z = kernels.conv_valid(below.featuremaps, layer.K, layer.b)
+            shape = (N, layer.n_maps) + layer.map_shape
+            z = kernels.conv_valid(below.featuremaps, layer.K, layer.b,
+                                   out=buffer(net, (l, "z"), shape))
             if l == last:
                 layer.z = z
-                layer.featuremaps = activations.forward(z, layer.act_func)
-            else:
+                layer.featuremaps = activations.forward(z, layer.act_func,
+                                                        out=buffer(net, (l, "fm"), shape))
+            else:  # z is not kept: f(z) overwrites it
                 layer.z = None
                 layer.featuremaps = activations.forward(z, layer.act_func, out=z)
         elif layer.type == "p":
-            layer.featuremaps = kernels.mean_pool(below.featuremaps, layer.rate)
+            shape = (N, layer.n_maps) + layer.map_shape
+            layer.featuremaps = kernels.mean_pool(below.featuremaps, layer.rate,
+                                                  out=buffer(net, (l, "fm"), shape))
         elif layer.type == "f":
             if below.type == "f":
                 inp = below.outputs
-            else:
-                inp = flatten_maps(below.featuremaps)  # zz = [zz; reshape(fm{k}, H*W, N)]
+            else:  # zz = [zz; reshape(fm{k}, H*W, N)]
+                inp = flatten_maps(below.featuremaps,
+                                   out=buffer(net, (l - 1, "out"), (N, layer.n_inputs)))
                 below.outputs = inp
-            z = inp @ layer.W.T                        # W*zz + repmat(b, 1, N)
-            z += layer.b
+            z = np.matmul(inp, layer.W.T, out=buffer(net, (l, "z"), (N, layer.n_nodes)))
+            z += layer.b                               # W*zz + repmat(b, 1, N)
             if l == last:
                 layer.z = z
-                layer.outputs = activations.forward(z, layer.act_func)
+                layer.outputs = activations.forward(z, layer.act_func,
+                                                    out=buffer(net, (l, "out"), z.shape))
             else:
                 layer.z = None
                 layer.outputs = activations.forward(z, layer.act_func, out=z)

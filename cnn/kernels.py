@@ -57,8 +57,10 @@ ACT_CODES = {"sigm": 0, "tanh": 1, "rect": 2, "none": 3, "plus": 4}
 
 # --------------------------------------------------------------------------- helpers
 
-def _float_dtype(*arrays):
-    dt = np.result_type(*arrays)
+def _float_dtype(*arrays, out=None):
+    """The dtype to compute in: ``out``'s when given, else the inputs' (float64 for
+    anything that is not float32/float64)."""
+    dt = np.result_type(*arrays) if out is None else out.dtype
     if dt not in (np.float32, np.float64):
         dt = np.dtype(np.float64)
     return dt
@@ -158,7 +160,7 @@ def conv_valid(x, K, bias=None, *, out=None):
     -------
     z : ndarray, shape (N, M, H-kh+1, W-kw+1)
     """
-    dt = _float_dtype(x, K)
+    dt = _float_dtype(x, K, out=out)
     x = _contig(x, dt)
     K = _contig(K, dt)
     N, P, H, W = x.shape
@@ -240,7 +242,7 @@ def conv_full(e, K, flip=False, *, out=None):
     -------
     g : ndarray, shape (N, P, Ho+kh-1, Wo+kw-1)
     """
-    dt = _float_dtype(e, K)
+    dt = _float_dtype(e, K, out=out)
     e = _contig(e, dt)
     K = _contig(K, dt)
     N, M, Ho, Wo = e.shape
@@ -341,7 +343,7 @@ def kernel_grad(x, e, kernel_shape, *, out=None):
     -------
     dK : ndarray, shape (M, P, kh, kw)
     """
-    dt = _float_dtype(x, e)
+    dt = _float_dtype(x, e, out=out)
     x = _contig(x, dt)
     e = _contig(e, dt)
     N, P, H, W = x.shape
@@ -357,16 +359,17 @@ def kernel_grad(x, e, kernel_shape, *, out=None):
     return dK
 
 
-@_jit
+@_jit_dot
 def _map_sums(e, out):
-    N, M, H, W = e.shape
+    # out[j] = sum_n (sum_u e[n, j, u]); out zeroed by the caller
+    N, M, S = e.shape
     for j in nb.prange(M):
-        s = out[j]                   # 0 (zeroed by the caller), in the dtype of out
+        s = out[j]
         for n in range(N):
             t = out[j]
-            for p in range(H):
-                for q in range(W):
-                    t += e[n, j, p, q]
+            en = e[n, j]
+            for u in range(S):
+                t += en[u]
             s += t
         out[j] = s
 
@@ -374,7 +377,8 @@ def _map_sums(e, out):
 def map_sums(e, *, out=None):
     """Sum of each map over the batch and its positions (a conv layer's bias gradient times N).
 
-    ``s[j] = sum_n (sum_{p,q} e[n, j, p, q])``, examples added in order.
+    ``s[j] = sum_n (sum_{p,q} e[n, j, p, q])``: each example's sum (split over
+    SIMD lanes), then the examples in order.
 
     Parameters
     ----------
@@ -385,11 +389,12 @@ def map_sums(e, *, out=None):
     -------
     s : ndarray, shape (M,)
     """
-    dt = _float_dtype(e)
+    dt = _float_dtype(e, out=out)
     e = _contig(e, dt)
-    s = _output(out, (e.shape[1],), dt)
+    N, M = e.shape[:2]
+    s = _output(out, (M,), dt)
     s[:] = 0
-    _map_sums(e, s)
+    _map_sums(e.reshape(N, M, -1), s)
     return s
 
 
@@ -401,14 +406,20 @@ def _mean_pool(x, r, c, y):
     for n in nb.prange(N):
         for m in range(M):
             for p in range(h):
-                for q in range(w):
-                    s = x[n, m, p * r, q * r] * c
-                    for b in range(1, r):
-                        s += x[n, m, p * r, q * r + b] * c
-                    for a in range(1, r):
+                yr = y[n, m, p]
+                if r == 2:
+                    x0 = x[n, m, 2 * p]
+                    x1 = x[n, m, 2 * p + 1]
+                    for q in range(w):
+                        yr[q] = x0[2 * q] * c + x0[2 * q + 1] * c + x1[2 * q] * c + x1[2 * q + 1] * c
+                else:
+                    for q in range(w):
+                        yr[q] = 0
+                    for a in range(r):
+                        xa = x[n, m, p * r + a]
                         for b in range(r):
-                            s += x[n, m, p * r + a, q * r + b] * c
-                    y[n, m, p, q] = s
+                            for q in range(w):
+                                yr[q] += xa[q * r + b] * c
 
 
 def mean_pool(x, r, *, out=None):
@@ -429,7 +440,7 @@ def mean_pool(x, r, *, out=None):
     -------
     y : ndarray, shape (N, M, H // r, W // r)
     """
-    dt = _float_dtype(x)
+    dt = _float_dtype(x, out=out)
     x = _contig(x, dt)
     N, M, H, W = x.shape
     y = _output(out, (N, M, H // r, W // r), dt)
@@ -445,17 +456,23 @@ def _upsample(e, r, divisor, g):
     for n in nb.prange(N):
         for m in range(M):
             for p in range(h):
-                row = g[n, m, p * r]
-                for q in range(w):
-                    v = e[n, m, p, q] / divisor
-                    for b in range(r):
-                        row[q * r + b] = v
-                for v in range(w * r, W):
-                    row[v] = 0
-                for a in range(1, r):
-                    g[n, m, p * r + a, :] = row
+                er = e[n, m, p]
+                for a in range(r):
+                    row = g[n, m, p * r + a]
+                    if r == 2:
+                        for q in range(w):
+                            v = er[q] / divisor
+                            row[2 * q] = v
+                            row[2 * q + 1] = v
+                    else:
+                        for b in range(r):
+                            for q in range(w):
+                                row[q * r + b] = er[q] / divisor
+                    for v in range(w * r, W):
+                        row[v] = 0
             for u in range(h * r, H):
-                g[n, m, u, :] = 0
+                for v in range(W):
+                    g[n, m, u, v] = 0
 
 
 def upsample(e, r, out_hw, divide=True, *, out=None):
@@ -478,7 +495,7 @@ def upsample(e, r, out_hw, divide=True, *, out=None):
     -------
     g : ndarray, shape (N, M, H, W)
     """
-    dt = _float_dtype(e)
+    dt = _float_dtype(e, out=out)
     e = _contig(e, dt)
     N, M, h, w = e.shape
     H, W = (int(v) for v in out_hw)
@@ -543,7 +560,7 @@ def act_forward(z, act, leak=0.01, *, out=None):
     -------
     a : ndarray, same shape as ``z``
     """
-    dt = _float_dtype(z)
+    dt = _float_dtype(z, out=out)
     z = _contig(z, dt)
     a = _output(out, z.shape, dt)
     _act_forward(_rows(z), ACT_CODES[act], dt.type(1), dt.type(leak), _rows(a))
@@ -598,7 +615,7 @@ def act_backward(a, act, g, faithful=True, leak=0.01, *, out=None):
     -------
     ndarray, same shape as ``a``
     """
-    dt = _float_dtype(a, g)
+    dt = _float_dtype(a, g, out=out)
     a = _contig(a, dt)
     g = _contig(g, dt)
     e = _output(out, a.shape, dt)

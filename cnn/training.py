@@ -5,19 +5,86 @@ MATLAB: ``gradientdescentcnn.m``, ``traincnn.m``, ``testcnn.m``, ``predictcnn.m`
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
+import functools
 import sys
 import time
 
 import numpy as np
 
 from .backward import bpcnn, prepare_loss_and_flag
-from .forward import _forward, check_x, check_y, output_matrix
+from .forward import Workspace, _forward, check_x, check_y, output_matrix
 from .network import CNN
 
 
 class NonFiniteError(FloatingPointError):
     """Training produced NaN or Inf (the original's ``checkvalues`` stop)."""
+
+
+@functools.lru_cache(maxsize=None)
+def _openblas_local_setters():
+    """``openblas_set_num_threads_local`` of every OpenBLAS loaded in this process.
+
+    Found through ``/proc/self/maps`` (Linux); an empty tuple elsewhere or for an
+    OpenBLAS older than 0.3.27 (then nothing is changed).
+    """
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f
+                     if "openblas" in line.lower() and ".so" in line}
+    except OSError:
+        return ()
+    setters = []
+    for path in sorted(paths):
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes = [ctypes.c_int]
+        fn.restype = ctypes.c_int
+        setters.append(fn)
+    return tuple(setters)
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """Run the block with OpenBLAS on one thread (this thread only).
+
+    The dense layers' matrix products are small; the conv kernels run on all
+    cores with Numba's threads. Both thread pools busy-wait between calls, so
+    letting them alternate on the same cores costs ten times more than it gains
+    (see docs/performance.md). The setting is per calling thread and restored
+    afterwards.
+    """
+    setters = _openblas_local_setters()
+    old = [fn(1) for fn in setters]
+    try:
+        yield
+    finally:
+        for fn, n in zip(setters, old):
+            fn(n)
+
+
+@contextlib.contextmanager
+def _workspace(net):
+    """Let the forward and backward passes reuse their arrays for the block's duration.
+
+    While it is active, ``ffcnn``/``bpcnn`` write every map, error and gradient
+    into arrays kept on ``net`` (one set per batch size) instead of allocating
+    new ones for each minibatch; so an array taken from a layer in a
+    ``traincnn`` callback is overwritten by the next minibatch (copy it to keep
+    it). Afterwards the arrays stay on the layers and are no longer reused.
+    """
+    if getattr(net, "_workspace", None) is not None:  # nested (callback calling testcnn...)
+        yield
+        return
+    net._workspace = Workspace()
+    try:
+        yield
+    finally:
+        net._workspace = None
 
 
 def gradientdescentcnn(net):
@@ -109,28 +176,29 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
         net.loss_array = []
     if verbose:
         print("training started...", flush=True)
-    for epoch in range(no_of_epochs):
-        first = max(0, start_batch - epoch * n_batches)
-        if first >= n_batches:
-            continue
-        t0 = time.perf_counter()
-        bar = _progress_bar(n_batches, first, epoch, no_of_epochs) if progress else None
-        for j in range(first, n_batches):
-            sl = slice(j * batch_size, (j + 1) * batch_size)
-            _forward(net, x[sl])
-            bpcnn(net, y[sl])
-            _check_finite(net, epoch + 1, j + 1)
-            gradientdescentcnn(net)
-            net.loss_array.append(net.loss)
+    with _single_threaded_blas(), _workspace(net):
+        for epoch in range(no_of_epochs):
+            first = max(0, start_batch - epoch * n_batches)
+            if first >= n_batches:
+                continue
+            t0 = time.perf_counter()
+            bar = _progress_bar(n_batches, first, epoch, no_of_epochs) if progress else None
+            for j in range(first, n_batches):
+                sl = slice(j * batch_size, (j + 1) * batch_size)
+                _forward(net, x[sl])
+                bpcnn(net, y[sl])
+                _check_finite(net, epoch + 1, j + 1)
+                gradientdescentcnn(net)
+                net.loss_array.append(net.loss)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{net.loss:.4f}", refresh=False)
+                    bar.update(1)
+                if callback is not None:
+                    callback(net, epoch, j)
             if bar is not None:
-                bar.set_postfix(loss=f"{net.loss:.4f}", refresh=False)
-                bar.update(1)
-            if callback is not None:
-                callback(net, epoch, j)
-        if bar is not None:
-            bar.close()
-        if verbose:
-            print(f"Elapsed time is {time.perf_counter() - t0:.6f} seconds.", flush=True)
+                bar.close()
+            if verbose:
+                print(f"Elapsed time is {time.perf_counter() - t0:.6f} seconds.", flush=True)
     return net
 
 
@@ -157,6 +225,7 @@ def _runtime_view(net):
     """
     view = copy.copy(net)
     view.layers = [copy.copy(layer) for layer in net.layers]
+    view._workspace = None  # its own arrays, never the caller's (e.g. in a traincnn callback)
     return view
 
 
@@ -164,14 +233,18 @@ def _outputs_in_chunks(net, x, chunk):
     """Last-layer outputs ``(N, n_outputs)`` of a forward pass over ``x`` in chunks.
 
     Every example is independent in the forward pass, so chunking only saves
-    memory.
+    memory (and keeps each chunk's maps in cache).
     """
     view = _runtime_view(net)
-    out = []
-    for i in range(0, x.shape[0], chunk):
-        _forward(view, x[i:i + chunk])
-        out.append(output_matrix(view))
-    return np.concatenate(out, axis=0)
+    out = None
+    with _single_threaded_blas(), _workspace(view):
+        for i in range(0, x.shape[0], chunk):
+            _forward(view, x[i:i + chunk])
+            o = output_matrix(view)
+            if out is None:
+                out = np.empty((x.shape[0], o.shape[1]), dtype=o.dtype)
+            out[i:i + chunk] = o
+    return out
 
 
 def predictcnn(net, x, *, chunk=1000):
