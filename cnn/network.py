@@ -232,7 +232,7 @@ def _make_rng(rng=None, seed=None):
     return np.random.default_rng(seed)
 
 
-def _uniform(net, shape, rng):
+def _uniform(shape, rng):
     """``0.5*rand(shape) - 0.25``, filled column-major as MATLAB fills it."""
     u = rng.random(int(np.prod(shape)))
     return (0.5 * u - 0.25).reshape(shape, order="F")
@@ -340,7 +340,7 @@ def add_conv_layer(net, n_maps, kernel_size, act, *, seed=None, rng=None):
     K = np.empty((M, P, kh, kw), dtype=np.float64)
     for j in range(M):
         for k in range(P):
-            K[j, k] = _uniform(net, (kh, kw), gen)
+            K[j, k] = _uniform((kh, kw), gen)
     layer = ConvLayer(act_func=act, n_maps=M, n_prev_maps=P, kernel_height=kh,
                       kernel_width=kw, height=H - kh + 1, width=W - kw + 1,
                       K=K.astype(net.dtype), b=np.zeros(M, dtype=net.dtype))
@@ -413,8 +413,8 @@ def add_fc_layer(net, n_nodes, act, *, seed=None, rng=None):
     else:
         n_in = prev.n_maps * prev.height * prev.width
     gen = net.rng if (seed is None and rng is None) else _make_rng(rng, seed)
-    W = _uniform(net, (n, n_in), gen)
-    b = _uniform(net, (n, 1), gen)[:, 0]
+    W = _uniform((n, n_in), gen)
+    b = _uniform((n, 1), gen)[:, 0]
     net.layers.append(FCLayer(act_func=act, n_nodes=n, n_inputs=n_in,
                               W=np.ascontiguousarray(W, dtype=net.dtype),
                               b=b.astype(net.dtype)))
