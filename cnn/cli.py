@@ -349,6 +349,22 @@ def _error(message, code, exc=None, debug=False):
     return code
 
 
+def _flushed(code):
+    """Flush stdout inside the error handling (a closed pipe is then caught), return ``code``."""
+    sys.stdout.flush()
+    return code
+
+
+def _stdout_closed():
+    """The reader of stdout went away (``python -m cnn step | head``): stop quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+    except (OSError, ValueError):
+        pass
+    return EXIT_FAIL
+
+
 def train_main(argv=None, prog="scripts/example_mnist.py"):
     """``python -m cnn train`` under another name (``scripts/example_mnist.py``)."""
     from . import train_run
@@ -364,7 +380,9 @@ def train_main(argv=None, prog="scripts/example_mnist.py"):
             args = p.parse_args(argv)
         except SystemExit as exc:  # --help
             return int(exc.code or 0)
-        return _cmd_train(args)
+        return _flushed(_cmd_train(args))
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt as exc:
         return _error("interrupted", EXIT_INTERRUPTED, exc, debug)
     except BaseException as exc:  # noqa: BLE001
@@ -385,7 +403,7 @@ def main(argv=None):
                 except SystemExit as exc:
                     return int(exc.code or 0)
             rest = [a for a in rest if a != "--debug"]  # ours: the traceback of an error
-            return _cmd_compare(rest) if command == "compare" else _cmd_bench(rest)
+            return _flushed(_cmd_compare(rest) if command == "compare" else _cmd_bench(rest))
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
@@ -394,9 +412,11 @@ def main(argv=None):
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
-        return _dispatch(args)
+        return _flushed(_dispatch(args))
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else _error(exc.code, 1)
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt as exc:
         return _error("interrupted", EXIT_INTERRUPTED, exc, debug)
     except BaseException as exc:  # noqa: BLE001 - every error becomes one line and a code

@@ -4,6 +4,7 @@ No test touches the network: MNIST is looked for in an empty directory with
 ``--no-download``; data are the synthetic digits.
 """
 
+import os
 import subprocess
 import sys
 import types
@@ -272,3 +273,15 @@ def test_bench_passes_arguments_through(monkeypatch, tmp_path):
 def test_version(capsys):
     assert cli.main(["--version"]) == 0
     assert cnn.__version__ in capsys.readouterr().out
+
+
+def test_closed_stdout_is_not_an_error():
+    """``python -m cnn ... | head``: the reader goes away; no error message, no traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # block-buffered
+    p = subprocess.Popen([sys.executable, "-m", "cnn", "gradcheck", "--net", "fc-only"],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    assert p.wait(timeout=120) == 1
+    assert err == ""
