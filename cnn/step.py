@@ -558,10 +558,83 @@ def plot_error_norms(reports, path, *, title=None):
     return path
 
 
+def plot_error_maps(net, path, *, example=0, max_maps=8, title=None):
+    """What each layer's error looks like: ``er`` of one example, one row per layer.
+
+    Rows from the last layer to layer 2 (the order bpcnn computes them). A map
+    layer's ``er`` is shown as images (its first ``max_maps`` maps, MATLAB's
+    ``er{j}(:, :, n)``), an FC layer's as a row of values (``er{1}(:, n)``). Each
+    row has its own symmetric colour scale (red positive, blue negative) and
+    names its largest absolute value. A pool layer's ``er`` is already at the
+    size of the layer below, as the original stores it.
+
+    Parameters
+    ----------
+    net : CNN
+        After ``bpcnn``.
+    path : str or Path
+        PNG file to write.
+    example : int
+        0-based example of the minibatch.
+
+    Returns
+    -------
+    Path
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for l in range(len(net.layers), 1, -1):
+        layer = net.layers[l - 1]
+        if layer.er is None:
+            continue
+        rows.append((l, layer, np.asarray(layer.er, dtype=np.float64)[example]))
+    if not rows:
+        raise ValueError("plot_error_maps needs a network after bpcnn(net, y)")
+    ncols = max(min(max_maps, er.shape[0]) if er.ndim == 3 else 4 for _, _, er in rows)
+    fig = plt.figure(figsize=(1.3 * ncols + 1.8, 1.35 * len(rows) + 0.7))
+    grid = fig.add_gridspec(len(rows), ncols, hspace=0.45)
+    for r, (l, layer, er) in enumerate(rows):
+        vmax = float(np.abs(er).max()) or 1.0
+        kind = f"{layer.type} {layer.act_func}" if layer.type != "p" else f"p rate {layer.rate}"
+        label = f"layer {l}\n{kind}\nmax|er| {vmax:.2g}"
+        if er.ndim == 1:
+            ax = fig.add_subplot(grid[r, :])
+            ax.imshow(er[None, :], cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto",
+                      interpolation="nearest")
+            ax.set_yticks([])
+            if er.size <= 20:  # the output number, 1-based as in MATLAB
+                ax.set_xticks(np.arange(er.size), [str(i + 1) for i in range(er.size)])
+                ax.tick_params(labelsize=6, length=0, pad=1)
+            else:
+                ax.set_xticks([])
+            ax.set_title(f"er{{1}}: {er.size} values", fontsize=6, pad=2)
+            ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+            continue
+        for c in range(min(max_maps, er.shape[0])):
+            ax = fig.add_subplot(grid[r, c])
+            ax.imshow(er[c], cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"er{{{c + 1}}}", fontsize=6, pad=2)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(title or f"er of example {example + 1} per layer", fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 # --------------------------------------------------------------------------- command line
 
 def add_arguments(p):
     """Options of ``python -m cnn step``."""
+    from .cli import GRADCHECK_NETS
     from .train_run import _nonnegative_int, _positive_int
 
     g = p.add_argument_group("network")
@@ -579,6 +652,10 @@ def add_arguments(p):
                    help="loss_func (default auto, or the --init file's)")
     g.add_argument("--seed", type=_nonnegative_int, default=0,
                    help="seed of a new network's weights (default 0)")
+    g.add_argument("--net", choices=tuple(GRADCHECK_NETS), metavar="NAME",
+                   help="instead of an example network, a small one of 'gradcheck' on random "
+                        "images (seed --seed): " + ", ".join(GRADCHECK_NETS)
+                        + "; e.g. c2 shows D1, none-hidden D2")
     g = p.add_argument_group("data")
     g.add_argument("--batch-size", type=_positive_int, default=50, metavar="B",
                    help="examples in the minibatch (default 50, as the example)")
@@ -596,6 +673,11 @@ def add_arguments(p):
                    help="run bpcnn in the Python debugger, stopping at the flag test")
     g.add_argument("--plot", metavar="FILE.png",
                    help="bar chart of ||er|| per layer for flag 0 and flag 1 on this minibatch")
+    g.add_argument("--plot-maps", metavar="FILE.png",
+                   help="what each layer's error looks like: er of one example (--example-index) "
+                        "per layer, maps as images, FC errors as a row")
+    g.add_argument("--example-index", type=_positive_int, default=1, metavar="n",
+                   help="the example of the minibatch that --plot-maps shows, 1-based (default 1)")
     return p
 
 
@@ -604,6 +686,15 @@ def _network(args):
     from .train_run import UsageError, _load_network_file
 
     mode = args.mode
+    if getattr(args, "net", None) is not None:
+        from .cli import GRADCHECK_NETS, gradcheck_network
+
+        if args.init is not None or args.example is not None or args.synthetic is not None:
+            raise UsageError("--net builds its own network on random images: leave out "
+                             "--init, --example and --synthetic")
+        net, _, _ = gradcheck_network(args.net, mode=mode or "faithful",
+                                      loss=args.loss or "auto", seed=args.seed, n=1)
+        return net, f"{args.net}: {GRADCHECK_NETS[args.net][0]} (seed {args.seed})"
     if args.init is not None:
         if args.example is not None:
             raise UsageError("give --example or --init, not both")
@@ -626,6 +717,13 @@ def _minibatch(args, net):
     C, H, W = net.input_shape
     B, j = args.batch_size, args.minibatch
     need = B * j
+    if getattr(args, "net", None) is not None:  # random images and one-hot targets
+        from .cli import gradcheck_network
+
+        _, x, y = gradcheck_network(args.net, mode=net.mode, seed=args.seed, n=need)
+        sl = slice((j - 1) * B, j * B)
+        return (x[sl], y[sl], f"random images (seed {args.seed}), minibatch {j} of {B}",
+                None)
     n_synth = args.synthetic
     note = None
     if n_synth is None:
@@ -656,9 +754,13 @@ def _minibatch(args, net):
 def run_from_args(args):
     """``python -m cnn step``: returns the exit code."""
     from .backward import prepare_loss_and_flag
+    from .train_run import UsageError
 
     net, desc = _network(args)
     xb, yb, data, note = _minibatch(args, net)
+    if args.plot_maps and args.example_index > xb.shape[0]:
+        raise UsageError(f"--example-index {args.example_index}: the minibatch has "
+                         f"{xb.shape[0]} examples")
     if note:
         print(note, file=sys.stderr, flush=True)
     flag = {"auto": None, "on": True, "off": False}[args.flag]
@@ -682,5 +784,12 @@ def run_from_args(args):
             reports[f"flag {int(f)}"] = step_report(other, xb, yb, description=desc)
         path = plot_error_norms(reports, args.plot, title=f"||er|| per layer, "
                                 f"{net.mode} mode, loss {net.loss_func}: {desc}")
+        print(f"plot: {path}")
+    if args.plot_maps:
+        path = plot_error_maps(net, args.plot_maps, example=args.example_index - 1,
+                               title=f"er of example {args.example_index} per layer "
+                                     f"({net.mode} mode, flag "
+                                     f"{int(bool(net.calc_last_layer_act_derivative))}): "
+                                     f"{desc}")
         print(f"plot: {path}")
     return 0

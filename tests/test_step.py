@@ -179,3 +179,42 @@ def test_pdb_with_the_flag_forced_on_and_quit():
     assert r.returncode == 0, r.stderr
     assert "(Pdb) True" in r.stdout
     assert "left in the debugger" in r.stdout and "bpcnn, step by step" not in r.stdout
+
+
+def test_step_on_a_small_gradcheck_network_is_the_gradcheck_batch(capsys):
+    """``step --net c2 --batch-size 4`` runs the very batch ``gradcheck --net c2`` checks."""
+    assert cli.main(["step", "--net", "c2", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "c2: two conv layers" in out and "random images" in out
+    assert [int(m) for m in re.findall(r"^layer (\d+) ", out, flags=re.M)] == [7, 6, 5, 4, 3,
+                                                                              2, 1]
+    assert "D1 (faithful)" in out
+    net, x, y = cli.gradcheck_network("c2", n=4)
+    rep = step.step_report(net, x, y)
+    dk = f"dK (2, 1, 3, 3) norm {rep.layer(2).grad_norms['dK']:.6e}"
+    assert dk in out
+
+
+def test_step_net_excludes_other_networks_and_data(capsys):
+    assert cli.main(["step", "--net", "c2", "--synthetic", "10"]) == 2
+    assert "--net builds its own network" in capsys.readouterr().err
+
+
+def test_plot_maps_shows_the_error_of_one_example(capsys, tmp_path, monkeypatch):
+    calls = {}
+    real = step.plot_error_maps
+
+    def spy(net, path, **kw):
+        calls["er"] = [None if L.er is None else L.er.copy() for L in net.layers]
+        calls.update(kw)
+        return real(net, path, **kw)
+
+    monkeypatch.setattr(step, "plot_error_maps", spy)
+    png = tmp_path / "maps.png"
+    assert cli.main(["step", "--net", "none-hidden", "--batch-size", "3", "--plot-maps",
+                     str(png), "--example-index", "2"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert calls["example"] == 1 and calls["er"][0] is None  # 0-based; input layer has none
+    assert cli.main(["step", "--net", "small", "--batch-size", "3", "--plot-maps",
+                     str(png), "--example-index", "4"]) == 2
+    assert "--example-index 4" in capsys.readouterr().err
