@@ -355,6 +355,7 @@ def _resolve(cfg):
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise UsageError(f"{path} is not a training checkpoint (written by 'cnn train'); "
                              f"to start from a network file use --init")
+        _check_meta(meta, path)
         stored = meta["settings"]
         for name in _RUN_SETTINGS:
             given = getattr(cfg, name)
@@ -386,6 +387,31 @@ def _resolve(cfg):
     every = cfg.checkpoint_every
     settings["checkpoint_every"] = DEFAULTS["checkpoint_every"] if every is None else every
     return settings, meta
+
+
+def _check_meta(meta, path):
+    """The fields of a checkpoint's meta that resuming relies on, with sane values."""
+    def count(value, minimum):
+        return (isinstance(value, int) and not isinstance(value, bool) and value >= minimum)
+
+    settings = meta.get("settings")
+    problems = []
+    if not isinstance(settings, dict):
+        problems.append("settings")
+        settings = {}
+    for name, value, minimum in (("batches_done", meta.get("batches_done"), 0),
+                                 ("train_examples", meta.get("train_examples"), 1),
+                                 ("settings.epochs", settings.get("epochs"), 0),
+                                 ("settings.batch_size", settings.get("batch_size"), 1)):
+        if not count(value, minimum):
+            problems.append(name)
+    if not isinstance(meta.get("data_sha256"), str):
+        problems.append("data_sha256")
+    if settings.get("synthetic") is not None and not count(settings.get("synthetic"), 1):
+        problems.append("settings.synthetic")
+    if problems:
+        raise UsageError(f"{path}: the checkpoint's meta has no valid {', '.join(problems)}; "
+                         f"it cannot be resumed")
 
 
 def run_training(cfg, *, callback: Optional[Callable] = None):

@@ -330,6 +330,22 @@ def test_resume_refuses_other_settings_or_data(tiny, tmp_path):
         run_training(TrainConfig(resume=ck, epochs=0, progress=False, verbose=False))
 
 
+@pytest.mark.parametrize("change, field", [
+    (lambda m: m.pop("settings"), "settings"),
+    (lambda m: m.update(batches_done="3"), "batches_done"),
+    (lambda m: m["settings"].update(batch_size=0), "settings.batch_size"),
+    (lambda m: m.update(data_sha256=None), "data_sha256"),
+])
+def test_resume_refuses_a_checkpoint_with_a_damaged_meta(tiny, tmp_path, change, field):
+    run_training(_cfg(tiny, tmp_path / "a", epochs=1))
+    ck = tmp_path / "a" / "checkpoint.npz"
+    meta = load_npz_meta(ck)
+    change(meta)
+    save_npz(ck, load_npz(ck), meta)
+    with pytest.raises(UsageError, match=f"no valid {field}"):
+        run_training(TrainConfig(resume=str(ck), progress=False, verbose=False))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--synthetic", "55", "--batch-size", "10"], "does not divide"),
     (["--resume", "/nonexistent/checkpoint.npz"], "no such checkpoint"),
