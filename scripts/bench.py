@@ -1,0 +1,331 @@
+"""Speed benchmark of the ``cnn`` package against PyTorch and a naive NumPy/SciPy port.
+
+Usage::
+
+    CNN_MNIST_DIR=/path/to/mnist python scripts/bench.py [--images N] [--test-images N]
+        [--skip-torch] [--skip-naive] [--repeat R] [--json bench.json]
+
+Everything runs in one process on the same data: real MNIST when
+``cnn.mnist.load_split(..., download=False)`` finds it (``CNN_MNIST_DIR``),
+else random 28 x 28 images (the output says which). The network is the
+original's Example 3 (conv 10@9x9 rect - pool 2 - conv 20@3x3 tanh - pool 2 -
+FC 150 tanh - FC 10 sigm, cross-entropy, flag off), batch 50, lr 0.01, faithful
+mode, minibatches in order.
+
+Measured:
+
+* ``train float64`` / ``train float32``: ``traincnn`` seconds per 60,000-image
+  epoch (``--images`` timed, default 60,000; fewer are extrapolated), after an
+  untimed warm-up minibatch so that compilation is not counted;
+* ``testcnn 10k``: ``testcnn`` on 10,000 test images (float64, the network just
+  trained);
+* ``first call warm`` / ``cold``: a fresh Python process that imports ``cnn``,
+  builds Example 3 and trains one minibatch (interpreter start not counted),
+  with the Numba cache filled, and with ``NUMBA_CACHE_DIR`` pointing at an
+  empty directory;
+* ``peak RSS``: ``ru_maxrss`` of a fresh process that loads the full training
+  set (float64) and trains on ``--images`` images;
+* PyTorch float64/float32 with 2 threads (``bench_peers.torch_epoch_time`` and
+  ``torch_test_time``; float64 test in batches of 100) when torch imports;
+* the naive NumPy/SciPy port on ``--naive-images`` images, extrapolated.
+
+A table (setting, value, ratio to the PyTorch peer, target, met?) is printed
+and, with ``--json``, written with the machine details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import bench_peers  # noqa: E402  (scripts/bench_peers.py)
+
+import cnn  # noqa: E402
+from cnn import mnist  # noqa: E402
+
+EPOCH = 60000
+BATCH = 50
+
+
+# --------------------------------------------------------------------------- data
+
+def load_data(n_train, n_test, seed=0):
+    """``(x, y, xt, yt, source)``: MNIST if found (no download), else random images."""
+    try:
+        x, y = mnist.load_split("train", download=False, progress=False)
+        xt, yt = mnist.load_split("test", download=False, progress=False)
+        source = f"MNIST from {mnist.mnist_dir()}"
+    except (mnist.MNISTNotFoundError, mnist.MNISTError) as exc:
+        print(f"MNIST not found ({type(exc).__name__}); using random 28x28 images", flush=True)
+        x, y = bench_peers.random_data(max(n_train, BATCH), seed=seed)
+        xt, yt = bench_peers.random_data(max(n_test, 1), seed=seed + 1)
+        source = "random 28x28 images (MNIST not found; set CNN_MNIST_DIR)"
+    return x, y, xt, yt, source
+
+
+def _wrap(x, y, n):
+    """The first n images, repeating the data if there are fewer."""
+    if n <= len(x):
+        return x[:n], y[:n]
+    idx = np.arange(n) % len(x)
+    return x[idx], y[idx]
+
+
+# --------------------------------------------------------------------------- our package
+
+def our_epoch_time(x, y, dtype, n_images, repeat=1, seed=0):
+    """Best of ``repeat`` timed ``traincnn`` calls on ``n_images`` images (one epoch)."""
+    xs, ys = _wrap(x, y, n_images)
+    xs = np.ascontiguousarray(xs, dtype=dtype)   # the conversion is not what we time
+    ys = np.ascontiguousarray(ys, dtype=dtype)
+    warm = cnn.example_network(3, seed=seed, dtype=dtype)
+    cnn.traincnn(warm, xs[:BATCH], ys[:BATCH], 1, BATCH, verbose=False)  # compile, untimed
+    best, net = None, None
+    for _ in range(repeat):
+        net = cnn.example_network(3, seed=seed, dtype=dtype)
+        t0 = time.perf_counter()
+        cnn.traincnn(net, xs, ys, 1, BATCH, verbose=False)
+        s = time.perf_counter() - t0
+        best = s if best is None else min(best, s)
+    return {"seconds": best, "images": n_images, "seconds_per_60k": best / n_images * EPOCH,
+            "loss": float(np.mean(net.loss_array)), "dtype": np.dtype(dtype).name}, net
+
+
+def our_test_time(net, xt, yt, repeat=3):
+    xt = np.ascontiguousarray(xt, dtype=net.dtype)
+    yt = np.ascontiguousarray(yt, dtype=net.dtype)
+    cnn.testcnn(net, xt[:BATCH], yt[:BATCH])  # compile, untimed
+    best = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        err = cnn.testcnn(net, xt, yt)
+        s = time.perf_counter() - t0
+        best = s if best is None else min(best, s)
+    return {"seconds": best, "images": len(xt), "seconds_per_10k": best / len(xt) * 10000,
+            "error": err}
+
+
+FIRST_CALL = r"""
+import time
+t0 = time.perf_counter()
+import numpy as np
+import cnn
+rng = np.random.default_rng(0)
+x = rng.random((50, 28, 28))
+y = np.eye(10)[rng.integers(0, 10, 50)]
+net = cnn.example_network(3, seed=0)
+cnn.traincnn(net, x, y, 1, 50, verbose=False)
+print(time.perf_counter() - t0)
+"""
+
+
+def _python(code, env=None, args=()):
+    e = dict(os.environ)
+    e.update(env or {})
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=e, text=True,
+                       capture_output=True, cwd=str(HERE.parent))
+    if r.returncode != 0:
+        raise RuntimeError(f"subprocess failed:\n{r.stderr}")
+    return r.stdout.strip().splitlines()[-1]
+
+
+def first_call_times():
+    """Seconds from ``import cnn`` to the end of the first minibatch in a fresh process."""
+    _python(FIRST_CALL)  # fill the Numba cache
+    warm = min(float(_python(FIRST_CALL)) for _ in range(2))
+    with tempfile.TemporaryDirectory(prefix="numba-cold-") as d:
+        cold = float(_python(FIRST_CALL, env={"NUMBA_CACHE_DIR": d}))
+    return {"warm_seconds": warm, "cold_seconds": cold}
+
+
+PEAK_RSS = r"""
+import resource, sys
+import numpy as np
+import cnn
+from cnn import mnist
+n = int(sys.argv[1])
+try:
+    x, y = mnist.load_split("train", download=False, progress=False)
+except (mnist.MNISTNotFoundError, mnist.MNISTError):
+    rng = np.random.default_rng(0)
+    x = rng.random((60000, 28, 28))
+    y = np.eye(10)[rng.integers(0, 10, 60000)]
+net = cnn.example_network(3, seed=0)
+cnn.traincnn(net, x[:n], y[:n], 1, 50, verbose=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def peak_rss(n_images):
+    return {"bytes": int(_python(PEAK_RSS, args=(n_images,))), "images": n_images}
+
+
+# --------------------------------------------------------------------------- report
+
+def _fmt_s(s):
+    return f"{s:.3f} s" if s < 10 else f"{s:.1f} s"
+
+
+def make_table(r):
+    """Rows (setting, value, vs torch, target, met) from the results dict."""
+    rows = []
+    t = r.get("torch", {})
+
+    def ratio(peer, ours):  # torch time / this setting's time: > 1 means faster than torch
+        return f"{peer / ours:.2f}" if peer and ours else ""
+
+    o64, o32 = r["train_float64"]["seconds_per_60k"], r["train_float32"]["seconds_per_60k"]
+    t64 = t.get("train_float64", {}).get("seconds_per_60k")
+    t32 = t.get("train_float32", {}).get("seconds_per_60k")
+    met64 = o64 < 4.0 and (t64 is None or t64 / o64 >= 3.0)
+    rows.append(("train float64, s/epoch (ours)", _fmt_s(o64), ratio(t64, o64),
+                 "< 4 s and >= 3x torch f64", "yes" if met64 else "NO"))
+    rows.append(("train float32, s/epoch (ours)", _fmt_s(o32), ratio(t32, o32),
+                 "faster than torch f32", "" if t32 is None else ("yes" if o32 < t32 else "NO")))
+    if t64:
+        rows.append(("train float64, s/epoch (torch, 2 thr)", _fmt_s(t64), "1.00", "", ""))
+        rows.append(("train float32, s/epoch (torch, 2 thr)", _fmt_s(t32), "1.00", "", ""))
+    if "naive" in r:
+        nv = r["naive"]["seconds_per_60k"]
+        rows.append(("train float64, s/epoch (naive NumPy/SciPy)", _fmt_s(nv), ratio(t64, nv),
+                     "", ""))
+    ts = r["testcnn"]["seconds_per_10k"]
+    tt = t.get("test_float64", {}).get("seconds_per_10k")
+    rows.append(("testcnn 10k images, float64 (ours)", _fmt_s(ts), ratio(tt, ts), "< 0.3 s",
+                 "yes" if ts < 0.3 else "NO"))
+    if tt:
+        rows.append(("test 10k images, float64 (torch, batch 100)", _fmt_s(tt), "1.00", "", ""))
+        rows.append(("test 10k images, float32 (torch, batch 1000)",
+                     _fmt_s(t["test_float32"]["seconds_per_10k"]), "", "", ""))
+    fc = r["first_call"]
+    rows.append(("first minibatch, fresh process, warm cache", _fmt_s(fc["warm_seconds"]), "",
+                 "< 2 s", "yes" if fc["warm_seconds"] < 2 else "NO"))
+    rows.append(("first minibatch, fresh process, cold cache", _fmt_s(fc["cold_seconds"]), "",
+                 "< 15 s", "yes" if fc["cold_seconds"] < 15 else "NO"))
+    gb = r["peak_rss"]["bytes"] / 2**30
+    rows.append((f"peak RSS, training ({r['peak_rss']['images']} of 60,000 images loaded)",
+                 f"{gb:.2f} GiB", "", "< 1.5 GB", "yes" if r["peak_rss"]["bytes"] < 1.5e9 else "NO"))
+    return rows
+
+
+def print_table(rows):
+    head = ("setting", "value", "torch / this", "target", "met?")
+    widths = [max(len(str(x[i])) for x in rows + [head]) for i in range(5)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |"
+    print(line)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
+
+
+def machine_info():
+    import numba
+
+    info = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "platform": platform.platform(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__,
+            "numba_threads": numba.get_num_threads(), "cnn": cnn.__version__}
+    try:
+        info["cpu_affinity"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in f
+                                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    if bench_peers.torch_available():
+        import torch
+
+        info["torch"] = torch.__version__
+    return info
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=EPOCH,
+                    help="training images timed (multiple of 50; default a full epoch)")
+    ap.add_argument("--test-images", type=int, default=10000, help="testcnn images (default 10000)")
+    ap.add_argument("--naive-images", type=int, default=500,
+                    help="images timed for the naive port (default 500, extrapolated)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="timed training runs per setting; the best is kept (default 1)")
+    ap.add_argument("--skip-torch", action="store_true", help="do not time PyTorch")
+    ap.add_argument("--skip-naive", action="store_true", help="do not time the naive port")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args(argv)
+    if args.images < BATCH or args.images % BATCH:
+        ap.error(f"--images must be a positive multiple of {BATCH}")
+
+    r = {"machine": machine_info(), "load_before": os.getloadavg()}
+    x, y, xt, yt, source = load_data(args.images, args.test_images)
+    xt, yt = _wrap(xt, yt, args.test_images)
+    r["data"] = source
+    r["settings"] = {"network": "Example 3", "batch_size": BATCH, "learning_rate": 0.01,
+                     "mode": "faithful", "images": args.images, "test_images": args.test_images,
+                     "repeat": args.repeat}
+    print(f"data: {source}; timing {args.images} training images per setting", flush=True)
+
+    r["train_float64"], net = our_epoch_time(x, y, np.float64, args.images, args.repeat)
+    print(f"  ours float64: {r['train_float64']['seconds_per_60k']:.2f} s/epoch", flush=True)
+    r["testcnn"] = our_test_time(net, xt, yt)
+    print(f"  ours testcnn: {r['testcnn']['seconds_per_10k']:.3f} s/10k "
+          f"(test error {r['testcnn']['error']:.4f})", flush=True)
+    r["train_float32"], _ = our_epoch_time(x, y, np.float32, args.images, args.repeat)
+    print(f"  ours float32: {r['train_float32']['seconds_per_60k']:.2f} s/epoch", flush=True)
+
+    if not args.skip_torch and bench_peers.torch_available():
+        xs, ys = _wrap(x, y, args.images)
+        t = {}
+        for dt in ("float64", "float32"):
+            t["train_" + dt] = bench_peers.torch_epoch_time(xs, ys, dt, threads=2,
+                                                            n_images=args.images)
+            t["test_" + dt] = bench_peers.torch_test_time(
+                xt, yt, dt, threads=2, batch_size=100 if dt == "float64" else 1000)
+            print(f"  torch {dt}: {t['train_' + dt]['seconds_per_60k']:.2f} s/epoch, "
+                  f"test {t['test_' + dt]['seconds_per_10k']:.3f} s/10k", flush=True)
+        r["torch"] = t
+    elif not args.skip_torch:
+        print("  torch not importable: skipped", flush=True)
+    if not args.skip_naive:
+        r["naive"] = bench_peers.naive_epoch_time(x, y, n_images=args.naive_images)
+        print(f"  naive: {r['naive']['seconds_per_60k']:.1f} s/epoch", flush=True)
+
+    r["first_call"] = first_call_times()
+    print(f"  first call: warm {r['first_call']['warm_seconds']:.2f} s, "
+          f"cold {r['first_call']['cold_seconds']:.2f} s", flush=True)
+    r["peak_rss"] = peak_rss(args.images)
+    r["load_after"] = os.getloadavg()
+
+    rows = make_table(r)
+    r["table"] = [dict(zip(("setting", "value", "vs_torch", "target", "met"), row))
+                  for row in rows]
+    print()
+    print(f"Example 3, batch 50, faithful; {source}; {r['machine']['cpu_count']} CPUs, "
+          f"{r['machine']['numba_threads']} Numba threads; {r['machine']['date']}; "
+          f"load {r['load_before'][0]:.2f} before, {r['load_after'][0]:.2f} after")
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2, default=float) + "\n")
+        print(f"\nwrote {args.json}")
+    return r
+
+
+if __name__ == "__main__":
+    main()
