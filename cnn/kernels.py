@@ -311,17 +311,6 @@ def _kernel_grad_parts(x, e, off, W, part):
                     t += 3
 
 
-@_jit
-def _sum_over_examples(part, out):
-    # out[i] = sum_n part[n, i], n in order (parallel over i only)
-    N, E = part.shape
-    for i in nb.prange(E):
-        s = part[0, i]
-        for n in range(1, N):
-            s += part[n, i]
-        out[i] = s
-
-
 def kernel_grad(x, e, kernel_shape, *, out=None):
     """Kernel gradient summed over the batch (not divided by N).
 
@@ -355,15 +344,15 @@ def kernel_grad(x, e, kernel_shape, *, out=None):
     part = np.empty((N, M * P * kh * kw), dtype=dt)
     _kernel_grad_parts(x.reshape(N, P, H * W), e, _offsets(kh, kw, W), W,
                        part.reshape(N, M, P, kh * kw))
-    _sum_over_examples(part, dK.reshape(-1))
+    np.add.reduce(part, axis=0, out=dK.reshape(-1))  # examples in order n = 0, 1, ...
     return dK
 
 
-@_jit_dot
+@nb.njit(cache=True, fastmath={"contract", "reassoc"})
 def _map_sums(e, out):
     # out[j] = sum_n (sum_u e[n, j, u]); out zeroed by the caller
     N, M, S = e.shape
-    for j in nb.prange(M):
+    for j in range(M):
         s = out[j]
         for n in range(N):
             t = out[j]
