@@ -18,14 +18,20 @@ result has the dtype of the inputs (no upcasts).
 
 How the loops are written (see ``docs/performance.md``):
 
-* Maps are walked as flat rows ("row-padded"): for a map of width W the
-  positions ``u = p*W + q`` of one output are contiguous, so a kernel tap
-  ``(a, b)`` is a shift by ``a*W + b`` and the innermost loop is one long
-  contiguous loop that LLVM vectorises. Positions with ``q >= Wo`` are computed
-  and thrown away (valid correlation) or read as zeros (full convolution,
-  kernel gradient).
-* Several taps (or maps) are added per pass over an accumulator row, so each
-  load/store of the accumulator carries 4 multiply-adds.
+* Valid correlation and kernel gradient first copy each example's maps into
+  ``kw`` column windows, ``xb[k, b, r*Wo + q] = x[n, k, r, q+b]`` (a partial
+  im2col: ``kw`` copies, not ``kh*kw``). Then kernel row ``a`` and tap ``b``
+  is the contiguous slice ``xb[k, b, a*Wo : a*Wo + Ho*Wo]`` lined up with the
+  output positions ``i = p*Wo + q``, so the innermost loop is one long
+  contiguous loop over outputs that LLVM vectorises, with no wasted columns.
+* :func:`conv_valid` is compiled per kernel size: a whole kernel row of taps
+  is added per pass over an output (its loads/stores are amortised over
+  ``kw`` multiply-adds) and two output maps share every load of ``x``.
+  :func:`kernel_grad` takes dot products of two error maps with three column
+  windows at a time.
+* The full convolution walks maps as flat rows ("row-padded"): for a map of
+  width W the positions ``u = p*W + q`` are contiguous, a tap ``(a, b)`` is a
+  shift by ``a*W + b``, and four maps are added per pass.
 * ``fastmath={"contract"}`` only lets LLVM fuse ``a*b + c`` into one FMA
   instruction (one rounding instead of two); no reassociation, no NaN/Inf
   assumptions. :func:`kernel_grad` additionally allows reassociation inside its
@@ -80,67 +86,75 @@ def _output(out, shape, dtype, name="out"):
     return out
 
 
-def _offsets(kh, kw, W):
-    """Flat shifts ``a*W + b`` of the taps of a kh x kw kernel on rows of width W."""
-    a = np.arange(kh, dtype=np.int64)[:, None]
-    b = np.arange(kw, dtype=np.int64)[None, :]
-    return (a * W + b).ravel()
-
-
 # --------------------------------------------------------------------------- valid correlation
+
+@_jit_serial
+def _shifted_columns(xn, Wo, xb):
+    # xb[k, b, r*Wo + q] = xn[k, r, q + b]: the kw column windows of one example's maps
+    P, H, _ = xn.shape
+    kw = xb.shape[1]
+    for k in range(P):
+        for b in range(kw):
+            for r in range(H):
+                src = xn[k, r, b:b + Wo]
+                dst = xb[k, b, r * Wo:(r + 1) * Wo]
+                for q in range(Wo):
+                    dst[q] = src[q]
+
 
 @functools.lru_cache(maxsize=None)
 def _conv_valid_impl(kh, kw):
     """The compiled loop of :func:`conv_valid` for ``kh x kw`` kernels.
 
     ``kh`` and ``kw`` are compile-time constants here, so the loop over one
-    kernel row (``b``) is unrolled inside the vectorised loop over positions:
-    each output is loaded and stored once per kernel row (not once per tap),
-    and two output maps share every load of ``x``. Numba compiles (and caches
-    on disk) one such kernel per kernel size.
+    kernel row (``b``) is unrolled inside the vectorised loop over output
+    positions: each output is loaded and stored once per kernel row (not once
+    per tap), and two output maps share every load of ``x``. Numba compiles
+    (and caches on disk) one such kernel per kernel size.
     """
 
     @_jit
-    def conv_valid_rows(x, K, W, bias, z):
-        # x (N, P, H*W) ; K (M, P, kh, kw) ; bias (M,) ; z (N, M, Ho, Wo)
-        N, P, _ = x.shape
+    def conv_valid_kernel(x, K, bias, z):
+        # x (N, P, H, W) ; K (M, P, kh, kw) ; bias (M,) ; z (N, M, Ho, Wo)
+        N, P, H, W = x.shape
         M = K.shape[0]
         Ho, Wo = z.shape[2], z.shape[3]
-        L = (Ho - 1) * W + Wo                  # row-padded positions u = p*W + q
+        S = Ho * Wo
         npair = (M + 1) // 2
-        for t in nb.prange(N * npair):         # independent outputs: example n, maps j0, j1
-            n = t // npair
-            j0 = 2 * (t % npair)
-            j1 = min(j0 + 1, M - 1)            # odd M: the last pair is map M-1 twice
-            acc0 = np.zeros(L, dtype=z.dtype)
-            acc1 = np.zeros(L, dtype=z.dtype)
-            for k in range(P):                 # input maps in order
-                xs = x[n, k]
-                for a in range(kh):            # kernel rows in order
-                    w0 = K[j0, k, a]
-                    w1 = K[j1, k, a]
-                    y = xs[a * W:a * W + L + kw - 1]
-                    for u in range(L):
-                        s0 = acc0[u]
-                        s1 = acc1[u]
-                        for b in range(kw):    # unrolled (kw is a constant): taps in order
-                            c = y[u + b]
-                            s0 += w0[b] * c
-                            s1 += w1[b] * c
-                        acc0[u] = s0
-                        acc1[u] = s1
-            b0 = bias[j0]
-            b1 = bias[j1]
-            for p in range(Ho):
-                r0 = acc0[p * W:p * W + Wo]
-                r1 = acc1[p * W:p * W + Wo]
-                z0 = z[n, j0, p]
-                z1 = z[n, j1, p]
-                for q in range(Wo):
-                    z0[q] = r0[q] + b0         # the sum over maps, then + b(j)
-                    z1[q] = r1[q] + b1
+        for n in nb.prange(N):                 # independent outputs: example n
+            xb = np.empty((P, kw, H * Wo), dtype=z.dtype)
+            _shifted_columns(x[n], Wo, xb)     # xb[k, b, r*Wo + q] = x[n, k, r, q+b]
+            for jp in range(npair):            # two maps j0, j1 per pass
+                j0 = 2 * jp
+                j1 = min(j0 + 1, M - 1)        # odd M: the last pair is map M-1 twice
+                z0 = z[n, j0].reshape(S)       # output position i = p*Wo + q
+                z1 = z[n, j1].reshape(S)
+                for i in range(S):
+                    z0[i] = 0
+                    z1[i] = 0
+                for k in range(P):             # input maps in order
+                    for a in range(kh):        # kernel rows in order
+                        w0 = K[j0, k, a]
+                        w1 = K[j1, k, a]
+                        xs = xb[k, :, a * Wo:a * Wo + S]   # xs[b, i] = x[n, k, p+a, q+b]
+                        for i in range(S):
+                            s0 = z0[i]
+                            s1 = z1[i]
+                            for b in range(kw):            # unrolled: taps in order
+                                c = xs[b, i]
+                                s0 += w0[b] * c
+                                s1 += w1[b] * c
+                            z0[i] = s0
+                            z1[i] = s1
+                b0 = bias[j0]                  # the sum over maps, then + b(j)
+                for i in range(S):
+                    z0[i] += b0
+                if j1 != j0:
+                    b1 = bias[j1]
+                    for i in range(S):
+                        z1[i] += b1
 
-    return conv_valid_rows
+    return conv_valid_kernel
 
 
 def conv_valid(x, K, bias=None, *, out=None):
@@ -169,7 +183,7 @@ def conv_valid(x, K, bias=None, *, out=None):
         raise ValueError(f"kernels {K.shape} do not fit maps {x.shape}")
     z = _output(out, (N, M, H - kh + 1, W - kw + 1), dt)
     b = np.zeros(M, dt) if bias is None else _contig(bias, dt).reshape(M)
-    _conv_valid_impl(kh, kw)(x.reshape(N, P, H * W), K, W, b, z)
+    _conv_valid_impl(kh, kw)(x, K, b, z)
     return z
 
 
@@ -257,58 +271,54 @@ def conv_full(e, K, flip=False, *, out=None):
 # --------------------------------------------------------------------------- kernel gradient
 
 @_jit_dot
-def _kernel_grad_parts(x, e, off, W, part):
-    # x (N, P, H*W) ; e (N, M, Ho, Wo) ; off (T,) ; part (N, M, P, T): one sum per example
-    N, M, Ho, Wo = e.shape
-    P = x.shape[1]
-    T = off.shape[0]
-    L = (Ho - 1) * W + Wo            # e on rows of width W (zeros for q >= Wo)
-    for n in nb.prange(N):
-        ep = np.zeros((M + 1, L), dtype=part.dtype)   # row M stays zero (odd M)
-        for j in range(M):
-            for p in range(Ho):
-                for q in range(Wo):
-                    ep[j, p * W + q] = e[n, j, p, q]
-        zero = ep[M, 0]
-        for j in range(0, M, 2):     # two maps per pass
-            j1 = j + 1 if j + 1 < M else M
-            e0 = ep[j]
-            e1 = ep[j1]
+def _kernel_grad_parts(x, e, part):
+    # x (N, P, H, W) ; e (N, M, Ho, Wo) ; part (N, M, P, kh, kw): one sum per example
+    N, P, H, W = x.shape
+    M, Ho, Wo = e.shape[1], e.shape[2], e.shape[3]
+    kh, kw = part.shape[3], part.shape[4]
+    S = Ho * Wo
+    zero = part.dtype.type(0)
+    for n in nb.prange(N):                     # independent outputs: example n
+        xb = np.empty((P, kw, H * Wo), dtype=part.dtype)
+        _shifted_columns(x[n], Wo, xb)         # xb[k, b, r*Wo + q] = x[n, k, r, q+b]
+        for j in range(0, M, 2):               # two maps per pass
+            j1 = min(j + 1, M - 1)
+            e0 = e[n, j].reshape(S)            # position i = p*Wo + q
+            e1 = e[n, j1].reshape(S)
             for k in range(P):
-                xs = x[n, k]
-                t = 0
-                while t < T:         # three taps per pass (repeating the last one at the end)
-                    t1 = t + 1 if t + 1 < T else t
-                    t2 = t + 2 if t + 2 < T else t1
-                    y0 = xs[off[t]:off[t] + L]
-                    y1 = xs[off[t1]:off[t1] + L]
-                    y2 = xs[off[t2]:off[t2] + L]
-                    s00 = zero
-                    s01 = zero
-                    s02 = zero
-                    s10 = zero
-                    s11 = zero
-                    s12 = zero
-                    for u in range(L):
-                        a0 = e0[u]
-                        a1 = e1[u]
-                        c0 = y0[u]
-                        c1 = y1[u]
-                        c2 = y2[u]
-                        s00 += a0 * c0
-                        s01 += a0 * c1
-                        s02 += a0 * c2
-                        s10 += a1 * c0
-                        s11 += a1 * c1
-                        s12 += a1 * c2
-                    part[n, j, k, t] = s00
-                    part[n, j, k, t1] = s01
-                    part[n, j, k, t2] = s02
-                    if j1 < M:
-                        part[n, j1, k, t] = s10
-                        part[n, j1, k, t1] = s11
-                        part[n, j1, k, t2] = s12
-                    t += 3
+                for a in range(kh):
+                    b = 0
+                    while b < kw:              # three taps per pass (the last repeated at the end)
+                        b1 = min(b + 1, kw - 1)
+                        b2 = min(b + 2, kw - 1)
+                        y0 = xb[k, b, a * Wo:a * Wo + S]
+                        y1 = xb[k, b1, a * Wo:a * Wo + S]
+                        y2 = xb[k, b2, a * Wo:a * Wo + S]
+                        s00 = zero
+                        s01 = zero
+                        s02 = zero
+                        s10 = zero
+                        s11 = zero
+                        s12 = zero
+                        for i in range(S):
+                            u0 = e0[i]
+                            u1 = e1[i]
+                            c0 = y0[i]
+                            c1 = y1[i]
+                            c2 = y2[i]
+                            s00 += u0 * c0
+                            s01 += u0 * c1
+                            s02 += u0 * c2
+                            s10 += u1 * c0
+                            s11 += u1 * c1
+                            s12 += u1 * c2
+                        part[n, j, k, a, b] = s00
+                        part[n, j, k, a, b1] = s01
+                        part[n, j, k, a, b2] = s02
+                        part[n, j1, k, a, b] = s10
+                        part[n, j1, k, a, b1] = s11
+                        part[n, j1, k, a, b2] = s12
+                        b += 3
 
 
 def kernel_grad(x, e, kernel_shape, *, out=None):
@@ -342,8 +352,7 @@ def kernel_grad(x, e, kernel_shape, *, out=None):
         raise ValueError(f"errors {e.shape} do not match maps {x.shape} and kernel {kh}x{kw}")
     dK = _output(out, (M, P, kh, kw), dt)
     part = np.empty((N, M * P * kh * kw), dtype=dt)
-    _kernel_grad_parts(x.reshape(N, P, H * W), e, _offsets(kh, kw, W), W,
-                       part.reshape(N, M, P, kh * kw))
+    _kernel_grad_parts(x, e, part.reshape(N, M, P, kh, kw))
     np.add.reduce(part, axis=0, out=dK.reshape(-1))  # examples in order n = 0, 1, ...
     return dK
 
