@@ -685,11 +685,12 @@ def make_figures(runs, out, *, prefix="", reference=None):
         title=f"Test error after {runs[0]['epochs']} epoch(s), {n_test} test images "
               f"({seeds})"))
     if max(len(r["test_error"]) for r in runs) > 1:
-        ep = {lab: [r["test_error"] for r in rs if r["test_error"]] for lab, rs in by.items()}
+        ep = {lab: [100 * np.asarray(r["test_error"]) for r in rs if r["test_error"]]
+              for lab, rs in by.items()}
         ep = {k: v for k, v in ep.items() if v}
         n_ep = max(len(x) for v in ep.values() for x in v)
         paths.append(plots.loss_curves(
-            ep, out / f"{prefix}test_error_by_epoch.png", smooth=1, ylabel="test error",
+            ep, out / f"{prefix}test_error_by_epoch.png", smooth=1, ylabel="test error (%)",
             colors=colors(ep),
             xlabel="epoch", x=np.arange(1, n_ep + 1),
             title=f"Test error after each epoch ({seeds}: mean, min-max band)"))

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
@@ -143,6 +144,8 @@ def loss_curves(curves, path, *, title=None, smooth=50, ylabel="minibatch loss",
     for color, (label, value) in zip(_colors(list(curves), colors), curves.items()):
         _band(ax, x, _as_runs(value), color, str(label), int(smooth))
     ax.set_xlabel(xlabel)
+    if x is not None and np.all(np.mod(np.asarray(x, dtype=float), 1) == 0):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     lab = ylabel + (f" (moving average of {int(smooth)})" if smooth > 1 else "")
     ax.set_ylabel(lab)
     if logy:
