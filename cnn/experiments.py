@@ -802,7 +802,7 @@ def _gradcheck_table(seed, n):
         f"The gradients of rows 2 and 3 (flag on, cross-entropy reported; flag on, quadratic "
         f"loss) differ by at most {rows[1]['same_as_quad']:.1e}: forcing the flag on under "
         f"cross-entropy trains on the quadratic loss. Last-layer gradient norm, flag on / flag "
-        f"off: {rows[1]['ratio_last']:.4f} (at most 1/4).",
+        f"off: {rows[1]['ratio_last']:.4f} (each output error shrinks by a(1-a) <= 1/4).",
         "",
     ]
     for i, r in enumerate(rows, start=1):

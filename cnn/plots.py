@@ -162,8 +162,10 @@ def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
     """Ratio of last-layer gradient norms, flag on over flag off, along training.
 
     Each value compares the two gradients of the same network state and the
-    same minibatch. The flag multiplies the output error by ``a(1 - a)``,
-    which is at most 1/4, so the ratio is at most ``bound`` (drawn dashed).
+    same minibatch. The flag multiplies each output error by ``a(1 - a)``,
+    which is at most 1/4 (``bound``, drawn dashed); the ratio of the summed
+    gradients stays near or below it (it can pass it slightly where flag-off
+    terms partly cancel).
 
     Parameters
     ----------
@@ -195,7 +197,7 @@ def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
         _band(ax, x, runs, color, str(label), 1)
         top = max(top, max(float(np.nanmax(r)) for r in runs))
     if bound is not None:
-        ax.axhline(bound, color="k", ls="--", lw=1, label=f"bound: max a(1-a) = {bound:g}")
+        ax.axhline(bound, color="k", ls="--", lw=1, label=f"max of a(1-a) = {bound:g} (per output error)")
         top = max(top, bound)
     ax.set_ylim(0, top * 1.12 if top > 0 else 1)
     ax.set_xlabel(xlabel)
