@@ -111,8 +111,11 @@ def gradientdescentcnn(net):
 
 def _check_finite(net, epoch, batch):
     """Stop with a message naming the layer when anything became NaN/Inf."""
-    if np.isfinite(net.loss) and all(np.isfinite(a).all() for _, _, a in net.parameters()):
+    # fast path: a sum is finite only if every element is (one pass, no temporaries)
+    if np.isfinite(net.loss) and all(np.isfinite(a.sum()) for _, _, a in net.parameters()):
         return
+    if np.isfinite(net.loss) and all(np.isfinite(a).all() for _, _, a in net.parameters()):
+        return  # the sum overflowed, the values are finite
     where = []
     for i, layer in enumerate(net.layers[1:], start=2):
         for name in ("featuremaps", "outputs", "er", "dK", "dW", "db", "K", "W", "b"):
