@@ -190,48 +190,30 @@ def conv_valid(x, K, bias=None, *, out=None):
 # --------------------------------------------------------------------------- full convolution
 
 @_jit
-def _conv_full(e, K, flip, g):
-    # e (N, M, Ho, Wo) ; K (M, P, kh, kw) ; g (N, P, H, W) with H = Ho+kh-1, W = Wo+kw-1
+def _conv_full(e, Kt, kh, kw, g):
+    # e (N, M, Ho, Wo) ; Kt (P*kh*kw, M): Kt[(k, a, b), j] = K[j, k, a, b] (flipped or not)
+    # g (N, P, Ho+kh-1, Wo+kw-1)
     N, M, Ho, Wo = e.shape
-    _, P, kh, kw = K.shape
-    H, W = g.shape[2], g.shape[3]
-    L = (Ho - 1) * W + Wo            # e on rows of width W (zeros for q >= Wo)
-    M4 = M - M % 4
+    P = g.shape[1]
+    R = Ho * Wo
     for n in nb.prange(N):
-        ep = np.zeros((M, L), dtype=g.dtype)
-        for j in range(M):
-            for p in range(Ho):
-                for q in range(Wo):
-                    ep[j, p * W + q] = e[n, j, p, q]
-        for k in range(P):
-            gk = g[n, k].reshape(H * W)
-            for u in range(H * W):
-                gk[u] = 0
+        # cols[(k, a, b), (p, q)] = sum_j K[j, k, a, b] * e[n, j, p, q]: one small matrix
+        # product per example (BLAS, on this thread)
+        cols = np.empty((Kt.shape[0], R), dtype=g.dtype)
+        np.dot(Kt, e[n].reshape(M, R), cols)
+        gn = g[n]
+        gn[:] = 0
+        t = 0
+        for k in range(P):                 # g[k, p+a, q+b] += cols[(k, a, b), (p, q)]
             for a in range(kh):
                 for b in range(kw):
-                    # g[p+a, q+b] += e[j, p, q] * K[j, k, a, b] (flip: K[j, k, kh-1-a, kw-1-b])
-                    ka = kh - 1 - a if flip else a
-                    kb = kw - 1 - b if flip else b
-                    gv = gk[a * W + b:a * W + b + L]
-                    j = 0
-                    while j < M4:        # maps in order, four per pass
-                        w0 = K[j, k, ka, kb]
-                        w1 = K[j + 1, k, ka, kb]
-                        w2 = K[j + 2, k, ka, kb]
-                        w3 = K[j + 3, k, ka, kb]
-                        e0 = ep[j]
-                        e1 = ep[j + 1]
-                        e2 = ep[j + 2]
-                        e3 = ep[j + 3]
-                        for u in range(L):
-                            gv[u] = gv[u] + w0 * e0[u] + w1 * e1[u] + w2 * e2[u] + w3 * e3[u]
-                        j += 4
-                    while j < M:
-                        w0 = K[j, k, ka, kb]
-                        e0 = ep[j]
-                        for u in range(L):
-                            gv[u] = gv[u] + w0 * e0[u]
-                        j += 1
+                    c = cols[t]
+                    for p in range(Ho):
+                        row = gn[k, p + a, b:b + Wo]
+                        cp = c[p * Wo:(p + 1) * Wo]
+                        for q in range(Wo):
+                            row[q] += cp[q]
+                    t += 1
 
 
 def conv_full(e, K, flip=False, *, out=None):
@@ -264,7 +246,9 @@ def conv_full(e, K, flip=False, *, out=None):
     if M2 != M:
         raise ValueError(f"kernels {K.shape} do not match errors {e.shape}")
     g = _output(out, (N, P, Ho + kh - 1, Wo + kw - 1), dt)
-    _conv_full(e, K, bool(flip), g)
+    Kf = K[:, :, ::-1, ::-1] if flip else K
+    Kt = np.ascontiguousarray(Kf.reshape(M, P * kh * kw).T)
+    _conv_full(e, Kt, kh, kw, g)
     return g
 
 

@@ -23,48 +23,70 @@ class NonFiniteError(FloatingPointError):
     """Training produced NaN or Inf (the original's ``checkvalues`` stop)."""
 
 
-@functools.lru_cache(maxsize=None)
-def _openblas_local_setters():
-    """``openblas_set_num_threads_local`` of every OpenBLAS loaded in this process.
+def _c_int_function(lib, names, nargs):
+    for name in names:
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.argtypes = [ctypes.c_int] * nargs
+            fn.restype = ctypes.c_int
+            return fn
+    return None
 
-    Found through ``/proc/self/maps`` (Linux); an empty tuple elsewhere or for an
-    OpenBLAS older than 0.3.27 (then nothing is changed).
+
+@functools.lru_cache(maxsize=None)
+def _openblas_thread_controls():
+    """``(get, set)`` of the process-wide thread count of every OpenBLAS loaded.
+
+    NumPy's (``@`` in the dense layers) and SciPy's (``np.dot`` inside the
+    Numba kernels, which calls SciPy's BLAS) are separate libraries. Found
+    through ``/proc/self/maps`` (Linux); an empty tuple elsewhere or for other
+    BLAS libraries (then nothing is changed).
     """
+    import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS, used by the kernels)
+
     try:
         with open("/proc/self/maps") as f:
             paths = {line.split()[-1] for line in f
                      if "openblas" in line.lower() and ".so" in line}
     except OSError:
         return ()
-    setters = []
+    controls = []
     for path in sorted(paths):
         try:
-            fn = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
+            lib = ctypes.CDLL(path)
+        except OSError:
             continue
-        fn.argtypes = [ctypes.c_int]
-        fn.restype = ctypes.c_int
-        setters.append(fn)
-    return tuple(setters)
+        get = _c_int_function(lib, ("openblas_get_num_threads", "scipy_openblas_get_num_threads",
+                                    "scipy_openblas_get_num_threads64_",
+                                    "openblas_get_num_threads64_"), 0)
+        set_ = _c_int_function(lib, ("openblas_set_num_threads", "scipy_openblas_set_num_threads",
+                                     "scipy_openblas_set_num_threads64_",
+                                     "openblas_set_num_threads64_"), 1)
+        if get is not None and set_ is not None:
+            controls.append((get, set_))
+    return tuple(controls)
 
 
 @contextlib.contextmanager
 def _single_threaded_blas():
-    """Run the block with OpenBLAS on one thread (this thread only).
+    """Run the block with OpenBLAS on one thread.
 
-    The dense layers' matrix products are small; the conv kernels run on all
-    cores with Numba's threads. Both thread pools busy-wait between calls, so
-    letting them alternate on the same cores costs ten times more than it gains
-    (see docs/performance.md). The setting is per calling thread and restored
-    afterwards.
+    The dense layers' matrix products and the per-example products inside the
+    kernels are small; the parallelism comes from Numba's threads (one example
+    per thread at a time). Both thread pools busy-wait between calls, so
+    letting OpenBLAS start threads as well costs ten times more than it gains
+    (see docs/performance.md). The previous thread counts are restored
+    afterwards; results do not depend on them.
     """
-    setters = _openblas_local_setters()
-    old = [fn(1) for fn in setters]
+    controls = _openblas_thread_controls()
+    old = [get() for get, _ in controls]
+    for _, set_ in controls:
+        set_(1)
     try:
         yield
     finally:
-        for fn, n in zip(setters, old):
-            fn(n)
+        for (_, set_), n in zip(controls, old):
+            set_(n)
 
 
 @contextlib.contextmanager
