@@ -9,6 +9,7 @@ import contextlib
 import copy
 import ctypes
 import functools
+import math
 import sys
 import time
 
@@ -134,7 +135,7 @@ def gradientdescentcnn(net):
 def _check_finite(net, epoch, batch):
     """Stop with a message naming the layer when anything became NaN/Inf."""
     # fast path: a sum is finite only if every element is (one pass, no temporaries)
-    if np.isfinite(net.loss) and all(np.isfinite(a.sum()) for _, _, a in net.parameters()):
+    if math.isfinite(net.loss) and math.isfinite(sum(float(a.sum()) for _, _, a in net.parameters())):
         return
     if np.isfinite(net.loss) and all(np.isfinite(a).all() for _, _, a in net.parameters()):
         return  # the sum overflowed, the values are finite
