@@ -273,7 +273,7 @@ def _outputs_in_chunks(net, x, chunk):
     return out
 
 
-def predictcnn(net, x, *, chunk=1000):
+def predictcnn(net, x, *, chunk=500):
     """Predict (MATLAB ``predictcnn``): the largest output and its index per example.
 
     Parameters
@@ -281,7 +281,8 @@ def predictcnn(net, x, *, chunk=1000):
     net : CNN
     x : ndarray, shape (N, H, W) or (N, C, H, W)
     chunk : int
-        Examples per forward pass (memory only; results do not depend on it).
+        Examples per forward pass (memory and cache use only; results do not
+        depend on it). 500 was fastest for Example 3 (docs/performance.md).
 
     Returns
     -------
@@ -297,7 +298,7 @@ def predictcnn(net, x, *, chunk=1000):
     return o[np.arange(o.shape[0]), labels], labels
 
 
-def testcnn(net, x, y, *, chunk=1000, verbose=False):
+def testcnn(net, x, y, *, chunk=500, verbose=False):
     """Error rate (MATLAB ``testcnn``): the fraction of examples whose largest
     output is not at the position of the largest target.
 
@@ -307,7 +308,7 @@ def testcnn(net, x, y, *, chunk=1000, verbose=False):
     x : ndarray, shape (N, H, W) or (N, C, H, W)
     y : ndarray, shape (N, n_outputs)
     chunk : int
-        Examples per forward pass (memory only).
+        Examples per forward pass (memory and cache use only).
     verbose : bool
         Print "test error is" and the value, as the original.
 
