@@ -46,6 +46,7 @@ from .backward import compute_loss
 from .forward import ffcnn, output_matrix
 from .gradcheck import gradient_checker
 from .network import add_conv_layer, add_fc_layer, add_pool_layer, example_network, initcnn
+from .train_run import _positive_int
 from .training import NonFiniteError, predictcnn, traincnn
 
 BATCH_SIZE = 50
@@ -1070,16 +1071,6 @@ class _Parser(argparse.ArgumentParser):
         raise _Exit(status, message)
 
 
-def _positive(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
 def _jobs(text):
     try:
         v = int(text)
@@ -1138,14 +1129,14 @@ def build_parser(prog=None):
                     "results.csv, table.md, gradcheck.md and figures.",
         epilog="Example: %(prog)s --quick    (6,000 training / 2,000 test images, 2 seeds)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--seeds", type=_positive, metavar="N",
+    g.add_argument("--seeds", type=_positive_int, metavar="N",
                    help="seeds 0..N-1 (default 5; 2 with --quick)")
     g.add_argument("--seed-list", type=_seed_list, metavar="S1,S2,...", help="explicit seeds")
-    p.add_argument("--epochs", type=_positive, default=1, metavar="N",
+    p.add_argument("--epochs", type=_positive_int, default=1, metavar="N",
                    help="epochs per run; the test error is recorded after each (default 1)")
-    p.add_argument("--train-subset", type=_positive, metavar="N",
+    p.add_argument("--train-subset", type=_positive_int, metavar="N",
                    help=f"use the first N training images (a multiple of {BATCH_SIZE})")
-    p.add_argument("--test-subset", type=_positive, metavar="N",
+    p.add_argument("--test-subset", type=_positive_int, metavar="N",
                    help="use the first N test images")
     p.add_argument("--settings", type=_settings_list, metavar="S1,S2,...",
                    help=f"which settings (default all): {settings_help}")
@@ -1162,7 +1153,7 @@ def build_parser(prog=None):
                         "there if missing)")
     p.add_argument("--no-download", action="store_true",
                    help="fail instead of downloading missing MNIST files")
-    p.add_argument("--probe-every", type=_positive, default=25, metavar="N",
+    p.add_argument("--probe-every", type=_positive_int, default=25, metavar="N",
                    help="compare flag-on/off gradient norms every N minibatches (default 25)")
     p.add_argument("--reproduce", nargs="?", const="", metavar="REF",
                    help="instead of the comparison, retrain the two Octave reference runs from "
