@@ -5,12 +5,13 @@ import numpy as np
 import cnn
 
 
-def build(spec, image=(8, 8), *, mode="corrected", loss="auto", seed=0, lr=0.1):
+def build(spec, image=(8, 8), *, mode="corrected", loss="auto", seed=0, lr=0.1,
+          dtype=np.float64):
     """Build a network from a list of layer specs.
 
     ``("c", maps, kernel, act)``, ``("p", rate)``, ``("f", nodes, act)``.
     """
-    net = cnn.initcnn(image, lr, mode=mode, seed=seed)
+    net = cnn.initcnn(image, lr, mode=mode, seed=seed, dtype=dtype)
     for s in spec:
         if s[0] == "c":
             cnn.add_conv_layer(net, s[1], s[2], s[3])

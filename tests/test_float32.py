@@ -7,6 +7,8 @@ import pytest
 
 import cnn
 
+from _nets import build
+
 RUNTIME = ("featuremaps", "outputs", "er", "z", "dK", "dW", "db")
 PARAMS = ("K", "W", "b")
 
@@ -20,16 +22,7 @@ SPECS = {
 
 
 def _build(spec, dtype, mode="faithful", loss="auto"):
-    net = cnn.initcnn((16, 14), 0.1, mode=mode, seed=3, dtype=dtype)
-    for s in spec:
-        if s[0] == "c":
-            cnn.add_conv_layer(net, s[1], s[2], s[3])
-        elif s[0] == "p":
-            cnn.add_pool_layer(net, s[1])
-        else:
-            cnn.add_fc_layer(net, s[1], s[2])
-    net.loss_func = loss
-    return net
+    return build(spec, (16, 14), mode=mode, loss=loss, seed=3, lr=0.1, dtype=dtype)
 
 
 def _data(net, n=20, seed=4):
