@@ -46,7 +46,9 @@ from .backward import compute_loss
 from .forward import ffcnn, output_matrix
 from .gradcheck import gradient_checker
 from .network import add_conv_layer, add_fc_layer, add_pool_layer, example_network, initcnn
-from .train_run import _positive_int
+from .cli.args import jobs as _jobs
+from .cli.args import positive_int as _positive_int
+from .cli.args import seed_list as _seed_list
 from .training import NonFiniteError, predictcnn, traincnn
 
 BATCH_SIZE = 50
@@ -1069,32 +1071,6 @@ class _Parser(argparse.ArgumentParser):
 
     def exit(self, status=0, message=None):
         raise _Exit(status, message)
-
-
-def _jobs(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or -1, got {text!r}") \
-            from None
-    if v == -1:
-        return os.cpu_count() or 1
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or -1, got {text!r}")
-    return v
-
-
-def _seed_list(text):
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
-            from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}")
-    if len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"repeated seed in {text!r}")
-    return seeds
 
 
 def _settings_list(text):

@@ -635,7 +635,8 @@ def plot_error_maps(net, path, *, example=0, max_maps=8, title=None):
 def add_arguments(p):
     """Options of ``python -m cnn step``."""
     from .cli import GRADCHECK_NETS
-    from .train_run import _nonnegative_int, _positive_int
+    from .cli.args import nonnegative_int as _nonnegative_int
+    from .cli.args import positive_int as _positive_int
 
     g = p.add_argument_group("network")
     g.add_argument("--example", type=int, choices=(1, 2, 3), default=None,

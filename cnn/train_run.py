@@ -45,6 +45,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .cli.args import nonnegative_int, positive_float, positive_int
 from .synthetic import (SYNTHETIC_TEST_SEED, SYNTHETIC_TRAIN_SEED, synthetic_digits,  # noqa: F401
                         synthetic_split)
 
@@ -146,54 +147,18 @@ class TrainResult:
 
 # --------------------------------------------------------------------------- argparse
 
-def _positive_int(text):
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _positive_float(text):
-    import argparse
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (np.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return v
-
-
-def _nonnegative_int(text):
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
-
-
 def add_arguments(p):
     """Add the training options to an ``argparse`` parser (shared by the CLI and the script)."""
     d = DEFAULTS
     g = p.add_argument_group("what to train")
-    g.add_argument("--epochs", type=_nonnegative_int, metavar="E",
+    g.add_argument("--epochs", type=nonnegative_int, metavar="E",
                    help=f"number of epochs (default {d['epochs']})")
-    g.add_argument("--batch-size", type=_positive_int, metavar="B",
+    g.add_argument("--batch-size", type=positive_int, metavar="B",
                    help=f"minibatch size; must divide the number of training examples "
                         f"(default {d['batch_size']})")
-    g.add_argument("--lr", dest="learning_rate", type=_positive_float, metavar="ETA",
+    g.add_argument("--lr", dest="learning_rate", type=positive_float, metavar="ETA",
                    help=f"learning rate (default {d['learning_rate']}, or the --init file's)")
-    g.add_argument("--seed", type=_nonnegative_int,
+    g.add_argument("--seed", type=nonnegative_int,
                    help="seed of the initial weights of a new network (default: a random "
                         "seed, printed so that the run can be repeated)")
     g.add_argument("--flag", choices=("auto", "on", "off"),
@@ -219,11 +184,11 @@ def add_arguments(p):
                    help="MNIST directory (default: $CNN_MNIST_DIR, else data/mnist)")
     g.add_argument("--no-download", dest="download", action="store_false",
                    help="never download MNIST (also: environment CNN_NO_DOWNLOAD=1)")
-    g.add_argument("--train-subset", type=_positive_int, metavar="N",
+    g.add_argument("--train-subset", type=positive_int, metavar="N",
                    help="train on the first N training examples")
-    g.add_argument("--test-subset", type=_positive_int, metavar="N",
+    g.add_argument("--test-subset", type=positive_int, metavar="N",
                    help="test on the first N test examples")
-    g.add_argument("--synthetic", type=_positive_int, metavar="N",
+    g.add_argument("--synthetic", type=positive_int, metavar="N",
                    help="train on N synthetic digit-like images generated in code (no MNIST "
                         "needed); the test set is synthetic too (--test-subset images, "
                         "default N/5)")
@@ -231,7 +196,7 @@ def add_arguments(p):
     g.add_argument("--out", metavar="DIR",
                    help=f"output directory (default {d['out']}; when resuming, the "
                         f"checkpoint's directory)")
-    g.add_argument("--checkpoint-every", type=_nonnegative_int, metavar="K",
+    g.add_argument("--checkpoint-every", type=nonnegative_int, metavar="K",
                    help=f"write a checkpoint every K minibatches, 0 = only at the end "
                         f"(default {d['checkpoint_every']})")
     g.add_argument("--resume", metavar="CHECKPOINT.npz",

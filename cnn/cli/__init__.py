@@ -62,7 +62,8 @@ def _common():
 
 def build_parser():
     """The parser of ``python -m cnn`` and its subcommands."""
-    from . import step, train_run
+    from .. import step, train_run
+    from . import args as args_
 
     common = _common()
     p = _Parser(prog=PROG, description="The MATLAB sample CNN (File Exchange 59223), ported "
@@ -96,9 +97,9 @@ def build_parser():
                    help="override the mode stored in the file (only the forward pass runs, "
                         "so the result does not depend on it)")
     s.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    s.add_argument("--test-subset", type=train_run._positive_int, metavar="N",
+    s.add_argument("--test-subset", type=args_.positive_int, metavar="N",
                    help="use the first N test images")
-    s.add_argument("--synthetic", type=train_run._positive_int, metavar="N",
+    s.add_argument("--synthetic", type=args_.positive_int, metavar="N",
                    help="test on N synthetic digits (cnn.synthetic) instead of MNIST")
     s.add_argument("--data-dir", metavar="DIR",
                    help="MNIST directory (default: $CNN_MNIST_DIR, else data/mnist)")
@@ -128,15 +129,15 @@ def build_parser():
                         "(default auto)")
     g.add_argument("--loss", choices=("auto", "quad", "cros"), default="auto",
                    help="loss_func (default auto: cros for a sigmoid output, else quad)")
-    g.add_argument("--n", type=train_run._positive_int, default=4, metavar="N",
+    g.add_argument("--n", type=args_.positive_int, default=4, metavar="N",
                    help="examples in the batch (default 4)")
-    g.add_argument("--seed", type=train_run._nonnegative_int, default=0,
+    g.add_argument("--seed", type=args_.nonnegative_int, default=0,
                    help="seed of the weights and of the data (default 0)")
-    g.add_argument("--max-per-array", type=train_run._positive_int, metavar="K",
+    g.add_argument("--max-per-array", type=args_.positive_int, metavar="K",
                    help="check at most K random elements of each parameter array")
-    g.add_argument("--epsilon", type=train_run._positive_float, default=1e-4,
+    g.add_argument("--epsilon", type=args_.positive_float, default=1e-4,
                    help="step of the central difference (default 1e-4, as the original)")
-    g.add_argument("--tol", type=train_run._positive_float, default=1e-7,
+    g.add_argument("--tol", type=args_.positive_float, default=1e-7,
                    help="absolute tolerance (default 1e-7, as the original)")
 
     st = sub.add_parser(
@@ -159,7 +160,7 @@ def build_parser():
 
 def _version():
     try:
-        from . import __version__
+        from .. import __version__
         return __version__
     except ImportError:  # pragma: no cover
         return "?"
@@ -201,7 +202,7 @@ def gradcheck_network(name, *, mode="faithful", loss="auto", seed=0, n=4):
     """
     import numpy as np
 
-    from . import network
+    from .. import network
 
     _, size, spec = GRADCHECK_NETS[name]
     net = network.initcnn(size, 0.1, mode=mode, seed=seed)
@@ -220,8 +221,8 @@ def gradcheck_network(name, *, mode="faithful", loss="auto", seed=0, n=4):
 
 
 def _cmd_gradcheck(args):
-    from .backward import prepare_loss_and_flag
-    from .gradcheck import gradient_checker
+    from ..backward import prepare_loss_and_flag
+    from ..gradcheck import gradient_checker
 
     net, x, y = gradcheck_network(args.net, mode=args.mode, loss=args.loss, seed=args.seed,
                                   n=args.n)
@@ -251,7 +252,7 @@ def _cmd_test(args):
 
     import numpy as np
 
-    from . import training, train_run
+    from .. import training, train_run
 
     dtype = np.float32 if args.dtype == "float32" else np.float64
     net = train_run._load_network_file(args.network, args.var, args.mode, dtype)
@@ -285,7 +286,7 @@ def _cmd_test(args):
 # --------------------------------------------------------------------------- train
 
 def _cmd_train(args):
-    from . import train_run
+    from .. import train_run
 
     cfg = train_run.config_from_args(args)
     try:
@@ -300,7 +301,7 @@ def _cmd_train(args):
 
 def _cmd_compare(argv):
     try:
-        from .experiments import compare_main
+        from ..experiments import compare_main
     except ImportError as exc:
         raise CLIError(f"the comparison is not available: {exc}", EXIT_FAIL) from None
     return int(compare_main(argv, prog=f"{PROG} compare") or 0)
@@ -367,7 +368,7 @@ def _stdout_closed():
 
 def train_main(argv=None, prog="scripts/example_mnist.py"):
     """``python -m cnn train`` under another name (``scripts/example_mnist.py``)."""
-    from . import train_run
+    from .. import train_run
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -432,7 +433,7 @@ def _dispatch(args):
     if args.command == "gradcheck":
         return _cmd_gradcheck(args)
     if args.command == "step":
-        from . import step
+        from .. import step
 
         return step.run_from_args(args)
     raise CLIError(f"unknown command {args.command!r}")  # pragma: no cover
@@ -440,10 +441,10 @@ def _dispatch(args):
 
 def describe_error(exc):
     """The one-line message and the exit code for an exception that ends a command."""
-    from . import training, train_run
-    from .gradcheck import GradientCheckError
-    from .matlab import CNNFileError
-    from .mnist import MNISTError, MNISTNotFoundError
+    from .. import training, train_run
+    from ..gradcheck import GradientCheckError
+    from ..matlab import CNNFileError
+    from ..mnist import MNISTError, MNISTNotFoundError
 
     if isinstance(exc, CLIError):
         return str(exc), exc.code
