@@ -193,7 +193,7 @@ def loss_curves(curves, path, *, title=None, smooth=50, ylabel="minibatch loss",
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
@@ -245,7 +245,7 @@ def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def error_by_setting(errors, path, *, title=None, ylabel="test error", reference=None,
@@ -310,7 +310,7 @@ def error_by_setting(errors, path, *, title=None, ylabel="test error", reference
         ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # --------------------------------------------------------------------------- confusion
@@ -393,7 +393,7 @@ def confusion_counts(counts, path, *, title=None, class_names=None):
     head = f"{title}\n" if title else ""
     ax.set_title(f"{head}error {err:.2%} ({int(total - np.trace(c))} of {int(total)})",
                  fontsize="medium")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def confusion_matrix(true_labels, pred_labels, path, *, n_classes=10, title=None):
@@ -503,11 +503,12 @@ def first_layer_kernels_figure(net, *, title=None):
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.1 * ncols + 1.2, 1.1 * nrows + 0.6),
                              squeeze=False)
     im = None
+    norm = matplotlib.colors.Normalize(-vmax, vmax)   # one symmetric scale for all
     for ax in axes.ravel():
         ax.axis("off")
     for t, (j, k) in enumerate(cells):
         ax = axes[t // ncols, t % ncols] if P == 1 else axes[j, k]
-        im = ax.imshow(K[j, k], cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        im = ax.imshow(K[j, k], cmap="RdBu_r", norm=norm, interpolation="nearest")
         ax.set_title(f"map {j + 1}" if P == 1 else f"{j + 1},{k + 1}", fontsize=7)
     cb = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
     cb.set_label("kernel weight")
