@@ -443,9 +443,10 @@ def map_grid(blocks, *, ncols=10, cell=1.05, title=None):
     heights = [1 if np.ndim(b["maps"]) == 1 else -(-len(b["maps"]) // ncols) for b in blocks]
     ncols = min(ncols, max(1 if np.ndim(b["maps"]) == 1 else len(b["maps"]) for b in blocks))
     ncols = max(ncols, 3)
-    fig = plt.figure(figsize=(cell * ncols + 2.6, cell * 1.15 * sum(heights) + 0.8))
+    height = cell * 1.15 * sum(heights) + 0.8
+    fig = plt.figure(figsize=(cell * ncols + 2.6, height))
     grid = fig.add_gridspec(sum(heights), ncols + 1, width_ratios=[1] * ncols + [0.12],
-                            hspace=0.55, wspace=0.15)
+                            hspace=0.55, wspace=0.15, top=1 - 0.6 / height)
     row = 0
     for b, h in zip(blocks, heights, strict=True):
         v = np.asarray(b["maps"], dtype=float)

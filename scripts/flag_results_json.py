@@ -38,8 +38,8 @@ def compact(results, block):
                                            "loss_cros": [], "loss_quad": [],
                                            "grad_ratio_last": []})
         s["seeds"].append(r["seed"])
-        s["test_error"].append(r["test_error"])
-        s["misclassified"].append(r["misclassified"])
+        s["test_error"].append(r["test_error"][-1])        # after the last epoch
+        s["misclassified"].append(r["misclassified"][-1])
         s["loss_cros"].append(_blocks(r["loss_cros"], block))
         s["loss_quad"].append(_blocks(r["loss_quad"], block))
         p = r["probe"]
