@@ -122,3 +122,27 @@ def test_reference_float32_stays_float32():
                    reference.kernel_grad(x, reference.conv_valid(x, K), (2, 3)),
                    reference.map_sums(x), reference.act_forward(x, "sigm")):
         assert result.dtype == np.float32
+
+
+def test_passes_and_traincnn_call_the_reference_kernels_when_asked(monkeypatch):
+    """Under use_kernels("reference") every kernel call of ffcnn, bpcnn and traincnn goes to
+    cnn.reference (a fused or compiled training path must step aside), and none otherwise."""
+    calls = []
+    for name in ("conv_valid", "conv_full", "kernel_grad", "map_sums", "mean_pool", "upsample"):
+        real = getattr(reference, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(reference, name, spy)
+    net = build_net(SPECS["ex3-like"], image=(16, 14), mode="faithful", seed=5)
+    x, y = data(net, n=8, seed=6)
+    cnn.traincnn(net.copy(), x, y, 1, 4, verbose=False)
+    assert calls == []
+    with cnn.use_kernels("reference"):
+        cnn.traincnn(net, x, y, 1, 4, verbose=False)
+    # two minibatches: conv_valid twice and mean_pool twice per forward pass, and so on
+    for name, per_batch in (("conv_valid", 2), ("mean_pool", 2), ("kernel_grad", 2),
+                            ("map_sums", 2), ("conv_full", 1), ("upsample", 2)):
+        assert calls.count(name) == 2 * per_batch, name
