@@ -8,11 +8,17 @@ the training position and settings as JSON ``meta``. It is read with
 file fails with :class:`cnn.matlab.CNNFileError`.
 
 :func:`write_checkpoint` writes a ``.npz`` and a ``.mat`` side by side, each
-atomically (temporary file, then rename).
+atomically (:mod:`cnn.atomic`), in an order that never leaves a mismatched
+pair (the ``.mat`` is stamped with the ``.npz``'s :func:`checkpoint_id`).
+
+Reading never trusts what a file declares: a member's ``.npy`` header is
+checked (shape against its layer, no object arrays, size within
+:func:`cnn.safeio.size_limit`) before its data is read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,9 +27,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 
 from .atomic import atomic_write
-from .matlab import (EXPECTED, CNNFileError, DeclaredArray, from_matlab_struct, save_cnn,
+from .matlab import (EXPECTED, CNNFileError, DeclaredArray, from_matlab_struct, read_struct,
                      to_matlab_struct)
 from .safeio import describe_file, open_regular, size_limit
 
@@ -94,7 +101,7 @@ class _Npz:
 
     def __init__(self, path):
         self.path = Path(path)
-        self.fh = open_regular(path, CNNFileError, EXPECTED)
+        self.fh = open_regular(path, CNNFileError, "a network file")
         try:
             self.size = os.fstat(self.fh.fileno()).st_size
             self.limit = size_limit(self.size)
@@ -102,7 +109,7 @@ class _Npz:
             head = self.fh.read(1024)
             entries = _zip_entries(self.fh, self.size) if head.startswith(b"PK") else None
             if entries is None:
-                raise CNNFileError(f"{path} is {describe_file(head)}, not a network .npz "
+                raise CNNFileError(f"{path} is {describe_file(head)}, not a network file "
                                    f"(expected {EXPECTED})")
             if entries > MAX_MEMBERS:
                 raise CNNFileError(f"{path} is a zip archive of {entries} members, not a "
@@ -259,16 +266,110 @@ def load_npz_meta(path):
         return z.json("meta")
 
 
+def checkpoint_id(net, meta):
+    """The digest that ties a checkpoint's ``.mat`` to its ``.npz``.
+
+    sha256 of the parameters (float64, MATLAB names in order) and the meta.
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
+    h = hashlib.sha256(json.dumps(meta or {}, sort_keys=True, default=str).encode())
+    for i, name, a in net.parameters():
+        h.update(f"{i}.{name}".encode())
+        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def _named(exc, path):
+    """``exc`` as an OSError whose message and ``filename`` name ``path`` (not a temp file)."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
 def write_checkpoint(prefix, net, meta=None):
-    """Write ``prefix.npz`` and ``prefix.mat`` (variable ``cnn``), each atomically.
+    """Write ``prefix.npz`` and ``prefix.mat`` (variable ``cnn``) so that they never disagree.
+
+    The ``.npz`` is the checkpoint (resuming reads it); the ``.mat`` is the
+    same network for MATLAB/Octave, derived from it and stamped with the same
+    :func:`checkpoint_id` (the ``.npz`` meta's ``checkpoint_id``, the struct's
+    ``checkpoint_id`` field). The order makes a mismatched pair impossible:
+    the old ``.mat`` is removed first, then the ``.npz`` and the ``.mat`` are
+    each written atomically (:func:`cnn.atomic.atomic_write`). A kill or
+    failure in between leaves a consistent ``.npz`` (old or new) and either
+    no ``.mat`` or the one of the same checkpoint; :func:`verify_checkpoint`
+    checks a pair, :func:`write_mat_of` re-derives the ``.mat``.
 
     Returns
     -------
     (Path, Path)
         The two files written.
+
+    Raises
+    ------
+    OSError
+        Its ``filename`` is the file that could not be written (``.npz`` or ``.mat``).
     """
     prefix = Path(prefix)
     npz, mat = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".mat")
-    save_npz(npz, net, meta)
-    save_cnn(mat, net, runtime=False)
+    meta = dict(meta or {})
+    meta["checkpoint_id"] = checkpoint_id(net, meta)
+    try:
+        mat.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _named(exc, mat) from exc
+    try:
+        save_npz(npz, net, meta)
+    except OSError as exc:
+        raise _named(exc, npz) from exc
+    _write_mat(mat, net, meta["checkpoint_id"])
+    return npz, mat
+
+
+def _write_mat(mat, net, ident):
+    struct = to_matlab_struct(net, runtime=False)
+    struct["checkpoint_id"] = ident
+    try:
+        with atomic_write(mat) as fh:
+            scipy.io.savemat(fh, {"cnn": struct}, do_compression=True, oned_as="row")
+    except OSError as exc:
+        raise _named(exc, mat) from exc
+
+
+def write_mat_of(npz):
+    """(Re)write the ``.mat`` beside a checkpoint ``.npz`` from it (stamped); returns its path."""
+    npz = Path(npz)
+    ident = load_npz_meta(npz).get("checkpoint_id")
+    if not isinstance(ident, str):
+        raise CNNFileError(f"{npz} has no checkpoint_id: not a checkpoint .npz")
+    mat = npz.with_suffix(".mat")
+    _write_mat(mat, load_npz(npz), ident)
+    return mat
+
+
+def verify_checkpoint(prefix):
+    """Check that ``prefix.mat`` (when present) is the network of ``prefix.npz``.
+
+    Returns
+    -------
+    (Path, Path or None)
+        The ``.npz`` and the ``.mat`` (``None`` when there is none: a write
+        was interrupted; :func:`write_mat_of` makes it again).
+
+    Raises
+    ------
+    CNNFileError
+        Either file unreadable, or the ``.mat`` stamped for another checkpoint.
+    """
+    prefix = Path(prefix)
+    npz, mat = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".mat")
+    ident = load_npz_meta(npz).get("checkpoint_id")
+    if not mat.exists():
+        return npz, None
+    s, _ = read_struct(mat, "cnn")
+    stamp = s.get("checkpoint_id") if isinstance(s, dict) else None
+    if not isinstance(ident, str) or stamp != ident:
+        raise CNNFileError(f"{mat} is not the network of {npz} (its checkpoint_id differs); "
+                           f"the .npz is authoritative")
     return npz, mat

@@ -38,7 +38,7 @@ from .network import (CNN, LOSSES, MODES, POOL_METHODS, ConvLayer, FCLayer, Inpu
                       PoolLayer)
 from .safeio import describe_file, open_regular, size_limit
 
-EXPECTED = "a network file (a .npz written by cnn, or a MAT-file holding the network struct)"
+EXPECTED = "a .npz written by cnn or a MAT-file holding the network struct"
 
 
 class CNNFileError(ValueError):
@@ -421,6 +421,47 @@ def from_matlab_struct(s, *, mode=None, dtype=np.float64, seed=None, limit=None)
     return net
 
 
+def read_struct(path, var="cnn"):
+    """Variable ``var`` of a MAT-file as ``loadmat(..., simplify_cells=True)`` gives it.
+
+    The file is scanned first (:func:`cnn.matv5.scan`: nesting depth, element
+    count and declared array bytes bounded) and read by SciPy only if it passes.
+
+    Returns
+    -------
+    (object, int)
+        The variable (a dict for a struct) and the byte limit of the file
+        (:func:`cnn.safeio.size_limit`).
+    """
+    path = Path(path)
+    with open_regular(path, CNNFileError, "a network file") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        limit = size_limit(size)
+        try:
+            names = matv5.scan(fh, size, limit, var)
+        except matv5.NotMatV5Error:
+            fh.seek(0)
+            raise CNNFileError(f"{path} is {describe_file(fh.read(1024))}, not a MAT-file "
+                               f"(expected {EXPECTED})") from None
+        except matv5.MatScanError as exc:
+            raise CNNFileError(f"{path}: refused: {exc}") from None
+        if var not in names:
+            hint = (" (the original's savecnn writes 'cnn1': pass var='cnn1')"
+                    if "cnn1" in names else "")
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise CNNFileError(f"{path} is a MAT-file but has no variable {var!r}; it holds: "
+                               f"{shown or 'nothing'}{hint}")
+        fh.seek(0)
+        try:
+            d = scipy.io.loadmat(fh, variable_names=[var], simplify_cells=True)
+        except Exception as exc:  # corrupt data the header scan cannot see
+            raise CNNFileError(f"{path}: cannot read variable {var!r} "
+                               f"({type(exc).__name__}: {_short(str(exc))})") from None
+    if var not in d:
+        raise CNNFileError(f"{path}: cannot read variable {var!r}")
+    return d[var], limit
+
+
 def load_cnn(path, var="cnn", *, mode=None, dtype=np.float64):
     """Read a network from a MAT-file.
 
@@ -453,31 +494,8 @@ def load_cnn(path, var="cnn", *, mode=None, dtype=np.float64):
         SciPy reads it; or fields that do not describe a consistent network
         (every parameter's exact shape is checked).
     """
-    path = Path(path)
-    with open_regular(path, CNNFileError, EXPECTED) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        limit = size_limit(size)
-        try:
-            names = matv5.scan(fh, size, limit, var)
-        except matv5.NotMatV5Error:
-            fh.seek(0)
-            raise CNNFileError(f"{path} is {describe_file(fh.read(1024))}, not a MAT-file "
-                               f"(expected {EXPECTED})") from None
-        except matv5.MatScanError as exc:
-            raise CNNFileError(f"{path}: refused: {exc}") from None
-        if var not in names:
-            hint = (" (the original's savecnn writes 'cnn1': pass var='cnn1')"
-                    if "cnn1" in names else "")
-            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            raise CNNFileError(f"{path} is a MAT-file but has no variable {var!r}; it holds: "
-                               f"{shown or 'nothing'}{hint}")
-        fh.seek(0)
-        try:
-            d = scipy.io.loadmat(fh, variable_names=[var], simplify_cells=True)
-        except Exception as exc:  # corrupt data the header scan cannot see
-            raise CNNFileError(f"{path}: cannot read variable {var!r} "
-                               f"({type(exc).__name__}: {_short(str(exc))})") from None
+    s, limit = read_struct(path, var)
     try:
-        return from_matlab_struct(d[var], mode=mode, dtype=dtype, limit=limit)
+        return from_matlab_struct(s, mode=mode, dtype=dtype, limit=limit)
     except CNNFileError as exc:
         raise CNNFileError(f"{path}, variable {var!r}: {exc}") from None
