@@ -263,6 +263,7 @@ def _text(v):
 def load_npz_meta(path):
     """The ``meta`` dict stored by :func:`save_npz` (e.g. the training position)."""
     with _Npz(path) as z:
+        z.json("header")  # a network file's, not any zip's
         return z.json("meta")
 
 

@@ -219,7 +219,7 @@ def _get(d, key, where, required=True):
 
 def _num(d, key, where, required=True, integer=True, minimum=0):
     v = _get(d, key, where, required)
-    if v is None:
+    if v is None and key not in d:
         return None
     try:
         a = np.asarray(v)

@@ -61,14 +61,16 @@ def nested_mat(depth, kind="cell"):
     return _file(b"".join(reversed(parts)))
 
 
-def mat_with_zero_member(struct_dict, rows=65536, cols=4096, field="junk"):
-    """A MAT-file with variable ``cnn`` = ``struct_dict`` plus ``field`` = zeros(rows, cols),
-    compressed (the zeros are never held in memory; 2 GiB by default)."""
-    marker = np.full((3, 7, 5), 0.5)
-    s = dict(struct_dict)
-    s[field] = marker
+MARKER = np.full((3, 7, 5), 0.5)
+"""Put this array where the huge member should go (see :func:`mat_with_zero_member`)."""
+
+
+def mat_with_zero_member(struct_dict, rows=65536, cols=4096):
+    """A MAT-file with variable ``cnn`` = ``struct_dict``, in which the one :data:`MARKER`
+    array is replaced by zeros(rows, cols), compressed (the zeros are never held in memory;
+    2 GiB by default)."""
     buf = io.BytesIO()
-    scipy.io.savemat(buf, {"cnn": s}, do_compression=False, oned_as="row")
+    scipy.io.savemat(buf, {"cnn": struct_dict}, do_compression=False, oned_as="row")
     raw = buf.getvalue()[128:]
     # the marker's matrix element: find its dims, back up to its tag
     dims = _el(miINT32, struct.pack("<3i", 3, 7, 5))
@@ -78,8 +80,14 @@ def mat_with_zero_member(struct_dict, rows=65536, cols=4096, field="junk"):
     nbytes = rows * cols * 8
     head = _head(mxDOUBLE, (rows, cols), b"", 8 + nbytes) + struct.pack("<II", miDOUBLE, nbytes)
     new_len = len(head) + nbytes
-    top = struct.unpack("<I", raw[4:8])[0] + new_len - old_len
-    prefix = raw[:4] + struct.pack("<I", top) + raw[8:at] + head
+    # every matrix element enclosing the marker grows by new_len - old_len
+    raw = bytearray(raw)
+    for o in range(0, at, 8):
+        tag, size = struct.unpack("<II", raw[o:o + 8])
+        if tag == miMATRIX and size % 8 == 0 and o + 8 + size >= at + old_len:
+            raw[o + 4:o + 8] = struct.pack("<I", size + new_len - old_len)
+    raw = bytes(raw)
+    prefix = raw[:at] + head
     suffix = raw[at + old_len:]
     chunk = bytes(1 << 22)
     n_chunks, rest = divmod(nbytes, len(chunk))
