@@ -462,3 +462,14 @@ def test_guard_never_trips_on_normal_runs(lr):
 
 def lr_seed(lr):
     return int(lr * 1000)
+
+
+def test_fuzz_tests_leave_no_temp_folder(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(REPO / "tests" / "test_fuzz_files.py"), "-k", "valid_files_load"],
+                          capture_output=True, text=True, env=dict(_env(), TMPDIR=str(tmp)),
+                          cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert not list(tmp.glob("cnn-fuzz-*"))
