@@ -421,6 +421,50 @@ def from_matlab_struct(s, *, mode=None, dtype=np.float64, seed=None, limit=None)
     return net
 
 
+def loadmat_checked(path, variable_names=None, **kwargs):
+    """``scipy.io.loadmat`` for files that may be hostile: scanned first, then read.
+
+    The variables to be read are walked by :func:`cnn.matv5.scan` (nesting
+    depth, element count and declared array bytes bounded), so a file that
+    would crash SciPy's reader or exhaust memory is refused with one line.
+
+    Parameters
+    ----------
+    path : str or Path
+        A regular file (a folder, FIFO or device is refused).
+    variable_names : list of str, optional
+        As for ``loadmat``; ``None`` reads (and scans) every variable.
+    **kwargs
+        Passed to ``scipy.io.loadmat`` (e.g. ``simplify_cells=True``).
+
+    Returns
+    -------
+    dict
+        What ``loadmat`` returns.
+
+    Raises
+    ------
+    FileNotFoundError, CNNFileError
+    """
+    path = Path(path)
+    with open_regular(path, CNNFileError, "a MAT-file") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        try:
+            matv5.scan(fh, size, size_limit(size), variable_names)
+        except matv5.NotMatV5Error:
+            fh.seek(0)
+            raise CNNFileError(f"{path} is {describe_file(fh.read(1024))}, not a MAT-file") \
+                from None
+        except matv5.MatScanError as exc:
+            raise CNNFileError(f"{path}: refused: {exc}") from None
+        fh.seek(0)
+        try:
+            return scipy.io.loadmat(fh, variable_names=variable_names, **kwargs)
+        except Exception as exc:  # corrupt data the header scan cannot see
+            raise CNNFileError(f"{path}: cannot read it ({type(exc).__name__}: "
+                               f"{_short(str(exc))})") from None
+
+
 def read_struct(path, var="cnn"):
     """Variable ``var`` of a MAT-file as ``loadmat(..., simplify_cells=True)`` gives it.
 

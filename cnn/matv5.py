@@ -273,10 +273,10 @@ def scan(fh, file_size, limit, var=None):
     file_size : int
     limit : int
         Most bytes of arrays the scanned variable(s) may declare in all.
-    var : str, optional
-        Walk only this variable in depth (the others: their names only), as
-        ``scipy.io.loadmat(..., variable_names=[var])`` reads only that one.
-        ``None``: every variable.
+    var : str or collection of str, optional
+        Walk only this variable (these variables) in depth, the others for
+        their names only, as ``scipy.io.loadmat(..., variable_names=[...])``
+        reads only those. ``None``: every variable.
 
     Returns
     -------
@@ -301,6 +301,7 @@ def scan(fh, file_size, limit, var=None):
         raise MatScanError("a MAT v7.3 (HDF5) file, which is not supported: save it with -v7")
     if version != 0x0100:
         raise MatScanError(f"unknown MAT-file version {version:#06x}")
+    wanted = {var} if isinstance(var, str) else None if var is None else set(var)
     names = []
     pos = 128
     budget = _Budget(limit)
@@ -321,7 +322,7 @@ def scan(fh, file_size, limit, var=None):
             name = _walk(s, e, budget, deep, f"variable {len(names) + 1}")
             if not deep:
                 names.append(name)
-                if var is not None and name != var:
+                if wanted is not None and name not in wanted:
                     break
         pos += 8 + nbytes
     return names

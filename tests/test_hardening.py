@@ -473,3 +473,16 @@ def test_fuzz_tests_leave_no_temp_folder(tmp_path):
                           cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert not list(tmp.glob("cnn-fuzz-*"))
+
+
+def test_loadmat_checked_for_other_readers(bombs):
+    from cnn.matlab import loadmat_checked
+
+    d, _ = bombs
+    with pytest.raises(CNNFileError, match="nested more than 32"):
+        loadmat_checked(d / "struct100000.mat")
+    with pytest.raises(CNNFileError, match="2.0 GiB"):
+        loadmat_checked(d / "zero2g_ignored_field.mat", ["cnn"])
+    fixture = REPO / "tests" / "fixtures" / "g01_c2p_ex3like_auto_cros.mat"
+    got = loadmat_checked(fixture, ["x", "loss_func"])
+    np.testing.assert_array_equal(got["x"], scipy.io.loadmat(fixture)["x"])
