@@ -30,7 +30,7 @@ import cnn.guard
 from cnn import cli, train_run
 from cnn.checkpoint import (load_npz, load_npz_meta, save_npz, verify_checkpoint,
                             write_checkpoint, write_mat_of)
-from cnn.matlab import CNNFileError, load_cnn, save_cnn, to_matlab_struct
+from cnn.matlab import CNNFileError, load_cnn, to_matlab_struct
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bombs  # noqa: E402
@@ -103,7 +103,7 @@ def test_parameter_shapes_are_checked_exactly(tmp_path, layer, key, change, acce
     for path, load in ((tmp_path / "n.mat", load_cnn), (npz, load_npz)):
         if accepted:
             net = load(path)
-            for (_, _, a), (_, _, b) in zip(net.parameters(), NET.parameters()):
+            for (_, _, a), (_, _, b) in zip(net.parameters(), NET.parameters(), strict=True):
                 np.testing.assert_array_equal(a, b)
         else:
             with pytest.raises(CNNFileError, match=rf"layers\{{{layer}\}}\.{key} has shape"):
@@ -367,11 +367,11 @@ def test_failure_between_the_two_writes_leaves_no_mismatched_pair(tmp_path, monk
     write_mat_of(npz)
     assert verify_checkpoint(tmp_path / "checkpoint")[1] is not None
     for (_, _, a), (_, _, b) in zip(load_cnn(tmp_path / "checkpoint.mat").parameters(),
-                                    load_npz(npz).parameters()):
+                                    load_npz(npz).parameters(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def test_train_reports_a_failed_mat_write_as_the_mat(tmp_path, monkeypatch):
+def test_train_reports_a_failed_mat_write_as_the_mat(tmp_path, monkeypatch, capsys):
     import cnn.checkpoint as ck
 
     real = ck._write_mat
@@ -388,6 +388,8 @@ def test_train_reports_a_failed_mat_write_as_the_mat(tmp_path, monkeypatch):
                      "--batch-size", "10", "--checkpoint-every", "2", "--out",
                      str(tmp_path / "out"), "--no-progress"])
     assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "checkpoint.mat: Permission denied" in err, err
     assert verify_checkpoint(tmp_path / "out" / "checkpoint")[1] is None
 
 
