@@ -488,3 +488,21 @@ def test_loadmat_checked_for_other_readers(bombs):
     fixture = REPO / "tests" / "fixtures" / "g01_c2p_ex3like_auto_cros.mat"
     got = loadmat_checked(fixture, ["x", "loss_func"])
     np.testing.assert_array_equal(got["x"], scipy.io.loadmat(fixture)["x"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag, loss, mode", [
+    (None, "auto", "faithful"), (True, "auto", "faithful"), (None, "quad", "faithful"),
+    (None, "auto", "corrected")])
+def test_guard_never_trips_on_example_3_mnist_at_lr_016(flag, loss, mode):
+    """The studies' largest learning rate, one full MNIST epoch, guard on (about 15 s each)."""
+    from cnn.mnist import MNISTNotFoundError, load_mnist
+
+    try:
+        x, y, _, _ = load_mnist(download=False, progress=False)
+    except MNISTNotFoundError as exc:
+        pytest.skip(f"MNIST not found: {exc}")
+    net = cnn.example_network(3, seed=1, mode=mode)
+    net.learning_rate, net.loss_func = 0.16, loss
+    cnn.traincnn(net, x, y, 1, 50, calc_last_layer_act_derivative=flag, verbose=False)
+    assert max(net.loss_array) < cnn.guard.LOSS_GROWTH / 10 * net.loss_array[0]
