@@ -314,7 +314,7 @@ def _resolve(cfg):
     meta = None
     if cfg.resume is not None:
         path = Path(cfg.resume)
-        if not path.is_file():
+        if not path.exists():  # a folder or FIFO: the loader says what it is
             raise UsageError(f"no such checkpoint: {path}")
         meta = load_npz_meta(path)
         if meta.get("format") != CHECKPOINT_FORMAT:

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cnn
 import cnn.guard
@@ -506,3 +508,70 @@ def test_guard_never_trips_on_example_3_mnist_at_lr_016(flag, loss, mode):
     net.learning_rate, net.loss_func = 0.16, loss
     cnn.traincnn(net, x, y, 1, 50, calc_last_layer_act_derivative=flag, verbose=False)
     assert max(net.loss_array) < cnn.guard.LOSS_GROWTH / 10 * net.loss_array[0]
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(where=st.integers(0, 5), key=st.integers(0, 30), value=_JSON)
+def test_any_json_in_the_struct_is_a_network_or_our_error(tmp_path, where, key, value):
+    """Any JSON value in any field of the struct (top level or a layer): CNNFileError at most."""
+    path = tmp_path / "net.npz"
+    if not path.exists():
+        save_npz(path, NET)
+    with np.load(path, allow_pickle=False) as z:
+        top = json.loads(str(z["struct"]))
+    d = top if where == 0 else top["layers"][where - 1]
+    keys = sorted(d)
+    d[keys[key % len(keys)]] = value
+    changed = _npz_bytes(tmp_path, struct=np.array(json.dumps(top)))
+    try:
+        net = load_npz(changed)
+    except CNNFileError as exc:
+        _one_line(str(exc))
+    else:
+        assert isinstance(net, cnn.CNN)
+
+
+def test_resume_from_a_folder_says_it_is_a_folder(tmp_path, capsys):
+    code = cli.main(["train", "--resume", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a folder" in err and "no such" not in err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    save_npz(d / "tiny.npz", _tiny())
+    train_run.run_training(train_run.TrainConfig(
+        init=str(d / "tiny.npz"), synthetic=60, batch_size=10, epochs=1, out=str(d / "a"),
+        progress=False, verbose=False))
+    return d / "a" / "checkpoint.npz"
+
+
+@pytest.mark.parametrize("path, value", [
+    ("settings.flag", "sometimes"), ("settings.flag", None), ("settings.dtype", 5),
+    ("settings.mode", ["faithful"]), ("settings.loss", True), ("settings.example", 7),
+    ("settings.seed", -1), ("settings.seed", 1.5), ("settings.init", 5),
+    ("settings.learning_rate", "fast"), ("settings.learning_rate", -0.1),
+    ("settings.train_subset", 0), ("settings.epochs", None), ("train_time", "long"),
+    ("train_time", None), ("batches_done", 10**40),
+])
+def test_tampered_meta_is_refused_in_one_line(finished_run, tmp_path, capsys, path, value):
+    meta = load_npz_meta(finished_run)
+    t = meta
+    *parents, last = path.split(".")
+    for p in parents:
+        t = t[p]
+    t[last] = value
+    ck = tmp_path / "checkpoint.npz"
+    save_npz(ck, load_npz(finished_run), meta)
+    code = cli.main(["train", "--resume", str(ck), "--epochs", "2", "--out",
+                     str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "\n" not in err and f"no valid {path}" in err and "unexpected" not in err, err
