@@ -23,19 +23,50 @@ Octave (``-v7``) or by :func:`save_cnn`, and returns a network ready to train.
 
 from __future__ import annotations
 
+import math
 import os
+import reprlib
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
+from . import matv5
 from .activations import ACTIVATIONS
+from .atomic import atomic_write
 from .network import (CNN, LOSSES, MODES, POOL_METHODS, ConvLayer, FCLayer, InputLayer,
                       PoolLayer)
+from .safeio import describe_file, open_regular, size_limit
+
+EXPECTED = "a .npz written by cnn or a MAT-file holding the network struct"
 
 
 class CNNFileError(ValueError):
     """A file that cannot be read as a network (missing variable, bad fields, corrupt)."""
+
+
+class DeclaredArray:
+    """An array known by its declared shape and dtype, read only when asked.
+
+    :func:`from_matlab_struct` checks ``shape`` and ``dtype`` against the layer
+    before calling :meth:`read`, so a member of a ``.npz`` that declares the
+    wrong or a huge shape is refused before anything is allocated.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    dtype : numpy.dtype
+    read : callable
+        ``read()`` returns the array (of that shape and dtype).
+    """
+
+    __slots__ = ("shape", "dtype", "_read")
+
+    def __init__(self, shape, dtype, read):
+        self.shape, self.dtype, self._read = tuple(shape), np.dtype(dtype), read
+
+    def read(self):
+        return self._read()
 
 
 # --------------------------------------------------------------------------- layouts
@@ -154,7 +185,7 @@ def save_cnn(path, net, var="cnn", *, runtime=True):
     """Write ``net`` to a MAT-file (v5, readable by MATLAB and Octave) as variable ``var``.
 
     The struct has the original's field names and layouts (see the module
-    docstring). The file is written to a temporary name and renamed, so a
+    docstring). The file is written with :func:`cnn.atomic.atomic_write`, so a
     failure never leaves a half-written file.
 
     Parameters
@@ -171,15 +202,9 @@ def save_cnn(path, net, var="cnn", *, runtime=True):
         raise TypeError(f"net must be a CNN, got {type(net).__name__}")
     if not isinstance(var, str) or not var.isidentifier():
         raise ValueError(f"var must be a valid MATLAB variable name, got {var!r}")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        scipy.io.savemat(tmp, {var: to_matlab_struct(net, runtime)}, do_compression=True,
-                         oned_as="row")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    struct = to_matlab_struct(net, runtime)
+    with atomic_write(Path(path)) as fh:
+        scipy.io.savemat(fh, {var: struct}, do_compression=True, oned_as="row")
 
 
 # --------------------------------------------------------------------------- load
@@ -194,11 +219,14 @@ def _get(d, key, where, required=True):
 
 def _num(d, key, where, required=True, integer=True, minimum=0):
     v = _get(d, key, where, required)
-    if v is None:
+    if v is None and key not in d:
         return None
-    a = np.asarray(v)
+    try:
+        a = np.asarray(v)
+    except (ValueError, TypeError, OverflowError):
+        a = np.asarray(None)
     if a.dtype.kind not in "biuf" or a.size != 1 or not np.isfinite(a).all():
-        raise CNNFileError(f"{where}.{key} must be a finite number, got {v!r}")
+        raise CNNFileError(f"{where}.{key} must be a finite number, got {_short(v)}")
     x = float(a.ravel()[0])
     if integer:
         if not x.is_integer() or x < minimum or x > 2**31:
@@ -214,29 +242,96 @@ def _text(d, key, where, valid=None):
     if not isinstance(v, str):
         raise CNNFileError(f"{where}.{key} must be text, got {type(v).__name__}")
     if valid is not None and v not in valid:
-        raise CNNFileError(f"{where}.{key} = {v!r} is not valid; valid: {', '.join(valid)}")
+        raise CNNFileError(f"{where}.{key} = {_short(v)} is not valid; valid: {', '.join(valid)}")
     return v
 
 
-def _matrix(d, key, where, size):
+def _short(v):
+    """A short ``repr`` for messages (a tampered field may hold megabytes)."""
+    r = reprlib.Repr()  # keyword arguments to Repr() need Python 3.12
+    r.maxstring, r.maxother, r.maxlist, r.maxdict = 40, 40, 4, 4
+    return r.repr(v)
+
+
+def _shape_text(shape):
+    return "x".join(str(n) for n in shape) if shape else "a scalar"
+
+
+def _declared(v, where, key):
+    """``(shape, dtype, read)`` of a field value, without reading a :class:`DeclaredArray`."""
+    if isinstance(v, DeclaredArray):
+        return v.shape, v.dtype, v.read
+    try:
+        a = np.asarray(v)
+    except (ValueError, TypeError, OverflowError):
+        raise CNNFileError(f"{where}.{key} is not an array of numbers: {_short(v)}") from None
+    return a.shape, a.dtype, lambda: a
+
+
+def _squeezed(shape):
+    return tuple(n for n in shape if n != 1)
+
+
+class _Budget:
+    """Bytes of parameters read so far, against the file's limit."""
+
+    def __init__(self, limit):
+        self.limit, self.used = limit, 0
+
+    def take(self, nbytes, what):
+        self.used += nbytes
+        if self.limit is not None and self.used > self.limit:
+            raise CNNFileError(f"{what} would need {self.used / 2**20:.1f} MiB, more than the "
+                               f"{self.limit / 2**20:.1f} MiB a file of this size may hold")
+
+
+def _param(d, key, where, shape, budget):
+    """Parameter ``key`` in MATLAB layout ``shape``, checked before it is read.
+
+    The stored shape must be ``shape`` up to singleton dimensions (MATLAB drops
+    trailing ones, ``squeeze_me`` drops all): those never change the
+    column-major order of the values, while a transposed or reshaped array
+    does, and is refused.
+    """
     v = _get(d, key, where)
-    a = np.asarray(v)
-    if a.dtype.kind not in "biuf" or a.size != size:
-        raise CNNFileError(f"{where}.{key} must hold {size} numbers, got "
-                           f"{getattr(a, 'shape', '?')} of {a.dtype}")
-    a = np.asarray(a, dtype=np.float64)
+    got, dtype, read = _declared(v, where, key)
+    if dtype.kind not in "biuf":
+        raise CNNFileError(f"{where}.{key} must hold real numbers, got {dtype} values")
+    if _squeezed(got) != _squeezed(shape) or math.prod(got) != math.prod(shape):
+        hint = (" (stored transposed?)" if len(got) == 2 and got == tuple(shape[::-1])
+                else "")
+        raise CNNFileError(f"{where}.{key} has shape {_shape_text(got)}, expected "
+                           f"{_shape_text(shape)}{hint}")
+    budget.take(8 * math.prod(shape), f"{where}.{key}")
+    a = np.asarray(read(), dtype=np.float64).reshape(shape, order="F")
     if not np.isfinite(a).all():
         raise CNNFileError(f"{where}.{key} contains NaN or Inf")
     return a
 
 
-def from_matlab_struct(s, *, mode=None, dtype=np.float64, seed=None):
+def _loss_array(v, budget):
+    """``cnn.loss_array``: a vector of real numbers (MATLAB ``1 x n``; empty is ``0 x 0``)."""
+    shape, dtype, read = _declared(v, "cnn", "loss_array")
+    n = math.prod(shape)
+    if dtype.kind not in "biuf" or (n and len(_squeezed(shape)) > 1):
+        raise CNNFileError(f"cnn.loss_array must be a vector of real numbers, got "
+                           f"{_shape_text(shape)} of {dtype}")
+    budget.take(8 * n, "cnn.loss_array")
+    return [float(x) for x in np.asarray(read(), dtype=np.float64).ravel(order="F")]
+
+
+def from_matlab_struct(s, *, mode=None, dtype=np.float64, seed=None, limit=None):
     """Build a :class:`CNN` from a struct loaded with ``scipy.io.loadmat(..., simplify_cells=True)``.
 
     Only the construction fields and parameters are read (plus ``loss_func``,
     ``learning_rate``, ``CalcLastLayerActDerivative`` and ``loss_array`` when
-    present); runtime arrays are ignored. Sizes are checked for consistency.
+    present); runtime arrays are ignored. Sizes are checked for consistency and
+    every parameter's exact MATLAB shape (``K`` ``kh x kw x (M*P)``, conv ``b``
+    ``1 x M``, ``W`` ``n x n_in``, FC ``b`` ``n x 1``; singleton dimensions may
+    be missing) before it is read. Array fields may be :class:`DeclaredArray`
+    (read only after the check); ``limit`` bounds the bytes they may need.
     """
+    budget = _Budget(limit)
     if not isinstance(s, dict):
         raise CNNFileError(f"the variable is not a struct (got {type(s).__name__})")
     layers_in = _get(s, "layers", "cnn")
@@ -284,8 +379,9 @@ def from_matlab_struct(s, *, mode=None, dtype=np.float64, seed=None):
             if kh > H or kw > W:
                 raise CNNFileError(f"{where}: kernel {kh}x{kw} larger than its input {H}x{W}")
             act = _text(L, "act_func", where, valid=ACTIVATIONS)
-            K = kernels_from_matlab(_matrix(L, "K", where, M * P * kh * kw), M, P, kh, kw)
-            b = _matrix(L, "b", where, M).ravel()
+            K = kernels_from_matlab(_param(L, "K", where, (kh, kw, M * P), budget),
+                                    M, P, kh, kw)
+            b = _param(L, "b", where, (1, M), budget).ravel()
             layers.append(ConvLayer(act_func=act, n_maps=M, n_prev_maps=P, kernel_height=kh,
                                     kernel_width=kw, height=H - kh + 1, width=W - kw + 1,
                                     K=K.astype(dtype), b=b.astype(dtype)))
@@ -305,8 +401,8 @@ def from_matlab_struct(s, *, mode=None, dtype=np.float64, seed=None):
                 raise CNNFileError(f"{where}.no_of_inputs = {n_file}, but the layer below "
                                    f"gives {n_in}")
             act = _text(L, "act_func", where, valid=ACTIVATIONS)
-            Wm = _matrix(L, "W", where, n * n_in).reshape(n, n_in, order="F")
-            b = _matrix(L, "b", where, n).ravel()
+            Wm = _param(L, "W", where, (n, n_in), budget)
+            b = _param(L, "b", where, (n, 1), budget).ravel()
             layers.append(FCLayer(act_func=act, n_nodes=n, n_inputs=n_in,
                                   W=np.ascontiguousarray(Wm, dtype=dtype), b=b.astype(dtype)))
     lr = _num(s, "learning_rate", "cnn", required=False, integer=False)
@@ -321,9 +417,93 @@ def from_matlab_struct(s, *, mode=None, dtype=np.float64, seed=None):
             raise CNNFileError(f"cnn.CalcLastLayerActDerivative must be 0 or 1, got {flag}")
         net.calc_last_layer_act_derivative = bool(flag)
     if "loss_array" in s:
-        la = np.asarray(s["loss_array"], dtype=np.float64).ravel()
-        net.loss_array = [float(v) for v in la]
+        net.loss_array = _loss_array(s["loss_array"], budget)
     return net
+
+
+def loadmat_checked(path, variable_names=None, **kwargs):
+    """``scipy.io.loadmat`` for files that may be hostile: scanned first, then read.
+
+    The variables to be read are walked by :func:`cnn.matv5.scan` (nesting
+    depth, element count and declared array bytes bounded), so a file that
+    would crash SciPy's reader or exhaust memory is refused with one line.
+
+    Parameters
+    ----------
+    path : str or Path
+        A regular file (a folder, FIFO or device is refused).
+    variable_names : list of str, optional
+        As for ``loadmat``; ``None`` reads (and scans) every variable.
+    **kwargs
+        Passed to ``scipy.io.loadmat`` (e.g. ``simplify_cells=True``).
+
+    Returns
+    -------
+    dict
+        What ``loadmat`` returns.
+
+    Raises
+    ------
+    FileNotFoundError, CNNFileError
+    """
+    path = Path(path)
+    with open_regular(path, CNNFileError, "a MAT-file") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        try:
+            matv5.scan(fh, size, size_limit(size), variable_names)
+        except matv5.NotMatV5Error:
+            fh.seek(0)
+            raise CNNFileError(f"{path} is {describe_file(fh.read(1024))}, not a MAT-file") \
+                from None
+        except matv5.MatScanError as exc:
+            raise CNNFileError(f"{path}: refused: {exc}") from None
+        fh.seek(0)
+        try:
+            return scipy.io.loadmat(fh, variable_names=variable_names, **kwargs)
+        except Exception as exc:  # corrupt data the header scan cannot see
+            raise CNNFileError(f"{path}: cannot read it ({type(exc).__name__}: "
+                               f"{_short(str(exc))})") from None
+
+
+def read_struct(path, var="cnn"):
+    """Variable ``var`` of a MAT-file as ``loadmat(..., simplify_cells=True)`` gives it.
+
+    The file is scanned first (:func:`cnn.matv5.scan`: nesting depth, element
+    count and declared array bytes bounded) and read by SciPy only if it passes.
+
+    Returns
+    -------
+    (object, int)
+        The variable (a dict for a struct) and the byte limit of the file
+        (:func:`cnn.safeio.size_limit`).
+    """
+    path = Path(path)
+    with open_regular(path, CNNFileError, "a network file") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        limit = size_limit(size)
+        try:
+            names = matv5.scan(fh, size, limit, var)
+        except matv5.NotMatV5Error:
+            fh.seek(0)
+            raise CNNFileError(f"{path} is {describe_file(fh.read(1024))}, not a MAT-file "
+                               f"(expected {EXPECTED})") from None
+        except matv5.MatScanError as exc:
+            raise CNNFileError(f"{path}: refused: {exc}") from None
+        if var not in names:
+            hint = (" (the original's savecnn writes 'cnn1': pass var='cnn1')"
+                    if "cnn1" in names else "")
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise CNNFileError(f"{path} is a MAT-file but has no variable {var!r}; it holds: "
+                               f"{shown or 'nothing'}{hint}")
+        fh.seek(0)
+        try:
+            d = scipy.io.loadmat(fh, variable_names=[var], simplify_cells=True)
+        except Exception as exc:  # corrupt data the header scan cannot see
+            raise CNNFileError(f"{path}: cannot read variable {var!r} "
+                               f"({type(exc).__name__}: {_short(str(exc))})") from None
+    if var not in d:
+        raise CNNFileError(f"{path}: cannot read variable {var!r}")
+    return d[var], limit
 
 
 def load_cnn(path, var="cnn", *, mode=None, dtype=np.float64):
@@ -352,28 +532,14 @@ def load_cnn(path, var="cnn", *, mode=None, dtype=np.float64):
     FileNotFoundError
         No such file.
     CNNFileError (a ValueError)
-        Not a MAT-file, no variable ``var``, or fields that do not describe a
-        consistent network.
+        A folder, FIFO or device; not a MAT-file; no variable ``var``; a
+        variable nested too deep or declaring more array bytes than the file's
+        limit (:mod:`cnn.matv5`, :func:`cnn.safeio.size_limit`), refused before
+        SciPy reads it; or fields that do not describe a consistent network
+        (every parameter's exact shape is checked).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such MAT-file: {path}")
+    s, limit = read_struct(path, var)
     try:
-        names = [n for n, *_ in scipy.io.whosmat(path)]
-    except Exception as exc:
-        raise CNNFileError(f"{path} is not a readable MAT-file ({type(exc).__name__}: {exc})") \
-            from None
-    if var not in names:
-        hint = (" (the original's savecnn writes 'cnn1': pass var='cnn1')"
-                if "cnn1" in names else "")
-        raise CNNFileError(f"{path} has no variable {var!r}; it holds: "
-                           f"{', '.join(names) or 'nothing'}{hint}")
-    try:
-        d = scipy.io.loadmat(path, variable_names=[var], simplify_cells=True)
-    except Exception as exc:
-        raise CNNFileError(f"{path}: cannot read variable {var!r} "
-                           f"({type(exc).__name__}: {exc})") from None
-    try:
-        return from_matlab_struct(d[var], mode=mode, dtype=dtype)
+        return from_matlab_struct(s, mode=mode, dtype=dtype, limit=limit)
     except CNNFileError as exc:
         raise CNNFileError(f"{path}, variable {var!r}: {exc}") from None

@@ -241,7 +241,7 @@ def _load_network_file(path, var, mode, dtype):
     from .matlab import load_cnn
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a folder or FIFO is refused by the loaders, saying what it is
         raise UsageError(f"no such network file: {path}")
     if path.suffix.lower() == ".npz":
         return load_npz(path, mode=mode, dtype=dtype)
@@ -314,7 +314,7 @@ def _resolve(cfg):
     meta = None
     if cfg.resume is not None:
         path = Path(cfg.resume)
-        if not path.is_file():
+        if not path.exists():  # a folder or FIFO: the loader says what it is
             raise UsageError(f"no such checkpoint: {path}")
         meta = load_npz_meta(path)
         if meta.get("format") != CHECKPOINT_FORMAT:
@@ -357,7 +357,12 @@ def _resolve(cfg):
 def _check_meta(meta, path):
     """The fields of a checkpoint's meta that resuming relies on, with sane values."""
     def count(value, minimum):
-        return (isinstance(value, int) and not isinstance(value, bool) and value >= minimum)
+        return (isinstance(value, int) and not isinstance(value, bool)
+                and minimum <= value <= 2**31)
+
+    def number(value):  # a finite float >= 0 (JSON gives int or float)
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and 0 <= value < float("inf"))
 
     settings = meta.get("settings")
     problems = []
@@ -372,8 +377,20 @@ def _check_meta(meta, path):
             problems.append(name)
     if not isinstance(meta.get("data_sha256"), str):
         problems.append("data_sha256")
-    if settings.get("synthetic") is not None and not count(settings.get("synthetic"), 1):
-        problems.append("settings.synthetic")
+    # every stored setting that resuming uses: None where allowed, else its type and range
+    valid = {"flag": ("auto", "on", "off"), "mode": ("faithful", "corrected"),
+             "loss": ("auto", "quad", "cros"), "dtype": ("float64", "float32")}
+    problems += [f"settings.{k}" for k, ok in valid.items()
+                 if not isinstance(settings.get(k), str) or settings.get(k) not in ok]
+    optional = {"synthetic": lambda v: count(v, 1), "train_subset": lambda v: count(v, 1),
+                "test_subset": lambda v: count(v, 1), "seed": lambda v: count(v, 0),
+                "example": lambda v: count(v, 1) and v <= 3, "init": lambda v: isinstance(v, str),
+                "init_var": lambda v: isinstance(v, str),
+                "learning_rate": lambda v: number(v) and v > 0}
+    problems += [f"settings.{k}" for k, ok in optional.items()
+                 if settings.get(k) is not None and not ok(settings.get(k))]
+    if not number(meta.get("train_time", 0.0)):
+        problems.append("train_time")
     if problems:
         raise UsageError(f"{path}: the checkpoint's meta has no valid {', '.join(problems)}; "
                          f"it cannot be resumed")
@@ -536,7 +553,8 @@ def run_training(cfg, *, callback: Optional[Callable] = None):
         try:
             write_checkpoint(prefix, net, meta_out)
         except OSError as exc:
-            raise TrainingError(f"cannot write the checkpoint {ckpt}: {exc}") from exc
+            raise TrainingError(f"cannot write the checkpoint {exc.filename or ckpt}: "
+                                f"{exc.strerror or exc}") from exc
         state["last_ckpt"], state["last_done"] = ckpt, done
 
     def on_batch(net_, epoch, batch):
@@ -578,7 +596,7 @@ def run_training(cfg, *, callback: Optional[Callable] = None):
                     f"{state['last_ckpt']})")
         else:
             note = " (no checkpoint was written)"
-        raise training.NonFiniteError(str(exc) + note) from None
+        raise type(exc)(str(exc) + note) from None
     train_time = time.perf_counter() - t0
     total_time = earlier_time + train_time
 

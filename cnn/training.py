@@ -152,7 +152,8 @@ def _check_finite(net, epoch, batch):
 
 
 def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivative=None,
-             verbose=True, progress=False, callback=None, start_batch=0):
+             verbose=True, progress=False, callback=None, start_batch=0,
+             divergence_guard=True):
     """Train with minibatch gradient descent (MATLAB ``traincnn``).
 
     Resolves ``loss_func='auto'`` and sets the flag, then, for each epoch,
@@ -182,6 +183,11 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
     start_batch : int
         Global minibatch index to start from (resuming); earlier minibatches are
         skipped and ``net.loss_array`` is kept.
+    divergence_guard : bool
+        Stop with :class:`cnn.guard.DivergenceError` (a ``NonFiniteError``) when
+        the loss grows beyond ``cnn.guard.LOSS_GROWTH`` times its start or a
+        weight beyond ``cnn.guard.WEIGHT_LIMIT``; ``False`` lets a run diverge
+        (for studies that record divergence). NaN/Inf always stop a run.
 
     Returns
     -------
@@ -202,6 +208,8 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
         net.loss_array = []
     if verbose:
         print("training started...", flush=True)
+    from .guard import DivergenceGuard  # guard.py builds on NonFiniteError from this module
+    guard = DivergenceGuard(net) if divergence_guard else None
     with _single_threaded_blas(), _workspace(net):
         for epoch in range(no_of_epochs):
             first = max(0, start_batch - epoch * n_batches)
@@ -214,6 +222,8 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
                 _forward(net, x[sl])
                 bpcnn(net, y[sl])
                 _check_finite(net, epoch + 1, j + 1)
+                if guard is not None:
+                    guard.check(net, epoch + 1, j + 1)
                 gradientdescentcnn(net)
                 net.loss_array.append(net.loss)
                 if bar is not None:

@@ -248,7 +248,7 @@ def test_test_command_corrupt_file(capsys, tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip file at all")
     assert cli.main(["test", str(bad), "--synthetic", "10"]) == 2
-    assert "not a readable .npz file" in _one_error_line(capsys.readouterr().err)
+    assert "is a text file, not a network file" in _one_error_line(capsys.readouterr().err)
 
 
 # --------------------------------------------------------------------------- bench

@@ -7,9 +7,11 @@ Hand-made structs with inconsistent fields give a ``CNNFileError`` naming the
 field.
 """
 
+import atexit
 import io
 import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -31,6 +33,13 @@ FUZZ = settings(max_examples=150, deadline=2000,
                                        HealthCheck.too_slow])
 
 _DIR = Path(tempfile.mkdtemp(prefix="cnn-fuzz-"))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)  # however the session ends
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_dir():
+    yield
+    shutil.rmtree(_DIR, ignore_errors=True)
 
 
 def _network():

@@ -198,7 +198,7 @@ def test_mat_file_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_cnn(tmp_path / "missing.mat")
     (tmp_path / "junk.mat").write_bytes(b"not a mat file at all" * 10)
-    with pytest.raises(CNNFileError, match="not a readable MAT-file"):
+    with pytest.raises(CNNFileError, match="is a text file, not a MAT-file"):
         load_cnn(tmp_path / "junk.mat")
 
 

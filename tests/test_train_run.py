@@ -218,7 +218,16 @@ def test_sigint_to_a_real_training_process(tmp_path):
     _same_network(resumed.net, full.net)
 
 
-def test_nonfinite_stops_naming_layer_and_minibatch(tiny, tmp_path):
+def _no_divergence_guard(monkeypatch):
+    """Only NaN/Inf stop a run (lr 1e100 would otherwise be stopped earlier, as diverging)."""
+    import cnn.guard
+
+    monkeypatch.setattr(cnn.guard, "LOSS_GROWTH", float("inf"))
+    monkeypatch.setattr(cnn.guard, "WEIGHT_LIMIT", float("inf"))
+
+
+def test_nonfinite_stops_naming_layer_and_minibatch(tiny, tmp_path, monkeypatch):
+    _no_divergence_guard(monkeypatch)
     out = tmp_path / "nan"
     cfg = _cfg(tiny, out, init=str(tiny / "tiny_none.npz"), learning_rate=1e100,
                checkpoint_every=1, epochs=1)
@@ -233,7 +242,8 @@ def test_nonfinite_stops_naming_layer_and_minibatch(tiny, tmp_path):
     assert all(np.isfinite(a).all() for _, _, a in net.parameters())
 
 
-def test_nonfinite_exit_code_one_line(tiny, tmp_path, capsys):
+def test_nonfinite_exit_code_one_line(tiny, tmp_path, capsys, monkeypatch):
+    _no_divergence_guard(monkeypatch)
     code = cli.main(["train", "--init", str(tiny / "tiny_none.npz"), "--synthetic", "60",
                      "--batch-size", "10", "--lr", "1e100", "--out", str(tmp_path),
                      "--no-progress"])
@@ -257,28 +267,31 @@ def test_nan_weights_after_an_update_are_never_checkpointed(tiny, tmp_path):
 
 
 def test_failed_checkpoint_write_keeps_the_previous_one(tiny, tmp_path, monkeypatch):
-    """A write that fails half-way (disk full) leaves the last checkpoint whole."""
+    """A .mat write that fails half-way (disk full) is reported as the .mat; the .npz of the
+    same checkpoint is whole and no .mat of another checkpoint is left beside it."""
     import scipy.io
+
+    from cnn.checkpoint import verify_checkpoint
 
     out = tmp_path / "run"
     real = scipy.io.savemat
     calls = {"n": 0}
 
-    def savemat(path, *a, **kw):
+    def savemat(file, *a, **kw):
         calls["n"] += 1
         if calls["n"] == 2:  # the second checkpoint's .mat: write some bytes, then fail
-            Path(path).write_bytes(b"MATLAB 5.0 half")
+            file.write(b"MATLAB 5.0 half")
             raise OSError(28, "No space left on device")
-        return real(path, *a, **kw)
+        return real(file, *a, **kw)
 
     monkeypatch.setattr(scipy.io, "savemat", savemat)
-    with pytest.raises(TrainingError, match="No space left"):
+    with pytest.raises(TrainingError, match=r"checkpoint\.mat: No space left"):
         run_training(_cfg(tiny, out, checkpoint_every=2))
-    assert not list(out.glob("*.tmp"))
-    load_cnn(out / "checkpoint.mat")  # the first one, whole
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
     meta = load_npz_meta(out / "checkpoint.npz")
-    assert meta["batches_done"] in (2, 4)
+    assert meta["batches_done"] == 4
     assert len(load_npz(out / "checkpoint.npz").loss_array) == meta["batches_done"]
+    assert verify_checkpoint(out / "checkpoint") == (out / "checkpoint.npz", None)
 
 
 def test_second_ctrl_c_during_a_write_keeps_the_last_checkpoint(tiny, tmp_path, monkeypatch):
