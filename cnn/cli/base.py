@@ -106,12 +106,14 @@ def describe_error(exc):
     from ..atomic import FolderBusyError
     from ..gradcheck import GradientCheckError
     from ..matlab import CNNFileError
-    from ..mnist import MNISTError, MNISTNotFoundError
+    from ..mnist import MNISTError, MNISTNotFoundError, MNISTVerifyError
 
     if isinstance(exc, CLIError):
         return str(exc), exc.code
     if isinstance(exc, MNISTNotFoundError):
         return mnist_message(exc), EXIT_USAGE
+    if isinstance(exc, MNISTVerifyError):
+        return f"{exc}; for custom data in the MNIST format use --no-verify", EXIT_USAGE
     if isinstance(exc, (MNISTError, CNNFileError, train_run.UsageError, FolderBusyError)):
         return str(exc), EXIT_USAGE
     if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
