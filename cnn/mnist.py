@@ -631,14 +631,13 @@ def mnist_dir(data_dir=None):
     return default_mnist_dir()
 
 
-def _missing_error(directory, missing, reason=None, download=True):
+def _missing_error(directory, missing, reason=None):
     names = [STANDARD_NAMES[k] for k in missing]
     if reason:
         head = f"could not download {', '.join(names)} into {directory}: {reason}"
     else:
         head = f"MNIST file(s) missing in {directory}: {', '.join(names)}"
-    hint = (f"put the files there (gzipped or not), set {ENV_VAR} to a folder holding them, "
-            "or pass data_dir=..." + ("" if download or reason else " or download=True"))
+    hint = f"put them there or set {ENV_VAR} to a folder holding them (or pass data_dir=...)"
     return MNISTNotFoundError(f"{head}; {hint}", directory=directory, missing=names,
                               reason=reason)
 
@@ -657,7 +656,7 @@ def _locate(directory, kinds, download, progress):
         found = {k: find_file(directory, k) for k in kinds}
         missing = [k for k in kinds if found[k] is None]
     if missing:
-        raise _missing_error(directory, missing, download=download)
+        raise _missing_error(directory, missing)
     return found
 
 
