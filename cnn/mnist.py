@@ -633,11 +633,12 @@ def mnist_dir(data_dir=None):
 
 def _missing_error(directory, missing, reason=None):
     names = [STANDARD_NAMES[k] for k in missing]
+    listed = names[0] + (f" and {len(names) - 1} more" if len(names) > 1 else "")
     if reason:
-        head = f"could not download {', '.join(names)} into {directory}: {reason}"
+        head = f"could not download {listed} into {directory}: {reason}"
     else:
-        head = f"MNIST file(s) missing in {directory}: {', '.join(names)}"
-    hint = f"put them there or set {ENV_VAR} to a folder holding them (or pass data_dir=...)"
+        head = f"MNIST file(s) missing in {directory}: {listed}"
+    hint = f"put them there, or set {ENV_VAR} to a folder holding them"
     return MNISTNotFoundError(f"{head}; {hint}", directory=directory, missing=names,
                               reason=reason)
 

@@ -32,6 +32,7 @@ import signal
 import sys
 import threading
 
+from . import base
 from .base import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -97,6 +98,7 @@ class _Terminated(KeyboardInterrupt):
 
 
 def _on_sigterm(signum, frame):
+    base.STATE["terminated"] = True
     raise _Terminated
 
 
@@ -108,6 +110,7 @@ def main(argv=None):
     if command not in COMMANDS:
         command = None
     previous = None
+    base.STATE["terminated"] = False
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -19,6 +19,9 @@ PROG = "cnn"
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 """0 success; 1 failure; 2 bad input or missing data; 130 Ctrl-C; 143 SIGTERM."""
 
+STATE = {"terminated": False}
+"""Set when SIGTERM arrived (the command then exits with 143, not 130)."""
+
 MAX_LINE = 300
 """Longest error line printed (a longer message is cut with "...")."""
 

@@ -9,7 +9,9 @@ from .args import nonnegative_int, positive_float, positive_int
 from .base import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
+    STATE,
     Parser,
     common_parent,
     describe_error,
@@ -122,7 +124,7 @@ def run(args):
         train_run.run_training(cfg)
     except train_run.Interrupted as exc:
         print(f"cnn train: {exc}", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if STATE["terminated"] else EXIT_INTERRUPTED
     return EXIT_OK
 
 
