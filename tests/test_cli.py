@@ -14,9 +14,9 @@ import pytest
 
 import cnn
 from cnn import cli, synthetic
+from cnn.checkpoint import save_npz
 from cnn.cli import bench as bench_cli
 from cnn.cli import gradcheck as gradcheck_cli
-from cnn.checkpoint import save_npz
 from cnn.matlab import save_cnn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,7 +178,8 @@ def test_missing_mnist_says_where_to_put_the_files(saved, capsys, tmp_path):
     code = cli.main(["test", str(tmp_path / "ex3.npz"), "--no-download"])
     line = _one_error_line(capsys.readouterr().err, "test")
     assert code == 2
-    assert line.startswith(f"cnn test: error: MNIST files not found in {os.environ['CNN_MNIST_DIR']}")
+    where = os.environ["CNN_MNIST_DIR"]
+    assert line.startswith(f"cnn test: error: MNIST files not found in {where}")
     assert "--data-dir" in line and "CNN_MNIST_DIR" in line and "data_dir" not in line
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_mnist import make_mnist_dir
 
 import cnn
 from cnn import cli
 from cnn.checkpoint import save_npz
-
-from test_mnist import make_mnist_dir
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"

@@ -7,7 +7,6 @@ import hashlib
 import io
 import os
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np

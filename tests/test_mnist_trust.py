@@ -2,7 +2,6 @@
 IDX bombs refused, downloads bounded in time and leaving nothing behind, and a data home
 that is never inside the installed package."""
 
-import gzip
 import hashlib
 import http.server
 import os
@@ -15,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_mnist import gz, idx_bytes, make_mnist_dir, write_idx
 
 import cnn.mnist as m
 from cnn import cli
 from cnn.mnist import MNISTError, MNISTNotFoundError, MNISTVerifyError
-
-from test_mnist import gz, idx_bytes, make_mnist_dir, write_idx
 
 REPO = Path(__file__).resolve().parent.parent
 STD = [m.candidate_names(k)[0] for k in m.KINDS]

@@ -128,7 +128,8 @@ def test_two_concurrent_train_runs_exactly_one_runs(tmp_path):
     assert codes == [0, 2], results
     loser = next(r for r in results if r[2] == 2)
     line = _one_line(loser[1], "train")
-    assert ("in use by another train run" in line or "finished run" in line) and "--resume" not in line
+    assert "in use by another train run" in line or "finished run" in line
+    assert "--resume" not in line
     winner = next(r for r in results if r[2] == 0)
     assert "epoch 2/2: " in winner[0] and "Elapsed time" not in winner[0]
     meta = load_npz_meta(out / "checkpoint.npz")

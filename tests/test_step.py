@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _nets import build, data
 
 import cnn
 from cnn import cli, step
+from cnn.forward import flatten_maps
 from cnn.matlab import save_cnn
 from cnn.nets import gradcheck_network
-from cnn.forward import flatten_maps
-
-from _nets import build, data
 
 REPO = Path(__file__).resolve().parent.parent
 
