@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .base import EXIT_OK, CLIError
 
-HELP = "time training and testing against the original's numbers (see bench --help)"
+HELP = "the speed benchmark: training and testing times (see bench --help)"
 
 
 def bench_script():
