@@ -81,6 +81,8 @@ TABLE = [
     # compare
     (["compare", "--frobnicate"], 2, "compare", ["unrecognized"]),
     (["compare", "--reproduce", "--no-download", "--out", "cmp"], 2, "compare", ["no-mnist"]),
+    (["compare", "--quick", "--out", "a-file"], 2, "compare", ["--out", "not a folder"]),
+    (["compare", "--quick", "--out=a-file/sub"], 2, "compare", ["cannot create"]),
 ]
 
 

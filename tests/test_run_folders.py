@@ -65,6 +65,16 @@ def test_unwritable_out_fails_at_once_before_training(tmp_path, capsys, monkeypa
         assert "training started" not in capsys.readouterr().out
 
 
+def test_unwritable_compare_out_fails_before_loading_anything(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CNN_NO_DOWNLOAD", "1")
+    for out, words in _unwritable(tmp_path):
+        t0 = time.perf_counter()
+        code = cli.main(["compare", "--quick", "--out", str(out)])
+        line = _one_line(capsys.readouterr().err, "compare")
+        assert code == 2 and time.perf_counter() - t0 < 10, line
+        assert words in line and "--out" in line
+
+
 def test_unwritable_plots_folder(tmp_path, tiny, capsys):
     for out, words in _unwritable(tmp_path):
         code = cli.main(["train", "--init", str(tiny), "--synthetic", "20", "--batch-size", "10",
