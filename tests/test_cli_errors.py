@@ -121,7 +121,7 @@ def test_success_and_failure_codes(env, capsys):
 def test_interrupted_and_terminated(tmp_path, sig, code):
     env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_NUM_THREADS": "1",
            "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "cnn", "train", "--synthetic", "20000",
+    p = subprocess.Popen([sys.executable, "-m", "cnn", "train", "--synthetic", "4000",
                           "--epochs", "3", "--no-progress", "--checkpoint-every", "5",
                           "--out", str(tmp_path / "run")], cwd=tmp_path, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

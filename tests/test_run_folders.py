@@ -125,7 +125,6 @@ def test_a_busy_folder_is_refused_at_once(tiny, tmp_path, capsys):
         pass
 
 
-@pytest.mark.slow
 def test_two_concurrent_train_runs_exactly_one_runs(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "cnn", "train", "--synthetic", "2000", "--epochs", "2",
