@@ -331,6 +331,10 @@ def _resolve(cfg):
             settings[name] = given
     if settings["checkpoint_every"] is None:
         settings["checkpoint_every"] = DEFAULTS["checkpoint_every"]
+    settings["verify"] = cfg.verify
+    if cfg.verify and stored_options.get("verify") is False:  # a run on custom MNIST-like data
+        settings["verify"] = False
+        kept.append("--no-verify")
     settings["kept_options"] = kept
     return settings, meta
 
@@ -442,13 +446,13 @@ def _run_locked(cfg, s, meta, out, callback):
     progress = cfg.progress and cfg.verbose
     x, y, train_desc = load_data("train", synthetic=s["synthetic"], subset=s["train_subset"],
                                  data_dir=s["data_dir"], download=cfg.download,
-                                 progress=progress, size=(H, W), verify=cfg.verify)
+                                 progress=progress, size=(H, W), verify=s["verify"])
     n_test = s["test_subset"]
     if s["synthetic"] is not None and n_test is None:
         n_test = max(10, s["synthetic"] // 5)
     tx, ty, test_desc = load_data("test", synthetic=n_test if s["synthetic"] else None,
                                   subset=n_test, data_dir=s["data_dir"], download=cfg.download,
-                                  progress=progress, size=(H, W), verify=cfg.verify)
+                                  progress=progress, size=(H, W), verify=s["verify"])
     m = x.shape[0]
     B = s["batch_size"]
     if m % B:
@@ -505,6 +509,7 @@ def _run_locked(cfg, s, meta, out, callback):
     stored_settings["epochs"] = epochs
     stored_settings["test_subset"] = s["test_subset"]
     options = {name: s[name] for name in _RESUMED_OPTIONS}
+    options["verify"] = s["verify"]
     state = {"stop": False, "last_ckpt": resumed_from if start else None,
              "last_done": start, "t0": time.perf_counter()}
 

@@ -178,6 +178,24 @@ def test_resume_keeps_the_options_of_the_run(tiny, tmp_path, capsys):
     assert load_npz_meta(out / "checkpoint.npz")["options"]["checkpoint_every"] == 5
 
 
+def test_resume_keeps_no_verify_of_a_run_on_custom_data(tmp_path, capsys):
+    from test_mnist import make_mnist_dir
+
+    d = tmp_path / "custom"
+    make_mnist_dir(d, n_train=20, n_test=10)
+    out = tmp_path / "run"
+    argv = ["train", "--data-dir", str(d), "--no-download", "--batch-size", "10", "--example",
+            "1", "--seed", "0", "--no-progress", "--out", str(out)]
+    assert cli.main(argv) == 2  # custom data are not the published MNIST
+    assert "--no-verify" in capsys.readouterr().err
+    assert cli.main(argv + ["--no-verify", "--overwrite"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(out / "checkpoint.npz"), "--epochs", "2",
+                     "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "--no-verify" in printed and f"--data-dir {d}" in printed
+
+
 def test_epoch_times_are_labelled(tiny, tmp_path, capsys):
     assert cli.main(["train", "--init", str(tiny), "--synthetic", "20", "--batch-size", "10",
                      "--epochs", "2", "--no-progress", "--out", str(tmp_path)]) == 0
