@@ -6,6 +6,7 @@ and ``docs/backprop.md``.
 """
 
 from .activations import ACTIVATIONS
+from .backend import use_kernels
 from .backward import bpcnn, compute_loss, derive_flag, resolve_loss
 from .forward import ffcnn, flatten_maps, unflatten_maps
 from .gradcheck import GradCheckReport, GradientCheckError, gradient_checker
@@ -20,5 +21,5 @@ __all__ = [
     "NonFiniteError", "add_conv_layer", "add_fc_layer", "add_pool_layer", "bpcnn",
     "compute_loss", "derive_flag", "example_network", "ffcnn", "flatten_maps",
     "gradient_checker", "gradientdescentcnn", "initcnn", "predictcnn", "resolve_loss",
-    "testcnn", "traincnn", "unflatten_maps",
+    "testcnn", "traincnn", "unflatten_maps", "use_kernels",
 ]

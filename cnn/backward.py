@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import activations, kernels
+from . import activations
+from .backend import ops
 from .forward import buffer, check_y, flatten_maps, output_matrix, unflatten_maps
 from .network import LOSSES, CNN
 
@@ -191,16 +192,16 @@ def bpcnn(net, y):
     elif last.type == "p":
         g = unflatten_maps(e, (last.n_maps,) + last.map_shape)
         # D4: the original does not divide by r^2 when the pool layer is last
-        last.er = kernels.upsample(g, last.rate, below.map_shape, divide=not faithful)
+        last.er = ops().upsample(g, last.rate, below.map_shape, divide=not faithful)
     else:  # conv last
         last.er = unflatten_maps(e, (last.n_maps,) + last.map_shape)
         kshape = (last.kernel_height, last.kernel_width)
         if faithful:
             # D3: example n paired with the error of example N+1-n, and no 1/N
-            last.dK = kernels.kernel_grad(below.featuremaps, last.er[::-1], kshape)
+            last.dK = ops().kernel_grad(below.featuremaps, last.er[::-1], kshape)
         else:
-            last.dK = kernels.kernel_grad(below.featuremaps, last.er, kshape) / N
-        last.db = kernels.map_sums(last.er) / N     # sum(er{j}(:)) / N
+            last.dK = ops().kernel_grad(below.featuremaps, last.er, kshape) / N
+        last.db = ops().map_sums(last.er) / N     # sum(er{j}(:)) / N
 
     # ---- the other layers, from the top down (for i = no_of_layers-1 : -1 : 1)
     for l in range(len(layers) - 2, 0, -1):
@@ -215,7 +216,7 @@ def bpcnn(net, y):
         elif layer.type == "p":
             g = _error_at_outputs(net, l)
             below_maps = (N, layer.n_maps) + layers[l - 1].map_shape
-            layer.er = kernels.upsample(g, layer.rate, layers[l - 1].map_shape,  # ./ (r*r)
+            layer.er = ops().upsample(g, layer.rate, layers[l - 1].map_shape,  # ./ (r*r)
                                         out=buffer(net, (l, "er"), below_maps))
         elif layer.type == "c":
             g = _error_at_outputs(net, l)
@@ -223,10 +224,10 @@ def bpcnn(net, y):
             layer.er = activations.backward(layer.featuremaps, layer.act_func, g, net.mode,
                                             out=buffer(net, (l, "er"), maps))
             kshape = (layer.kernel_height, layer.kernel_width)
-            layer.dK = kernels.kernel_grad(layers[l - 1].featuremaps, layer.er, kshape,
+            layer.dK = ops().kernel_grad(layers[l - 1].featuremaps, layer.er, kshape,
                                            out=buffer(net, (l, "dK"), layer.K.shape))
             layer.dK /= N
-            layer.db = kernels.map_sums(layer.er) / N
+            layer.db = ops().map_sums(layer.er) / N
     return net
 
 
@@ -254,6 +255,6 @@ def _error_at_outputs(net, l):
     if above.type == "c":
         # D1: the original convolves with rot90(K, 2), the kernel rotated by 180
         # degrees; the gradient of a cross-correlation is the full convolution with K.
-        return kernels.conv_full(above.er, above.K, flip=net.mode == "faithful",
+        return ops().conv_full(above.er, above.K, flip=net.mode == "faithful",
                                  out=buffer(net, (l, "g"), maps))
     return above.er  # a pool layer's er is already at this layer's size

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import activations, kernels
+from . import activations
+from .backend import ops
 from .network import CNN
 
 
@@ -173,7 +174,7 @@ def _forward(net, x):
         if layer.type == "c":
             # z_j = sum_k X_k (*) K_(j,k) + b(j); featuremaps{j} = f(z_j)
             shape = (N, layer.n_maps) + layer.map_shape
-            z = kernels.conv_valid(below.featuremaps, layer.K, layer.b,
+            z = ops().conv_valid(below.featuremaps, layer.K, layer.b,
                                    out=buffer(net, (l, "z"), shape))
             if l == last:
                 layer.z = z
@@ -184,7 +185,7 @@ def _forward(net, x):
                 layer.featuremaps = activations.forward(z, layer.act_func, out=z)
         elif layer.type == "p":
             shape = (N, layer.n_maps) + layer.map_shape
-            layer.featuremaps = kernels.mean_pool(below.featuremaps, layer.rate,
+            layer.featuremaps = ops().mean_pool(below.featuremaps, layer.rate,
                                                   out=buffer(net, (l, "fm"), shape))
         elif layer.type == "f":
             if below.type == "f":

@@ -2,13 +2,15 @@
 
 Headless (Agg backend). Every plotting function writes one PNG, closes its
 figure and returns the path it wrote (a :class:`pathlib.Path`). The file is
-written atomically (temporary file, then rename), and missing parent folders
-are created.
+written atomically (:mod:`cnn.atomic`), and missing parent folders are created.
+The image figures also have a ``*_figure`` twin that returns the
+:class:`matplotlib.figure.Figure` instead (for notebooks): every image panel has
+a title and a colour bar (symmetric around 0 for signed values).
 
 ==========================  ================================================
-:func:`loss_curves`         minibatch loss per setting, smoothed, seeds as a band
+:func:`loss_curves`         minibatch loss per setting, a centred moving average, seeds as a band
 :func:`first_layer_kernels` the first conv layer's kernels, one per (map, input)
-:func:`feature_maps`        one image through the network, every map layer
+:func:`feature_maps`        one image through the network, every map of every layer
 :func:`confusion`           confusion counts (no figure)
 :func:`confusion_matrix`    heat map of the confusion counts
 :func:`confusion_counts`    the same, from counts already computed
@@ -19,10 +21,11 @@ are created.
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import matplotlib
+import matplotlib.colors
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -31,36 +34,58 @@ import numpy as np  # noqa: E402
 
 __all__ = ["loss_curves", "first_layer_kernels", "feature_maps", "confusion",
            "confusion_matrix", "confusion_counts", "error_by_setting", "grad_norm_ratio",
-           "moving_average"]
+           "moving_average", "feature_maps_figure", "first_layer_kernels_figure",
+           "map_grid", "save"]
 
 
 # --------------------------------------------------------------------------- helpers
 
-def _save(fig, path, dpi=110):
-    """Write ``fig`` to ``path`` as PNG atomically, close it, return the Path."""
+def save(fig, path, dpi=110):
+    """Write ``fig`` to ``path`` as PNG atomically (:mod:`cnn.atomic`), close it; the Path."""
+    from .atomic import write_bytes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        write_bytes(path, buf.getvalue())
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
-def moving_average(a, window):
-    """Trailing moving average of ``a`` (same length; the first values average fewer).
+_save = save
 
-    ``out[i] = mean(a[max(0, i - window + 1) : i + 1])``.
+
+def moving_average(a, window, *, valid=False):
+    """Moving average of ``a`` over ``window`` consecutive values.
+
+    ``valid=False``: trailing, same length as ``a``; the first values average
+    fewer, ``out[i] = mean(a[max(0, i - window + 1) : i + 1])``.
+
+    ``valid=True``: full windows only, ``out[i] = mean(a[i : i + window])`` for
+    ``i = 0 .. len(a) - window`` (no start-up values). Plot it at the window
+    centres, ``moving_average(x, window, valid=True)``.
+
+    Parameters
+    ----------
+    a : array_like, shape (n,)
+    window : int
+
+    Returns
+    -------
+    ndarray, shape (n,) or (n - window + 1,)
     """
     a = np.asarray(a, dtype=float).ravel()
     window = int(window)
     if window <= 1 or a.size == 0:
         return a.copy()
     c = np.cumsum(np.insert(a, 0, 0.0))
+    if valid:
+        if window > a.size:
+            return np.empty(0)
+        return (c[window:] - c[:-window]) / window
     i = np.arange(1, a.size + 1)
     lo = np.maximum(0, i - window)
     return (c[i] - c[lo]) / (i - lo)
@@ -85,20 +110,32 @@ def _as_runs(value):
     return runs
 
 
-def _band(ax, x, runs, color, label, smooth, raw_alpha=0.25):
-    """Plot the mean of ``runs`` (smoothed), a min-max band over runs, the raw mean faint."""
+def _band(ax, x, runs, color, label, smooth, raw_alpha=0.3, raw_label=None):
+    """Plot the mean of ``runs``, a min-max band over runs, and (``smooth > 1``) the
+    raw mean faint under its centred moving average over full windows only.
+
+    The legend names what each line is: the raw line ``raw_label`` (or nothing),
+    the smoothed one "``label``: moving average of ``smooth``".
+    """
     n = min(r.size for r in runs)
     stack = np.vstack([r[:n] for r in runs])
     x = np.arange(1, n + 1) if x is None else np.asarray(x, dtype=float)[:n]
     mean = stack.mean(axis=0)
-    if smooth > 1:
-        ax.plot(x, mean, color=color, alpha=raw_alpha, lw=0.6)
-    sm = np.vstack([moving_average(r, smooth) for r in stack])
-    sm_mean = sm.mean(axis=0)
-    what = f"{label} (mean of {len(runs)})" if len(runs) > 1 else label
-    ax.plot(x, sm_mean if smooth > 1 else mean, color=color, lw=1.8, label=what)
+    seeds = f", mean of {len(runs)} runs" if len(runs) > 1 else ""
+    smooth = min(int(smooth), n)
+    if smooth <= 1:
+        ax.plot(x, mean, color=color, lw=1.8, label=f"{label}{seeds}")
+        if len(runs) > 1:
+            ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), color=color, alpha=0.2,
+                            lw=0)
+        return
+    ax.plot(x, mean, color=color, alpha=raw_alpha, lw=0.6, label=raw_label)
+    xs = moving_average(x, smooth, valid=True)           # the centre of each window
+    sm = np.vstack([moving_average(r, smooth, valid=True) for r in stack])
+    ax.plot(xs, sm.mean(axis=0), color=color, lw=1.8,
+            label=f"{label}: moving average of {smooth}{seeds}")
     if len(runs) > 1:
-        ax.fill_between(x, sm.min(axis=0), sm.max(axis=0), color=color, alpha=0.2, lw=0)
+        ax.fill_between(xs, sm.min(axis=0), sm.max(axis=0), color=color, alpha=0.2, lw=0)
 
 
 def _colors(labels, colors=None):
@@ -124,8 +161,9 @@ def loss_curves(curves, path, *, title=None, smooth=50, ylabel="minibatch loss",
         The PNG to write.
     title : str, optional
     smooth : int
-        Window of the trailing moving average, in minibatches; the raw (mean)
-        curve is drawn faint behind. ``1`` draws the raw curve only.
+        Window of the moving average, in minibatches: full windows only, drawn
+        at their centres (no start-up artefact, no lag); the raw (mean) curve is
+        drawn faint behind. ``1`` draws the raw curve only.
     ylabel, xlabel : str
     x : sequence, optional
         x values shared by all curves (default 1, 2, ...).
@@ -141,20 +179,21 @@ def loss_curves(curves, path, *, title=None, smooth=50, ylabel="minibatch loss",
     if not curves:
         raise ValueError("curves is empty: nothing to plot")
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    for color, (label, value) in zip(_colors(list(curves), colors), curves.items()):
-        _band(ax, x, _as_runs(value), color, str(label), int(smooth))
+    single = len(curves) == 1
+    for color, (label, value) in zip(_colors(list(curves), colors), curves.items(), strict=True):
+        raw = f"{label}: each {xlabel}" if single else None
+        _band(ax, x, _as_runs(value), color, str(label), int(smooth), raw_label=raw)
     ax.set_xlabel(xlabel)
     if x is not None and np.all(np.mod(np.asarray(x, dtype=float), 1) == 0):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    lab = ylabel + (f" (moving average of {int(smooth)})" if smooth > 1 else "")
-    ax.set_ylabel(lab)
+    ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
@@ -206,7 +245,7 @@ def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def error_by_setting(errors, path, *, title=None, ylabel="test error", reference=None,
@@ -271,7 +310,7 @@ def error_by_setting(errors, path, *, title=None, ylabel="test error", reference
         ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # --------------------------------------------------------------------------- confusion
@@ -354,7 +393,7 @@ def confusion_counts(counts, path, *, title=None, class_names=None):
     head = f"{title}\n" if title else ""
     ax.set_title(f"{head}error {err:.2%} ({int(total - np.trace(c))} of {int(total)})",
                  fontsize="medium")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def confusion_matrix(true_labels, pred_labels, path, *, n_classes=10, title=None):
@@ -376,17 +415,81 @@ def _first_conv(net):
     raise ValueError("the network has no conv layer")
 
 
-def first_layer_kernels(net, path, *, title=None):
-    """The first conv layer's kernels as a grid, one cell per (output map, input map).
+def map_grid(blocks, *, ncols=10, cell=1.05, title=None):
+    """A figure of several blocks of maps, one colour bar per block.
 
-    All cells share one symmetric colour scale ``[-max|K|, max|K|]`` (red
-    positive, blue negative). With one input map the kernels are laid out in
-    rows of up to 10.
+    Each block is one layer (or one array): its maps in rows of up to
+    ``ncols`` panels, each panel titled, and a colour bar on the right that
+    spans the block. Signed blocks use a symmetric scale ``[-max|v|, max|v|]``
+    (red positive, blue negative); the others a grey scale from their minimum
+    to their maximum. A 1-D block (an FC layer) is one strip of cells.
+
+    Parameters
+    ----------
+    blocks : list of dict
+        ``label`` (str, written left of the block), ``maps`` (ndarray, shape
+        (M, h, w), or (n,) for a vector), optional ``names`` (one title per
+        map/cell; default 1..M), ``signed`` (bool; default: any value < 0),
+        ``cbar`` (the colour bar's label, default "value").
+    ncols : int
+    cell : float
+        Size of one panel in inches.
+    title : str, optional
 
     Returns
     -------
-    Path
+    matplotlib.figure.Figure
     """
+    heights = [1 if np.ndim(b["maps"]) == 1 else -(-len(b["maps"]) // ncols) for b in blocks]
+    ncols = min(ncols, max(1 if np.ndim(b["maps"]) == 1 else len(b["maps"]) for b in blocks))
+    ncols = max(ncols, 3)
+    height = cell * 1.15 * sum(heights) + 0.8
+    fig = plt.figure(figsize=(cell * ncols + 2.6, height))
+    grid = fig.add_gridspec(sum(heights), ncols + 1, width_ratios=[1] * ncols + [0.12],
+                            hspace=0.55, wspace=0.15, top=1 - 0.6 / height)
+    row = 0
+    for b, h in zip(blocks, heights, strict=True):
+        v = np.asarray(b["maps"], dtype=float)
+        signed = b.get("signed", bool(v.size and v.min() < 0))
+        if signed:
+            vmax = float(np.abs(v).max()) or 1.0
+            norm, cmap = matplotlib.colors.Normalize(-vmax, vmax), "RdBu_r"
+        else:
+            lo, hi = float(v.min()), float(v.max())
+            norm, cmap = matplotlib.colors.Normalize(lo, hi if hi > lo else lo + 1.0), "gray"
+        names = b.get("names") or [str(j + 1) for j in range(len(v))]
+        if v.ndim == 1:
+            ax = fig.add_subplot(grid[row, :ncols])
+            im = ax.imshow(v[None, :], cmap=cmap, norm=norm, aspect="auto",
+                           interpolation="nearest")
+            ax.set_yticks([])
+            ax.set_xticks(np.arange(v.size), names if v.size <= 30 else None)
+            if v.size > 30:
+                ax.set_xticks([])
+            ax.tick_params(labelsize=6, length=0, pad=1)
+            ax.set_title(b.get("strip_title", f"{v.size} values"), fontsize=6, pad=2)
+            ax.set_ylabel(b["label"], fontsize=7, rotation=0, ha="right", va="center")
+        else:
+            for j in range(len(v)):
+                ax = fig.add_subplot(grid[row + j // ncols, j % ncols])
+                im = ax.imshow(v[j], cmap=cmap, norm=norm, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(names[j], fontsize=6, pad=2)
+                if j == 0:
+                    ax.set_ylabel(b["label"], fontsize=7, rotation=0, ha="right", va="center")
+        cax = fig.add_subplot(grid[row:row + h, ncols])
+        cb = fig.colorbar(im, cax=cax)
+        cb.ax.tick_params(labelsize=6)
+        cb.set_label(b.get("cbar", "value"), fontsize=6)
+        row += h
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def first_layer_kernels_figure(net, *, title=None):
+    """The figure of :func:`first_layer_kernels` (not saved)."""
     i, layer = _first_conv(net)
     K = np.asarray(layer.K, dtype=float)  # (M, P, kh, kw)
     M, P = K.shape[:2]
@@ -401,35 +504,38 @@ def first_layer_kernels(net, path, *, title=None):
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.1 * ncols + 1.2, 1.1 * nrows + 0.6),
                              squeeze=False)
     im = None
+    norm = matplotlib.colors.Normalize(-vmax, vmax)   # one symmetric scale for all
     for ax in axes.ravel():
         ax.axis("off")
     for t, (j, k) in enumerate(cells):
         ax = axes[t // ncols, t % ncols] if P == 1 else axes[j, k]
-        im = ax.imshow(K[j, k], cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"{j + 1}" if P == 1 else f"{j + 1},{k + 1}", fontsize=7)
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
+        im = ax.imshow(K[j, k], cmap="RdBu_r", norm=norm, interpolation="nearest")
+        ax.set_title(f"map {j + 1}" if P == 1 else f"{j + 1},{k + 1}", fontsize=7)
+    cb = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
+    cb.set_label("kernel weight")
     fig.suptitle(title or f"layer {i + 1} kernels ({layer.act_func}, {M} maps x {P} inputs, "
                           f"{K.shape[2]}x{K.shape[3]})", fontsize="medium")
-    return _save(fig, path)
+    return fig
 
 
-def feature_maps(net, image, path, *, title=None):
-    """Forward one image and show the input and every conv/pool layer's maps.
+def first_layer_kernels(net, path, *, title=None):
+    """The first conv layer's kernels as a grid, one cell per (output map, input map).
 
-    Runs on ``net.copy()`` (batch of one), so ``net`` is not changed. One row
-    per layer; each row has its own grey scale, shared by its maps.
-
-    Parameters
-    ----------
-    net : CNN
-    image : ndarray, shape (H, W) or (C, H, W)
-    path : str or Path
+    All cells share one symmetric colour scale ``[-max|K|, max|K|]`` (red
+    positive, blue negative). With one input map the kernels are laid out in
+    rows of up to 10.
 
     Returns
     -------
     Path
     """
-    from .forward import ffcnn
+    return save(first_layer_kernels_figure(net, title=title), path)
+
+
+def feature_maps_figure(net, image, *, title=None, true_label=None, class_names=None,
+                        ncols=10):
+    """The figure of :func:`feature_maps` (not saved); see there."""
+    from .forward import ffcnn, output_matrix
 
     img = np.asarray(image, dtype=float)
     if img.ndim == 2:
@@ -438,31 +544,56 @@ def feature_maps(net, image, path, *, title=None):
         raise ValueError(f"image must have shape (H, W) or (C, H, W), got {np.shape(image)}")
     work = net.copy()
     ffcnn(work, img[None])
-    rows = []
+    out = np.asarray(output_matrix(work)[0], dtype=float)
+    names = ([str(c) for c in range(out.size)] if class_names is None
+             else [str(c) for c in class_names])
+    blocks = []
     for l, layer in enumerate(work.layers):
         if layer.type in "icp" and layer.featuremaps is not None:
             if layer.type == "i":
-                name = "input"
+                label = "input"
             elif layer.type == "c":
-                name = f"{l + 1} conv {layer.act_func}"
+                label = f"layer {l + 1}\nconv {layer.act_func}"
             else:
-                name = f"{l + 1} pool {layer.rate}"
-            rows.append((name, np.asarray(layer.featuremaps[0], dtype=float)))
-    ncols = max(m.shape[0] for _, m in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(0.9 * ncols + 1.0, 1.0 * len(rows) + 0.5),
-                             squeeze=False)
-    for r, (name, maps) in enumerate(rows):
-        lo, hi = float(maps.min()), float(maps.max())
-        if hi <= lo:
-            hi = lo + 1.0
-        for c in range(ncols):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < maps.shape[0]:
-                ax.imshow(maps[c], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-            else:
-                ax.axis("off")
-        axes[r, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(title or "feature maps of one image", fontsize="medium")
-    return _save(fig, path)
+                label = f"layer {l + 1}\npool {layer.rate}"
+            maps = np.asarray(layer.featuremaps[0], dtype=float)
+            blocks.append({"label": label, "maps": maps,
+                           "cbar": "pixel" if layer.type == "i" else "activation"})
+    last = work.layers[-1]
+    if last.type == "f":
+        blocks.append({"label": f"layer {len(work.layers)}\nfc {last.act_func}", "maps": out,
+                       "names": names, "cbar": "output", "signed": False,
+                       "strip_title": "outputs by class"})
+    pred = int(np.argmax(out))
+    head = f"true {names[int(true_label)]}, " if true_label is not None else ""
+    what = f"{head}predicted {names[pred]} (output {out[pred]:.3g})"
+    return map_grid(blocks, ncols=ncols,
+                    title=f"{title}\n{what}" if title else f"feature maps of one image: {what}")
+
+
+def feature_maps(net, image, path, *, title=None, true_label=None, class_names=None):
+    """Forward one image and show the input and every map of every layer.
+
+    Runs on ``net.copy()`` (batch of one), so ``net`` is not changed. One block
+    of panels per layer (all its maps, in rows of up to 10), each with its own
+    colour bar (signed maps on a symmetric red-blue scale), then the output
+    layer's values; the title gives the predicted class and, when
+    ``true_label`` is given, the true one.
+
+    Parameters
+    ----------
+    net : CNN
+    image : ndarray, shape (H, W) or (C, H, W)
+    path : str or Path
+    title : str, optional
+    true_label : int, optional
+        0-based class of ``image``.
+    class_names : sequence of str, optional
+        Names of the outputs (default 0, 1, ...).
+
+    Returns
+    -------
+    Path
+    """
+    return save(feature_maps_figure(net, image, title=title, true_label=true_label,
+                                    class_names=class_names), path)

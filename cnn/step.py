@@ -525,12 +525,14 @@ def plot_error_norms(reports, path, *, title=None):
     reports : dict of label -> StepReport
     path : str or Path
         PNG file to write.
+
+    Returns
+    -------
+    Path
     """
-    import matplotlib
+    from . import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.plt
     labels = list(reports)
     first = reports[labels[0]]
     layers = [s for s in first.layers if s.er_norm is not None]
@@ -546,27 +548,50 @@ def plot_error_norms(reports, path, *, title=None):
     ax.set_yscale("log")
     ax.set_xticks(np.arange(len(layers)), names)
     ax.set_xlabel("layer (MATLAB number) and type, in the order bpcnn visits them: output first")
-    ax.set_ylabel("||er|| over the minibatch")
+    ax.set_ylabel("||er|| over the minibatch (log scale)")
     ax.set_title(title or f"bpcnn errors per layer: {first.description}", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)
 
 
-def plot_error_maps(net, path, *, example=0, max_maps=8, title=None):
-    """What each layer's error looks like: ``er`` of one example, one row per layer.
+def error_maps_figure(net, *, example=0, max_maps=None, title=None, ncols=10):
+    """The figure of :func:`plot_error_maps` (not saved); see there."""
+    from . import plots
 
-    Rows from the last layer to layer 2 (the order bpcnn computes them). A map
-    layer's ``er`` is shown as images (its first ``max_maps`` maps, MATLAB's
-    ``er{j}(:, :, n)``), an FC layer's as a row of values (``er{1}(:, n)``). Each
-    row has its own symmetric colour scale (red positive, blue negative) and
-    names its largest absolute value. A pool layer's ``er`` is already at the
-    size of the layer below, as the original stores it.
+    blocks = []
+    for l in range(len(net.layers), 1, -1):
+        layer = net.layers[l - 1]
+        if layer.er is None:
+            continue
+        er = np.asarray(layer.er, dtype=np.float64)[example]
+        kind = f"{layer.type} {layer.act_func}" if layer.type != "p" else f"p rate {layer.rate}"
+        label = f"layer {l}\n{kind}\nmax|er| {float(np.abs(er).max()):.2g}"
+        if er.ndim == 1:   # an FC layer: er{1}(:, n), outputs numbered from 1 as in MATLAB
+            blocks.append({"label": label, "maps": er, "signed": True, "cbar": "er",
+                           "names": [str(i + 1) for i in range(er.size)],
+                           "strip_title": f"er{{1}}: {er.size} values"})
+        else:
+            m = er.shape[0] if max_maps is None else min(max_maps, er.shape[0])
+            blocks.append({"label": label, "maps": er[:m], "signed": True, "cbar": "er",
+                           "names": [f"er{{{j + 1}}}" for j in range(m)]})
+    if not blocks:
+        raise ValueError("plot_error_maps needs a network after bpcnn(net, y)")
+    return plots.map_grid(blocks, ncols=ncols,
+                          title=title or f"er of example {example + 1} per layer")
+
+
+def plot_error_maps(net, path, *, example=0, max_maps=None, title=None):
+    """What each layer's error looks like: ``er`` of one example, every map of every layer.
+
+    Blocks from the last layer to layer 2 (the order bpcnn computes them). A
+    map layer's ``er`` is shown as images, all its maps in rows of up to 10
+    (MATLAB's ``er{j}(:, :, n)``; ``max_maps`` keeps only the first ones), an FC
+    layer's as a strip of values (``er{1}(:, n)``). Each block has its own
+    colour bar with a symmetric scale (red positive, blue negative) and names
+    its largest absolute value. A pool layer's ``er`` is already at the size of
+    the layer below, as the original stores it.
 
     Parameters
     ----------
@@ -576,55 +601,14 @@ def plot_error_maps(net, path, *, example=0, max_maps=8, title=None):
         PNG file to write.
     example : int
         0-based example of the minibatch.
+    max_maps : int, optional
+        Show at most this many maps per layer (default: all).
 
     Returns
     -------
     Path
     """
-    import matplotlib
+    from . import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = []
-    for l in range(len(net.layers), 1, -1):
-        layer = net.layers[l - 1]
-        if layer.er is None:
-            continue
-        rows.append((l, layer, np.asarray(layer.er, dtype=np.float64)[example]))
-    if not rows:
-        raise ValueError("plot_error_maps needs a network after bpcnn(net, y)")
-    ncols = max(min(max_maps, er.shape[0]) if er.ndim == 3 else 4 for _, _, er in rows)
-    fig = plt.figure(figsize=(1.3 * ncols + 1.8, 1.35 * len(rows) + 0.7))
-    grid = fig.add_gridspec(len(rows), ncols, hspace=0.45)
-    for r, (l, layer, er) in enumerate(rows):
-        vmax = float(np.abs(er).max()) or 1.0
-        kind = f"{layer.type} {layer.act_func}" if layer.type != "p" else f"p rate {layer.rate}"
-        label = f"layer {l}\n{kind}\nmax|er| {vmax:.2g}"
-        if er.ndim == 1:
-            ax = fig.add_subplot(grid[r, :])
-            ax.imshow(er[None, :], cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto",
-                      interpolation="nearest")
-            ax.set_yticks([])
-            if er.size <= 20:  # the output number, 1-based as in MATLAB
-                ax.set_xticks(np.arange(er.size), [str(i + 1) for i in range(er.size)])
-                ax.tick_params(labelsize=6, length=0, pad=1)
-            else:
-                ax.set_xticks([])
-            ax.set_title(f"er{{1}}: {er.size} values", fontsize=6, pad=2)
-            ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-            continue
-        for c in range(min(max_maps, er.shape[0])):
-            ax = fig.add_subplot(grid[r, c])
-            ax.imshow(er[c], cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"er{{{c + 1}}}", fontsize=6, pad=2)
-            if c == 0:
-                ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(title or f"er of example {example + 1} per layer", fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return plots.save(error_maps_figure(net, example=example, max_maps=max_maps, title=title),
+                      path)

@@ -683,5 +683,6 @@ def write_test_plots(net, plots_dir, tx, true, pred):
         title=f"test error {np.count_nonzero(true != pred) / len(true):.4f}"))}
     if any(layer.type == "c" for layer in net.layers):
         files["kernels_png"] = Path(plots.first_layer_kernels(net, d / "kernels.png"))
-    files["feature_maps_png"] = Path(plots.feature_maps(net, tx[0], d / "feature_maps.png"))
+    files["feature_maps_png"] = Path(plots.feature_maps(net, tx[0], d / "feature_maps.png",
+                                                        true_label=int(true[0])))
     return files

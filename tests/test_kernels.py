@@ -1,4 +1,4 @@
-"""Every Numba kernel against a plain NumPy/SciPy reference, float64 and float32.
+"""Every Numba kernel against its readable version in ``cnn.reference``, float64 and float32.
 
 Shapes cover non-square maps and kernels, N = 1, several input maps (P > 1),
 map and tap counts that are not multiples of the kernels' blocking (4 maps or
@@ -8,9 +8,8 @@ pool rates that do not divide the maps.
 
 import numpy as np
 import pytest
-from scipy.signal import convolve2d, correlate2d
 
-from cnn import kernels
+from cnn import kernels, reference
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
@@ -62,13 +61,14 @@ def test_conv_valid(case, dtype):
     rng = np.random.default_rng(1)
     x, K, b = _data((N, P, H, W), dtype, rng), _data((M, P, kh, kw), dtype, rng), _data(M, dtype, rng)
     x64, K64 = x.astype(np.float64), K.astype(np.float64)
-    ref = np.array([[sum(correlate2d(x64[n, k], K64[j, k], "valid") for k in range(P))
-                     for j in range(M)] for n in range(N)])
+    ref = reference.conv_valid(x64, K64)
+    assert ref.shape == (N, M, H - kh + 1, W - kw + 1)
     _close(kernels.conv_valid(x, K), ref, dtype)
     out = np.full(ref.shape, np.nan, dtype=dtype)
     z = kernels.conv_valid(x, K, b, out=out)
     assert z is out
-    _close(z, ref + b.astype(np.float64)[None, :, None, None], dtype)
+    _close(z, reference.conv_valid(x64, K64, b.astype(np.float64)), dtype)
+    _close(reference.conv_valid(x, K, b), reference.conv_valid(x64, K64, b), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -80,14 +80,9 @@ def test_conv_full(case, flip, dtype):
     Ho, Wo = H - kh + 1, W - kw + 1
     e, K = _data((N, M, Ho, Wo), dtype, rng), _data((M, P, kh, kw), dtype, rng)
     e64, K64 = e.astype(np.float64), K.astype(np.float64)
-    if flip:  # the original's convn(er, rot90(K, 2), 'full')
-        ref = [[sum(convolve2d(e64[n, j], np.rot90(K64[j, k], 2), "full") for j in range(M))
-                for k in range(P)] for n in range(N)]
-    else:     # the gradient of the valid correlation
-        ref = [[sum(convolve2d(e64[n, j], K64[j, k], "full") for j in range(M))
-                for k in range(P)] for n in range(N)]
-    ref = np.array(ref)
+    ref = reference.conv_full(e64, K64, flip=flip)
     assert ref.shape == (N, P, H, W)
+    _close(reference.conv_full(e, K, flip=flip), ref, dtype)
     _close(kernels.conv_full(e, K, flip=flip), ref, dtype)
     out = np.full(ref.shape, np.nan, dtype=dtype)
     assert kernels.conv_full(e, K, flip=flip, out=out) is out
@@ -101,9 +96,9 @@ def test_kernel_grad(case, dtype):
     rng = np.random.default_rng(3)
     x, e = _data((N, P, H, W), dtype, rng), _data((N, M, H - kh + 1, W - kw + 1), dtype, rng)
     x64, e64 = x.astype(np.float64), e.astype(np.float64)
-    ref = np.array([[sum(correlate2d(x64[n, k], e64[n, j], "valid") for n in range(N))
-                     for k in range(P)] for j in range(M)])
+    ref = reference.kernel_grad(x64, e64, (kh, kw))
     assert ref.shape == (M, P, kh, kw)
+    _close(reference.kernel_grad(x, e, (kh, kw)), ref, dtype)
     _close(kernels.kernel_grad(x, e, (kh, kw)), ref, dtype)
     out = np.full(ref.shape, np.nan, dtype=dtype)
     assert kernels.kernel_grad(x, e, (kh, kw), out=out) is out
@@ -142,7 +137,11 @@ def test_mean_pool(case, dtype):
     N, M, H, W, r = case
     x = _data((N, M, H, W), dtype, np.random.default_rng(5))
     h, w = H // r, W // r
-    ref = x.astype(np.float64)[:, :, :h * r, :w * r].reshape(N, M, h, r, w, r).mean(axis=(3, 5))
+    ref = reference.mean_pool(x.astype(np.float64), r)
+    assert ref.shape == (N, M, h, w)
+    # a direct loop over the windows
+    assert ref[-1, -1, -1, -1] == pytest.approx(
+        x[-1, -1, (h - 1) * r:h * r, (w - 1) * r:w * r].astype(np.float64).mean(), rel=1e-12)
     _close(kernels.mean_pool(x, r), ref, dtype)
     out = np.full(ref.shape, np.nan, dtype=dtype)
     assert kernels.mean_pool(x, r, out=out) is out
@@ -156,10 +155,10 @@ def test_upsample(case, divide, dtype):
     N, M, H, W, r = case
     h, w = H // r, W // r
     e = _data((N, M, h, w), dtype, np.random.default_rng(6))
-    ref = np.zeros((N, M, H, W))
-    ref[:, :, :h * r, :w * r] = np.repeat(np.repeat(e.astype(np.float64), r, axis=2), r, axis=3)
-    if divide:
-        ref /= r * r
+    ref = reference.upsample(e.astype(np.float64), r, (H, W), divide=divide)
+    direct = np.zeros((N, M, H, W))
+    direct[:, :, :h * r, :w * r] = np.repeat(np.repeat(e.astype(np.float64), r, 2), r, 3)
+    np.testing.assert_array_equal(ref, direct / (r * r if divide else 1))
     _close(kernels.upsample(e, r, (H, W), divide=divide), ref, dtype)
     out = np.full(ref.shape, np.nan, dtype=dtype)  # the zero border must be written too
     assert kernels.upsample(e, r, (H, W), divide=divide, out=out) is out
@@ -178,19 +177,7 @@ def test_upsample_is_the_adjoint_of_mean_pool():
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 5, 4, 6), (50, 20, 8, 8)])
 def test_map_sums(shape, dtype):
     e = _data(shape, dtype, np.random.default_rng(8))
-    _close(kernels.map_sums(e), e.astype(np.float64).sum(axis=(0, 2, 3)), dtype)
-
-
-def _act_ref(z, act):
-    return {"sigm": lambda: 1 / (1 + np.exp(-z)), "tanh": lambda: np.tanh(z),
-            "rect": lambda: z * (0.01 + 0.99 * (z > 0)), "none": lambda: z,
-            "plus": lambda: np.logaddexp(0, z)}[act]()
-
-
-def _act_deriv_ref(a, act, g, faithful):
-    return {"sigm": lambda: a * (1 - a) * g, "tanh": lambda: (1 - a * a) * g,
-            "rect": lambda: (0.01 + 0.99 * (a > 0)) * g, "none": lambda: a * g if faithful else g,
-            "plus": lambda: -np.expm1(-a) * g}[act]()
+    _close(kernels.map_sums(e), reference.map_sums(e.astype(np.float64)), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -200,15 +187,13 @@ def test_activation_kernels(act, dtype):
     z = (rng.standard_normal((3, 4, 5, 2)) * 3).astype(dtype)
     z[0, 0, 0] = [-800.0, 800.0]  # overflow of exp in the naive formulas
     z64 = z.astype(np.float64)
-    with np.errstate(over="ignore"):
-        ref = _act_ref(z64, act)
+    ref = reference.act_forward(z64, act)
     a = kernels.act_forward(z, act)
     _close(a, ref, dtype)
     g = _data(z.shape, dtype, rng)
     for faithful in (True, False):
-        _close(kernels.act_backward(a, act, g, faithful), _act_deriv_ref(a.astype(np.float64), act,
-                                                                          g.astype(np.float64),
-                                                                          faithful), dtype)
+        ref_g = reference.act_backward(a.astype(np.float64), act, g.astype(np.float64), faithful)
+        _close(kernels.act_backward(a, act, g, faithful), ref_g, dtype)
     buf = z.copy()
     assert kernels.act_forward(buf, act, out=buf) is buf  # in place
     _close(buf, ref, dtype)

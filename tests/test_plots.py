@@ -112,3 +112,98 @@ def test_error_by_setting_and_grad_norm_ratio(tmp_path):
               "along flag on": 0.1 * rng.random(10)}
     p2 = tmp_path / "ratio.png"
     _check_png(p2, plots.grad_norm_ratio(ratios, p2, steps=steps, title="r"))
+
+
+# --------------------------------------------------------------------------- figures that teach
+
+def _check_image_panels(fig):
+    """Every image panel has a title and a colour bar for its colour scale; signed scales are
+    symmetric. Returns the number of image panels."""
+    images = [im for ax in fig.axes for im in ax.images]
+    with_bar = [im for im in images if im.colorbar is not None]
+    assert with_bar
+    for im in images:
+        ax = im.axes
+        assert ax.get_title() or ax.get_ylabel(), "an image panel without a label"
+        bar = [b for b in with_bar if b.norm is im.norm]
+        assert bar, f"image panel {ax.get_title()!r} has no colour bar for its scale"
+        if im.get_cmap().name == "RdBu_r":
+            assert im.norm.vmax > 0 and im.norm.vmin == -im.norm.vmax
+    return len(images)
+
+
+def test_feature_maps_figure_has_every_map_a_colour_bar_and_the_classes(small_net):
+    import matplotlib.pyplot as plt
+
+    img = np.random.default_rng(0).random((12, 12))
+    fig = plots.feature_maps_figure(small_net, img, true_label=3)
+    try:
+        n = _check_image_panels(fig)
+        # input 1 + conv 3 + pool 3 + conv 4 maps + the output strip
+        assert n == 1 + 3 + 3 + 4 + 1
+        for ax in fig.axes:
+            if ax.images:
+                assert ax.get_title()
+        out = cnn.predictcnn(small_net, img[None])[1][0]
+        assert fig._suptitle.get_text().endswith(
+            f"true 3, predicted {out} (output "
+            f"{cnn.predictcnn(small_net, img[None])[0][0]:.3g})")
+    finally:
+        plt.close(fig)
+
+
+def test_kernel_figure_panels(small_net):
+    import matplotlib.pyplot as plt
+
+    fig = plots.first_layer_kernels_figure(small_net)
+    try:
+        assert _check_image_panels(fig) == 3
+    finally:
+        plt.close(fig)
+
+
+def test_error_maps_figure_shows_all_maps_with_symmetric_bars():
+    import matplotlib.pyplot as plt
+
+    from cnn import step
+
+    net = cnn.initcnn((16, 16), seed=0)
+    cnn.add_conv_layer(net, 12, 3, "tanh")     # 12 maps: more than one row of 10
+    cnn.add_pool_layer(net, 2)
+    cnn.add_fc_layer(net, 4, "sigm")
+    rng = np.random.default_rng(1)
+    cnn.ffcnn(net, rng.random((3, 16, 16)))
+    cnn.bpcnn(net, np.eye(4)[[0, 1, 2]])
+    fig = step.error_maps_figure(net, example=1)
+    try:
+        assert _check_image_panels(fig) == 1 + 12 + 12   # fc strip, pool 12, conv 12
+        titles = {ax.get_title() for ax in fig.axes if ax.images}
+        assert {f"er{{{j}}}" for j in range(1, 13)} <= titles
+        assert all(im.get_cmap().name == "RdBu_r" for ax in fig.axes for im in ax.images)
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("window", [1, 2, 5, 7, 30])
+def test_moving_average_equals_a_direct_computation(window):
+    a = np.random.default_rng(window).random(23)
+    trailing = [a[max(0, i - window + 1):i + 1].mean() for i in range(a.size)]
+    np.testing.assert_allclose(plots.moving_average(a, window), trailing, rtol=1e-12)
+    valid = [a[i:i + window].mean() for i in range(a.size - window + 1)]
+    np.testing.assert_allclose(plots.moving_average(a, window, valid=True), valid, rtol=1e-12)
+
+
+def test_loss_curve_legend_is_truthful(tmp_path, monkeypatch):
+    """The raw line and the moving average are named as what they are; the smoothed line
+    starts at the centre of the first full window (no start-up values)."""
+    seen = {}
+    monkeypatch.setattr(plots, "save", lambda fig, path, dpi=110: seen.setdefault("fig", fig))
+    y = np.linspace(3, 1, 200)
+    plots.loss_curves({"minibatch loss": y}, tmp_path / "l.png", smooth=50)
+    ax = seen["fig"].axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["minibatch loss: each minibatch", "minibatch loss: moving average of 50"]
+    raw, smooth = ax.get_lines()
+    np.testing.assert_allclose(smooth.get_xdata()[0], 25.5)
+    np.testing.assert_allclose(smooth.get_ydata(), plots.moving_average(y, 50, valid=True))
+    assert smooth.get_ydata()[0] <= raw.get_ydata()[0]  # no start-up value above the data
