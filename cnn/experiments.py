@@ -823,7 +823,7 @@ REFERENCE_FLAGS = {"derived": False, "forced_on": True}
 
 def default_reference_path():
     """``tests/fixtures/example3_reference.npz`` of the source checkout (may not exist)."""
-    return Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "example3_reference.npz"
+    return Path(__file__).resolve().parent / "data" / "example3_reference.npz"
 
 
 def _flag_key(flag):
@@ -1228,7 +1228,7 @@ def compare_main(argv=None, *, data=None, prog=None):
     except (OSError, ValueError) as exc:  # MNISTNotFoundError is an OSError
         msg = " ".join(str(exc).split())
         print(f"{parser.prog}: error: {msg}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, (FileNotFoundError, ValueError)) else 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130

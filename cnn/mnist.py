@@ -13,11 +13,21 @@ NumPy and adds what a reproducible run needs:
   arrays into what the network uses: images ``(N, rows, cols)`` float64 in
   ``[0, 1]`` (pixel / 255) and one-hot labels ``(N, 10)`` float64.
 * :func:`mnist_dir` finds the data directory: an explicit argument, else the
-  environment variable ``CNN_MNIST_DIR``, else ``<repository>/data/mnist``.
-* :func:`download_mnist` fetches missing files from a list of mirrors into a
-  temporary file, checks size and md5 against the published values and only
-  then moves the file into place; nothing partial is ever left behind.
-* :func:`load_mnist` / :func:`load_split` put it all together.
+  environment variable ``CNN_MNIST_DIR``, else ``data/mnist/`` of the source
+  checkout when the package runs from one, else the per-user cache folder
+  (``pooch.os_cache("cnn") / "mnist"``, e.g. ``~/.cache/cnn/mnist``); never a
+  folder inside the installed package.
+* :func:`download_mnist` fetches missing files with `pooch`_ from a list of
+  mirrors (sha256 checked before the file is moved into place; the whole
+  transfer is bounded by a timeout; nothing partial is left behind, and a
+  folder created for a failed download is removed again).
+* :func:`load_mnist` / :func:`load_split` put it all together, and by default
+  verify every file against its published sha256 when it is loaded (fast path:
+  a digest cached per file, keyed by size and modification time), so an edited
+  or swapped file is refused (:class:`MNISTVerifyError`); ``verify=False`` for
+  custom data in the MNIST format.
+
+.. _pooch: https://www.fatiando.org/pooch/
 
 Errors about bad data are :class:`MNISTError` (a ``ValueError``); missing
 files are :class:`MNISTNotFoundError` (a ``FileNotFoundError``).
@@ -27,10 +37,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import math
 import os
+import shutil
+import stat
 import sys
-import tempfile
+import time
 import urllib.request
 import zlib
 from pathlib import Path
@@ -41,6 +54,7 @@ import numpy as np
 __all__ = [
     "MNISTError",
     "MNISTNotFoundError",
+    "MNISTVerifyError",
     "Checksum",
     "CHECKSUMS",
     "RAW_CHECKSUMS",
@@ -61,6 +75,8 @@ __all__ = [
     "download_mnist",
     "verify_file",
     "verify_mnist",
+    "check_file",
+    "cache_dir",
 ]
 
 
@@ -68,8 +84,28 @@ class MNISTError(ValueError):
     """A file is not a valid IDX/MNIST file (bad header, size, checksum, ...)."""
 
 
+class MNISTVerifyError(MNISTError):
+    """A file's size or sha256 differs from the published MNIST file's (edited or swapped)."""
+
+
 class MNISTNotFoundError(FileNotFoundError):
-    """MNIST files are missing and could not be downloaded."""
+    """MNIST files are missing and could not be downloaded.
+
+    Attributes
+    ----------
+    directory : pathlib.Path or None
+        The folder searched.
+    missing : tuple of str
+        Standard names of the missing files.
+    reason : str or None
+        Why the download failed (None when no download was tried).
+    """
+
+    def __init__(self, message, *, directory=None, missing=(), reason=None):
+        super().__init__(message)
+        self.directory = directory
+        self.missing = tuple(missing)
+        self.reason = reason
 
 
 class Checksum(NamedTuple):
@@ -77,7 +113,7 @@ class Checksum(NamedTuple):
 
     size: int
     md5: str
-    sha256: str | None = None
+    sha256: str
 
 
 ENV_VAR = "CNN_MNIST_DIR"
@@ -103,19 +139,47 @@ CHECKSUMS = {
         "f68b3c2dcbeaaa9fbdd348bbdeb94873",
         "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
     ),
-    "train-labels-idx1-ubyte.gz": Checksum(28881, "d53e105ee54ea40749a09fcbcd1e9432"),
-    "t10k-images-idx3-ubyte.gz": Checksum(1648877, "9fb629c4189551a2d022fa330f9573f3"),
-    "t10k-labels-idx1-ubyte.gz": Checksum(4542, "ec29112dd5afa0611ce80d1b7f02629c"),
+    "train-labels-idx1-ubyte.gz": Checksum(
+        28881,
+        "d53e105ee54ea40749a09fcbcd1e9432",
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    ),
+    "t10k-images-idx3-ubyte.gz": Checksum(
+        1648877,
+        "9fb629c4189551a2d022fa330f9573f3",
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    ),
+    "t10k-labels-idx1-ubyte.gz": Checksum(
+        4542,
+        "ec29112dd5afa0611ce80d1b7f02629c",
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    ),
 }
-"""Published size and md5 (and sha256 where known) of the standard .gz files."""
+"""Published size, md5 and sha256 of the standard .gz files."""
 
 RAW_CHECKSUMS = {
-    "train-images-idx3-ubyte": Checksum(47040016, "6bbc9ace898e44ae57da46a324031adb"),
-    "train-labels-idx1-ubyte": Checksum(60008, "a25bea736e30d166cdddb491f175f624"),
-    "t10k-images-idx3-ubyte": Checksum(7840016, "2646ac647ad5339dbf082846283269ea"),
-    "t10k-labels-idx1-ubyte": Checksum(10008, "27ae3e4e09519cfbb04c329615203637"),
+    "train-images-idx3-ubyte": Checksum(
+        47040016,
+        "6bbc9ace898e44ae57da46a324031adb",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    "train-labels-idx1-ubyte": Checksum(
+        60008,
+        "a25bea736e30d166cdddb491f175f624",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    "t10k-images-idx3-ubyte": Checksum(
+        7840016,
+        "2646ac647ad5339dbf082846283269ea",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    "t10k-labels-idx1-ubyte": Checksum(
+        10008,
+        "27ae3e4e09519cfbb04c329615203637",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
 }
-"""Size and md5 of the decompressed files (used for un-gzipped copies)."""
+"""Size, md5 and sha256 of the decompressed files (for un-gzipped copies)."""
 
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -124,8 +188,14 @@ MIRRORS = (
 )
 """Base URLs tried in order by :func:`download_mnist`."""
 
-DOWNLOAD_TIMEOUT = 30.0
-"""Socket timeout (seconds) for each download."""
+DOWNLOAD_TIMEOUT = 300.0
+"""Seconds one file's whole transfer may take (a slow mirror is abandoned after it)."""
+
+READ_TIMEOUT = 30.0
+"""Socket timeout (seconds) of each connect and read."""
+
+CACHE_ENV_VAR = "CNN_CACHE_DIR"
+"""Environment variable overriding the per-user cache folder (digests, default MNIST home)."""
 
 # IDX type codes: code -> description. Only 0x08 (unsigned byte) is read.
 _IDX_TYPES = {
@@ -146,8 +216,31 @@ _CHUNK = 1 << 20
 # --------------------------------------------------------------------------
 
 
+def _open_regular(path):
+    """Open ``path`` for reading; refuse a FIFO, device or folder without blocking on it."""
+    path = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except IsADirectoryError:
+        raise MNISTError(f"{path} is a folder, not an IDX file") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            raise MNISTError(f"{path} is {what}, not an IDX file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _is_gzip(path):
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         return f.read(2) == b"\x1f\x8b"
 
 
@@ -225,32 +318,35 @@ def read_idx(path):
     ------
     MNISTError
         Bad magic number, unsupported type code, truncated header or data,
-        trailing bytes after the data, or a corrupt gzip stream.
+        trailing bytes after the data, a corrupt gzip stream, or ``path`` is not
+        a regular file (a folder, FIFO or device: refused without reading).
     FileNotFoundError
         ``path`` does not exist.
     """
     path = Path(path)
-    if _is_gzip(path):
-        return _read_idx_gzip(path)
-    return _read_idx_raw(path)
+    with _open_regular(path) as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+        if gzipped:
+            return _read_idx_gzip(path, f)
+        return _read_idx_raw(path, f)
 
 
-def _read_idx_raw(path):
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        dims, header_len = _parse_header(f, path)
-        n_data = math.prod(dims)
-        if size - header_len < n_data:
-            raise MNISTError(
-                f"{path}: truncated data: header dims {dims} need {n_data} bytes after the "
-                f"header, found {size - header_len}"
-            )
-        if size - header_len > n_data:
-            raise MNISTError(
-                f"{path}: {size - header_len - n_data} trailing bytes after the data: header "
-                f"dims {dims} give {n_data} data bytes, found {size - header_len}"
-            )
-        data = np.fromfile(f, dtype=np.uint8, count=n_data)
+def _read_idx_raw(path, f):
+    size = os.fstat(f.fileno()).st_size
+    dims, header_len = _parse_header(f, path)
+    n_data = math.prod(dims)
+    if size - header_len < n_data:
+        raise MNISTError(
+            f"{path}: truncated data: header dims {dims} need {n_data} bytes after the "
+            f"header, found {size - header_len}"
+        )
+    if size - header_len > n_data:
+        raise MNISTError(
+            f"{path}: {size - header_len - n_data} trailing bytes after the data: header "
+            f"dims {dims} give {n_data} data bytes, found {size - header_len}"
+        )
+    data = np.fromfile(f, dtype=np.uint8, count=n_data)
     if data.size != n_data:  # the file changed while we read it
         raise MNISTError(
             f"{path}: truncated data: expected {n_data} bytes after the header, found {data.size}"
@@ -261,11 +357,11 @@ def _read_idx_raw(path):
 _GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 
 
-def _read_idx_gzip(path):
-    compressed = path.stat().st_size
+def _read_idx_gzip(path, raw):
+    compressed = os.fstat(raw.fileno()).st_size
     bound = _DEFLATE_MAX_RATIO * compressed + 1024
     try:
-        with gzip.open(path, "rb") as f:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as f:
             dims, header_len = _parse_header(f, path)
             n_data = math.prod(dims)
             if header_len + n_data > bound:
@@ -274,14 +370,15 @@ def _read_idx_gzip(path):
                     f"{path}: corrupt IDX header or truncated data: header dims {dims} need "
                     f"{n_data} data bytes, more than a {compressed}-byte gzip file can hold"
                 )
-            data = np.empty(n_data, dtype=np.uint8)
-            view = memoryview(data)
-            got = 0
-            while got < n_data:
-                n = f.readinto(view[got : got + _CHUNK])
-                if not n:
+            # Read what the stream holds, chunk by chunk: memory follows the data
+            # actually there, never the header's claim.
+            buf = bytearray()
+            while len(buf) < n_data:
+                b = f.read(min(_CHUNK, n_data - len(buf)))
+                if not b:
                     break
-                got += n
+                buf += b
+            got = len(buf)
             if got < n_data:
                 raise MNISTError(
                     f"{path}: truncated data: header dims {dims} need {n_data} bytes after "
@@ -302,7 +399,7 @@ def _read_idx_gzip(path):
                 )
     except _GZIP_ERRORS as exc:
         raise MNISTError(f"{path}: corrupt gzip stream: {exc}") from exc
-    return data.reshape(dims)
+    return np.frombuffer(buf, dtype=np.uint8).reshape(dims)
 
 
 # --------------------------------------------------------------------------
@@ -336,6 +433,8 @@ def load_images(path):
             f"{path}: expected an image file with 3 dimensions (idx3: N, rows, cols), "
             f"found {raw.ndim} dimension(s) {raw.shape}; is this a label file?"
         )
+    if 0 in raw.shape:
+        raise MNISTError(f"{path}: holds no images (header dims {raw.shape})")
     x = raw.astype(np.float64)
     x /= 255.0
     return x
@@ -366,6 +465,8 @@ def load_labels(path):
             f"{path}: expected a label file with 1 dimension (idx1: N), found "
             f"{raw.ndim} dimensions {raw.shape}; is this an image file?"
         )
+    if raw.size == 0:
+        raise MNISTError(f"{path}: holds no labels")
     bad = np.flatnonzero(raw > 9)
     if bad.size:
         i = int(bad[0])
@@ -457,24 +558,53 @@ def find_file(directory, kind):
     Returns
     -------
     pathlib.Path or None
-        The first of :func:`candidate_names` that exists as a file, or ``None``.
+        The first of :func:`candidate_names` that exists (a folder or FIFO of
+        that name is returned too, and refused by the reader), or ``None``.
     """
     directory = Path(directory)
     for name in candidate_names(kind):
         p = directory / name
-        if p.is_file():
+        if p.exists():
             return p
     return None
 
 
-def default_mnist_dir():
-    """``<repository>/data/mnist``, the directory used when nothing else is given.
+def cache_dir():
+    """The per-user cache folder of the package (``$CNN_CACHE_DIR``, else
+    ``pooch.os_cache("cnn")``, e.g. ``~/.cache/cnn`` on Linux).
 
     Returns
     -------
     pathlib.Path
     """
-    return REPO_ROOT / "data" / "mnist"
+    env = os.environ.get(CACHE_ENV_VAR, "").strip()
+    if env:
+        return Path(env).expanduser()
+    import pooch
+
+    return Path(pooch.os_cache("cnn"))
+
+
+def _source_checkout():
+    """True when the package runs from a source checkout (not an installed copy)."""
+    parts = set(REPO_ROOT.parts)
+    return ((REPO_ROOT / "pyproject.toml").is_file() and "site-packages" not in parts
+            and "dist-packages" not in parts)
+
+
+def default_mnist_dir():
+    """The MNIST folder used when neither an argument nor ``CNN_MNIST_DIR`` is given.
+
+    ``data/mnist/`` of the source checkout when the package runs from one, else
+    ``<cache_dir()>/mnist`` (never a folder inside the installed package).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    if _source_checkout():
+        return REPO_ROOT / "data" / "mnist"
+    return cache_dir() / "mnist"
 
 
 def mnist_dir(data_dir=None):
@@ -482,7 +612,7 @@ def mnist_dir(data_dir=None):
 
     Lookup order: the explicit ``data_dir`` argument, else the environment
     variable ``CNN_MNIST_DIR`` (if set and non-empty), else
-    ``<repository>/data/mnist``.
+    :func:`default_mnist_dir`.
 
     Parameters
     ----------
@@ -501,13 +631,16 @@ def mnist_dir(data_dir=None):
     return default_mnist_dir()
 
 
-def _how_to_fix(directory):
-    names = ", ".join(STANDARD_NAMES[k] for k in KINDS)
-    return (
-        f"To fix: put the four MNIST files ({names}; gzipped or not) in {directory}, "
-        f"or set the environment variable {ENV_VAR} to a directory that holds them, "
-        "or pass data_dir=... ."
-    )
+def _missing_error(directory, missing, reason=None):
+    names = [STANDARD_NAMES[k] for k in missing]
+    listed = names[0] + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+    if reason:
+        head = f"could not download {listed} into {directory}: {reason}"
+    else:
+        head = f"MNIST file(s) missing in {directory}: {listed}"
+    hint = f"put them there, or set {ENV_VAR} to a folder holding them"
+    return MNISTNotFoundError(f"{head}; {hint}", directory=directory, missing=names,
+                              reason=reason)
 
 
 def _locate(directory, kinds, download, progress):
@@ -516,27 +649,22 @@ def _locate(directory, kinds, download, progress):
     missing = [k for k in kinds if found[k] is None]
     if missing and download:
         # MIRRORS and CHECKSUMS are looked up now, so patching the module constants works.
-        download_mnist(
-            directory,
-            mirrors=MIRRORS,
-            progress=progress,
-            files=[STANDARD_NAMES[k] for k in missing],
-        )
+        try:
+            download_mnist(directory, mirrors=MIRRORS, progress=progress,
+                           files=[STANDARD_NAMES[k] for k in missing])
+        except MNISTNotFoundError as exc:
+            raise _missing_error(directory, missing, exc.reason or str(exc)) from None
         found = {k: find_file(directory, k) for k in kinds}
         missing = [k for k in kinds if found[k] is None]
     if missing:
-        lines = "\n".join(
-            f"  {STANDARD_NAMES[k]} (or {', '.join(candidate_names(k)[1:])})" for k in missing
-        )
-        raise MNISTNotFoundError(
-            f"MNIST file(s) missing in {directory}:\n{lines}\n"
-            + _how_to_fix(directory)
-            + ("" if download else " Or call with download=True to fetch them.")
-        )
+        raise _missing_error(directory, missing)
     return found
 
 
-def _load_pair(images_path, labels_path):
+def _load_pair(images_path, labels_path, kinds=None, verify=False):
+    if verify and kinds is not None:
+        check_file(images_path, kinds[0])
+        check_file(labels_path, kinds[1])
     x = load_images(images_path)
     labels = load_labels(labels_path)
     if x.shape[0] != labels.shape[0]:
@@ -547,7 +675,7 @@ def _load_pair(images_path, labels_path):
     return x, one_hot(labels, 10)
 
 
-def load_split(split, data_dir=None, *, download=True, progress=True):
+def load_split(split, data_dir=None, *, download=True, progress=True, verify=True):
     """Load one MNIST split.
 
     Parameters
@@ -559,7 +687,10 @@ def load_split(split, data_dir=None, *, download=True, progress=True):
         Download missing files (see :func:`download_mnist`); if False, raise
         :class:`MNISTNotFoundError` instead.
     progress : bool, default True
-        Show download progress on stderr.
+        Show download progress on stderr (only once a transfer has started).
+    verify : bool, default True
+        Check each file against its published size and sha256
+        (:func:`check_file`); False for custom data in the MNIST format.
 
     Returns
     -------
@@ -576,18 +707,20 @@ def load_split(split, data_dir=None, *, download=True, progress=True):
         ``split`` is not "train" or "test".
     MNISTNotFoundError
         Files are missing and ``download`` is False or every mirror failed.
+    MNISTVerifyError
+        ``verify`` and a file is not the published one (edited, swapped).
     MNISTError
-        A file is corrupt, or the image and label counts differ.
+        A file is corrupt, not a regular file, or the image and label counts differ.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(repr(s) for s in SPLITS)}")
     directory = mnist_dir(data_dir)
     kinds = SPLITS[split]
     found = _locate(directory, kinds, download, progress)
-    return _load_pair(found[kinds[0]], found[kinds[1]])
+    return _load_pair(found[kinds[0]], found[kinds[1]], kinds, verify)
 
 
-def load_mnist(data_dir=None, *, download=True, progress=True):
+def load_mnist(data_dir=None, *, download=True, progress=True, verify=True):
     """Load the MNIST training and test sets.
 
     Parameters
@@ -598,7 +731,9 @@ def load_mnist(data_dir=None, *, download=True, progress=True):
         Download missing files; if False, raise :class:`MNISTNotFoundError`
         listing the missing files instead.
     progress : bool, default True
-        Show download progress on stderr.
+        Show download progress on stderr (only once a transfer has started).
+    verify : bool, default True
+        Check each file against its published size and sha256.
 
     Returns
     -------
@@ -615,30 +750,37 @@ def load_mnist(data_dir=None, *, download=True, progress=True):
     ------
     MNISTNotFoundError
         Files are missing and ``download`` is False or every mirror failed.
+    MNISTVerifyError
+        ``verify`` and a file is not the published one.
     MNISTError
         A file is corrupt, or image and label counts differ.
     """
     directory = mnist_dir(data_dir)
     found = _locate(directory, KINDS, download, progress)
-    train_x, train_y = _load_pair(found["train-images"], found["train-labels"])
-    test_x, test_y = _load_pair(found["t10k-images"], found["t10k-labels"])
+    train_x, train_y = _load_pair(found["train-images"], found["train-labels"],
+                                  SPLITS["train"], verify)
+    test_x, test_y = _load_pair(found["t10k-images"], found["t10k-labels"],
+                                SPLITS["test"], verify)
     return train_x, train_y, test_x, test_y
 
 
 # --------------------------------------------------------------------------
-# Checksums and download
+# Checksums
 # --------------------------------------------------------------------------
 
 
 def _as_checksum(entry):
-    return entry if isinstance(entry, Checksum) else Checksum(*entry)
+    if isinstance(entry, Checksum):
+        return entry
+    entry = tuple(entry)
+    return Checksum(entry[0], entry[1], entry[2] if len(entry) > 2 else "")
 
 
 def _digests(path):
     md5 = hashlib.md5()
     sha = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         while True:
             b = f.read(_CHUNK)
             if not b:
@@ -650,7 +792,7 @@ def _digests(path):
 
 
 def verify_file(path, name=None, checksums=None):
-    """Check a file's size and md5 (and sha256 where known) against a table.
+    """Check a file's size, md5 and sha256 against a table.
 
     Parameters
     ----------
@@ -669,8 +811,10 @@ def verify_file(path, name=None, checksums=None):
 
     Raises
     ------
+    MNISTVerifyError
+        The size or a digest differs.
     MNISTError
-        ``name`` has no entry in ``checksums``, or the size or a digest differs.
+        ``name`` has no entry in ``checksums``.
     """
     path = Path(path)
     if checksums is None:
@@ -681,15 +825,98 @@ def verify_file(path, name=None, checksums=None):
     want = _as_checksum(checksums[name])
     size, md5, sha256 = _digests(path)
     if size != want.size:
-        raise MNISTError(
+        raise MNISTVerifyError(
             f"{path}: size mismatch for {name}: expected {want.size} bytes, found {size}"
         )
     if md5 != want.md5.lower():
-        raise MNISTError(f"{path}: md5 mismatch for {name}: expected {want.md5}, found {md5}")
+        raise MNISTVerifyError(
+            f"{path}: md5 mismatch for {name}: expected {want.md5}, found {md5}")
     if want.sha256 and sha256 != want.sha256.lower():
-        raise MNISTError(
+        raise MNISTVerifyError(
             f"{path}: sha256 mismatch for {name}: expected {want.sha256}, found {sha256}"
         )
+
+
+_DIGEST_MEMO = {}
+
+
+def _digest_cache_file():
+    return cache_dir() / "mnist-sha256.json"
+
+
+def _cached_sha256(path, st):
+    """sha256 of ``path``; reused while its size and mtime are unchanged (cached on disk)."""
+    key = str(Path(path).resolve())
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    hit = _DIGEST_MEMO.get(key)
+    if hit and hit[:3] == stamp:
+        return hit[3]
+    cache_file = _digest_cache_file()
+    table = {}
+    try:
+        table = json.loads(cache_file.read_text())
+        if not isinstance(table, dict):
+            table = {}
+    except (OSError, ValueError):
+        table = {}
+    hit = table.get(key)
+    if isinstance(hit, list) and len(hit) == 4 and hit[:3] == stamp:
+        _DIGEST_MEMO[key] = hit
+        return hit[3]
+    _, _, sha256 = _digests(path)
+    entry = stamp + [sha256]
+    _DIGEST_MEMO[key] = entry
+    table[key] = entry
+    try:  # best effort: a read-only cache only costs the hashing next time
+        from .atomic import write_text
+
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        write_text(cache_file, json.dumps(table, indent=0, sort_keys=True) + "\n")
+    except OSError:
+        pass
+    return sha256
+
+
+def check_file(path, kind):
+    """Check one MNIST file against its published size and sha256, fast.
+
+    The size is compared first; the sha256 is computed once per file and cached
+    (in memory and in ``<cache_dir()>/mnist-sha256.json``) keyed by the file's
+    path, size, modification time and inode, so a changed file is hashed again.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file, gzipped (checked against :data:`CHECKSUMS`) or not
+        (:data:`RAW_CHECKSUMS`).
+    kind : {"train-images", "train-labels", "t10k-images", "t10k-labels"}
+        Which MNIST file it must be.
+
+    Raises
+    ------
+    MNISTVerifyError
+        Another size or sha256 (an edited file, another MNIST file, custom data).
+    MNISTError
+        Not a regular file.
+    """
+    _check_kind(kind)
+    path = Path(path)
+    std = candidate_names(kind)[0]
+    with _open_regular(path) as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+        st = os.fstat(f.fileno())
+    name, want = (std, CHECKSUMS[std]) if gzipped else (std[:-3], RAW_CHECKSUMS[std[:-3]])
+    want = _as_checksum(want)
+    if st.st_size != want.size or _cached_sha256(path, st) != want.sha256:
+        raise MNISTVerifyError(
+            f"{path} is not the published {name} (size {st.st_size} bytes or sha256 differ): "
+            "an edited, truncated or swapped file")
+    return path
+
+
+# --------------------------------------------------------------------------
+# Download
+# --------------------------------------------------------------------------
 
 
 def _open_url(url, timeout):
@@ -698,74 +925,91 @@ def _open_url(url, timeout):
     return urllib.request.urlopen(req, timeout=timeout)
 
 
-class _PlainProgress:
-    """Minimal stand-in for tqdm: bytes done / total on stderr."""
-
-    def __init__(self, total, desc):
-        self.total, self.desc, self.n = total, desc, 0
-        self._tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-        self._last = -1
-        self._show(force=True)
-
-    def _show(self, force=False):
-        pct = int(100 * self.n / self.total) if self.total else 0
-        if not force and (pct // 10 == self._last // 10 if not self._tty else pct == self._last):
-            return
-        self._last = pct
-        end = "\r" if self._tty else "\n"
-        print(f"{self.desc}: {self.n}/{self.total} bytes ({pct}%)", end=end, file=sys.stderr)
-
-    def update(self, n):
-        self.n += n
-        self._show()
-
-    def close(self):
-        if self._tty:
-            print(file=sys.stderr)
-
-
 def _progress_bar(total, desc, enabled):
     if not enabled:
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _PlainProgress(total, desc)
+    from tqdm import tqdm
+
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=sys.stderr, leave=True)
 
 
-def _fetch_to(url, out, expected_size, progress, desc, timeout):
-    """Stream ``url`` into the open binary file ``out``; at most ``expected_size + 1`` bytes."""
-    bar = _progress_bar(expected_size, desc, progress)
-    got = 0
-    try:
-        with _open_url(url, timeout) as resp:
-            while True:
-                b = resp.read(min(_CHUNK, expected_size + 1 - got) or 1)
-                if not b:
-                    break
-                out.write(b)
-                got += len(b)
-                if bar is not None:
-                    bar.update(len(b))
-                if got > expected_size:
-                    raise MNISTError(f"{url}: larger than the expected {expected_size} bytes")
-    finally:
-        if bar is not None:
-            bar.close()
-    return got
+class _Downloader:
+    """A pooch downloader: streams ``url`` into pooch's temporary file.
+
+    The whole transfer is bounded by ``timeout`` seconds (not each read), at most
+    ``size + 1`` bytes are accepted, and the progress bar appears only once the
+    first bytes have arrived.
+    """
+
+    def __init__(self, size, desc, progress, timeout):
+        self.size, self.desc, self.progress, self.timeout = size, desc, progress, timeout
+
+    def __call__(self, url, output_file, pooch_=None):
+        deadline = time.monotonic() + self.timeout
+        bar = None
+        got = 0
+        try:
+            with _open_url(url, min(READ_TIMEOUT, self.timeout)) as resp, \
+                    open(output_file, "wb") as out:
+                read = getattr(resp, "read1", None) or resp.read
+                while True:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"not complete after {self.timeout:g} s "
+                                           f"({got} of {self.size} bytes)")
+                    b = read(min(_CHUNK, self.size + 1 - got) or 1)
+                    if not b:
+                        break
+                    out.write(b)
+                    got += len(b)
+                    if bar is None:
+                        bar = _progress_bar(self.size, self.desc, self.progress)
+                    if bar is not None:
+                        bar.update(len(b))
+                    if got > self.size:
+                        raise MNISTError(f"larger than the expected {self.size} bytes")
+        finally:
+            if bar is not None:
+                bar.close()
+        if got != self.size:
+            raise MNISTError(f"size mismatch: expected {self.size} bytes, got {got}")
+
+
+def _make_dirs(path):
+    """Create ``path`` and missing parents; return the folders created, deepest last."""
+    created = []
+    p = Path(path)
+    todo = []
+    while not p.exists():
+        todo.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(todo):
+        d.mkdir()
+        created.append(d)
+    return created
+
+
+def _short(exc):
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ValueError) and "hash" in text.lower():
+        return "sha256 differs from the published file's"
+    return f"{type(exc).__name__}: {text[:120]}"
 
 
 def download_mnist(
     dest_dir, *, mirrors=MIRRORS, progress=True, files=None, checksums=None, timeout=None
 ):
-    """Download missing MNIST .gz files and verify them.
+    """Download missing MNIST .gz files with pooch and verify them.
 
     For each requested file that is not already in ``dest_dir``, the mirrors
-    are tried in order. Each download goes to a temporary file in
-    ``dest_dir``; its size and md5 are checked against ``checksums`` and only
-    then is it renamed into place (``os.replace``). On any failure the
-    temporary file is deleted and the next mirror is tried.
+    are tried in order. pooch fetches the file into a temporary file in a
+    staging folder ``dest_dir/.download`` and checks its sha256 before it is
+    moved into place; on any failure the next mirror is tried. The staging
+    folder is removed at the end, and cleared first (a download killed with
+    SIGKILL leaves it behind). Folders created for a download that fails are
+    removed again. Only one process downloads into a folder at a time
+    (:func:`cnn.atomic.folder_lock`).
 
     Parameters
     ----------
@@ -774,15 +1018,17 @@ def download_mnist(
     mirrors : sequence of str, default MIRRORS
         Base URLs; the file name is appended. ``file://`` URLs work too.
     progress : bool, default True
-        Show bytes downloaded / total per file on stderr (tqdm if installed).
+        Show bytes downloaded / total per file on stderr (tqdm), once a
+        transfer has started.
     files : iterable of str, optional
         File names to fetch; default the four standard names
         (``train-images-idx3-ubyte.gz`` ...). Each must have an entry in
         ``checksums``.
     checksums : dict, optional
-        ``name -> (size, md5[, sha256])``; default :data:`CHECKSUMS`.
+        ``name -> (size, md5, sha256)``; default :data:`CHECKSUMS`.
     timeout : float, optional
-        Socket timeout per request in seconds; default :data:`DOWNLOAD_TIMEOUT`.
+        Seconds the whole transfer of one file may take; default
+        :data:`DOWNLOAD_TIMEOUT`.
 
     Returns
     -------
@@ -793,57 +1039,90 @@ def download_mnist(
     ------
     MNISTNotFoundError
         Every mirror failed for some file; the message lists the URLs tried
-        and their errors, and where to put the files by hand.
+        and their errors (``reason`` holds the last one).
     ValueError
         A requested file has no checksum entry.
     """
+    import pooch
+
+    from .atomic import FolderBusyError, folder_lock
+
     dest = Path(dest_dir).expanduser()
     checksums = CHECKSUMS if checksums is None else checksums
-    timeout = DOWNLOAD_TIMEOUT if timeout is None else timeout
+    timeout = DOWNLOAD_TIMEOUT if timeout is None else float(timeout)
     names = [STANDARD_NAMES[k] for k in KINDS] if files is None else list(files)
     for name in names:
         if name not in checksums:
             raise ValueError(f"no checksum for {name!r}; known files: {', '.join(checksums)}")
     mirrors = tuple(mirrors)
-    dest.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in names:
-        final = dest / name
-        paths.append(final)
-        if final.is_file():
-            continue
-        want = _as_checksum(checksums[name])
-        errors = []
-        for base in mirrors:
-            url = base if base.endswith("/") else base + "/"
-            url += name
-            fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".part")
+    paths = [dest / name for name in names]
+    todo = [name for name in names if not (dest / name).is_file()]
+    if not todo:
+        return paths
+    created = _make_dirs(dest)
+    done = False
+    logger = pooch.get_logger()
+    level = logger.level
+    try:
+        try:
+            lock = folder_lock(dest, "MNIST download")
+            lock.__enter__()
+        except FolderBusyError as exc:
+            raise MNISTNotFoundError(str(exc), directory=dest, missing=todo,
+                                     reason="another process is downloading into it") from None
+        try:
+            logger.setLevel("WARNING")
+            staging = dest / ".download"
+            shutil.rmtree(staging, ignore_errors=True)  # what a killed download left
+            staging.mkdir()
             try:
-                with os.fdopen(fd, "wb") as out:
-                    _fetch_to(url, out, want.size, progress, name, timeout)
-                verify_file(tmp, name, checksums)
-                os.replace(tmp, final)
-                tmp = None
-                break
-            except Exception as exc:  # any failure: try the next mirror
-                errors.append(f"  {url}: {type(exc).__name__}: {exc}")
+                for name in todo:
+                    _download_one(pooch, name, staging, dest, mirrors,
+                                  _as_checksum(checksums[name]), progress, timeout)
             finally:
-                if tmp is not None:
-                    try:
-                        os.unlink(tmp)
-                    except FileNotFoundError:
-                        pass
-        else:
-            tried = "\n".join(errors) if errors else "  (no mirrors given)"
-            raise MNISTNotFoundError(
-                f"could not download {name} into {dest}; tried:\n{tried}\n"
-                "Without network access, copy the files by hand. " + _how_to_fix(dest)
-            )
+                shutil.rmtree(staging, ignore_errors=True)
+        finally:
+            lock.__exit__(None, None, None)
+            logger.setLevel(level)
+            try:
+                os.unlink(dest / ".cnn.lock")
+            except OSError:
+                pass
+        done = True
+    finally:
+        if not done:  # leave no folder behind that only the failed download made
+            for d in reversed(created):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
     return paths
 
 
+def _download_one(pooch, name, staging, dest, mirrors, want, progress, timeout):
+    errors = []
+    for base in mirrors:
+        url = (base if base.endswith("/") else base + "/") + name
+        try:
+            got = pooch.retrieve(
+                url, known_hash=f"sha256:{want.sha256}" if want.sha256 else None, fname=name,
+                path=staging, downloader=_Downloader(want.size, name, progress, timeout),
+                progressbar=False)
+            verify_file(got, name, {name: want})
+            os.replace(got, dest / name)
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure: try the next mirror
+            errors.append((url, exc))
+    tried = "; ".join(f"{u}: {_short(e)}" for u, e in errors) or "no mirrors given"
+    reason = _short(errors[-1][1]) if errors else "no mirrors given"
+    raise MNISTNotFoundError(
+        f"could not download {name} into {dest}; tried: {tried}; without network access, put "
+        f"the files there by hand or set {ENV_VAR} to a folder holding them",
+        directory=dest, missing=[name], reason=reason)
+
+
 def verify_mnist(data_dir=None):
-    """Check size and md5 of the MNIST files present in the data directory.
+    """Check size, md5 and sha256 of the MNIST files present in the data directory.
 
     Gzipped files are checked against :data:`CHECKSUMS`, un-gzipped ones
     against :data:`RAW_CHECKSUMS`, whatever their spelling (standard or dotted).

@@ -24,30 +24,29 @@ long run needs:
   (:mod:`cnn.synthetic`), so everything can be tried without downloading.
 
 Use it from Python with :class:`TrainConfig` and :func:`run_training`, or from
-the command line (:func:`add_arguments` defines the options shared by both
-entry points).
+the command line (``cnn train``, :mod:`cnn.cli.train`). The output folder is
+checked (created, written) before any data is loaded, and locked for the run's
+life (:func:`cnn.atomic.folder_lock`): a second run on the same folder is
+refused at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shlex
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
-from .cli.args import nonnegative_int, positive_float, positive_int
-from .synthetic import (SYNTHETIC_TEST_SEED, SYNTHETIC_TRAIN_SEED, synthetic_digits,  # noqa: F401
-                        synthetic_split)
+from .synthetic import SYNTHETIC_TEST_SEED, SYNTHETIC_TRAIN_SEED, synthetic_digits, synthetic_split  # noqa: F401
 
 CHECKPOINT_FORMAT = "cnn-train-checkpoint-1"
 DEFAULTS = {
@@ -99,29 +98,34 @@ class TrainConfig:
     Attributes mirror the command-line options (``--batch-size`` -> ``batch_size``).
     """
 
-    epochs: Optional[int] = None
-    batch_size: Optional[int] = None
-    learning_rate: Optional[float] = None
-    seed: Optional[int] = None
-    flag: Optional[str] = None            # "auto", "on", "off"
-    mode: Optional[str] = None            # "faithful", "corrected"
-    example: Optional[int] = None         # 1, 2, 3
-    loss: Optional[str] = None            # "auto", "quad", "cros"
-    train_subset: Optional[int] = None
-    test_subset: Optional[int] = None
-    init: Optional[str] = None
-    init_var: Optional[str] = None
-    out: Optional[str] = None
-    data_dir: Optional[str] = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    seed: int | None = None
+    flag: str | None = None            # "auto", "on", "off"
+    mode: str | None = None            # "faithful", "corrected"
+    example: int | None = None         # 1, 2, 3
+    loss: str | None = None            # "auto", "quad", "cros"
+    train_subset: int | None = None
+    test_subset: int | None = None
+    init: str | None = None
+    init_var: str | None = None
+    out: str | None = None
+    data_dir: str | None = None
     download: bool = True
-    checkpoint_every: Optional[int] = None
-    resume: Optional[str] = None
-    plots: Optional[str] = None
+    checkpoint_every: int | None = None
+    resume: str | None = None
+    plots: str | None = None
     progress: bool = True
-    dtype: Optional[str] = None           # "float64", "float32"
-    synthetic: Optional[int] = None
+    dtype: str | None = None           # "float64", "float32"
+    synthetic: int | None = None
     verbose: bool = True
     overwrite: bool = False
+    verify: bool = True
+
+
+# Options that a resumed run takes from the checkpoint unless given again.
+_RESUMED_OPTIONS = ("checkpoint_every", "plots", "data_dir")
 
 
 # Settings that define the computation: fixed by a checkpoint when resuming.
@@ -145,82 +149,6 @@ class TrainResult:
     files: dict = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- argparse
-
-def add_arguments(p):
-    """Add the training options to an ``argparse`` parser (shared by the CLI and the script)."""
-    d = DEFAULTS
-    g = p.add_argument_group("what to train")
-    g.add_argument("--epochs", type=nonnegative_int, metavar="E",
-                   help=f"number of epochs (default {d['epochs']})")
-    g.add_argument("--batch-size", type=positive_int, metavar="B",
-                   help=f"minibatch size; must divide the number of training examples "
-                        f"(default {d['batch_size']})")
-    g.add_argument("--lr", dest="learning_rate", type=positive_float, metavar="ETA",
-                   help=f"learning rate (default {d['learning_rate']}, or the --init file's)")
-    g.add_argument("--seed", type=nonnegative_int,
-                   help="seed of the initial weights of a new network (default: a random "
-                        "seed, printed so that the run can be repeated)")
-    g.add_argument("--flag", choices=("auto", "on", "off"),
-                   help="CalcLastLayerActDerivative: auto derives it as the original's "
-                        "traincnn (0 for sigmoid + cross-entropy), on/off force it "
-                        "(default auto)")
-    g.add_argument("--mode", choices=("faithful", "corrected"),
-                   help="faithful reproduces the original's numbers (defects D1-D4 "
-                        "included); corrected fixes them (default faithful)")
-    g.add_argument("--example", type=int, choices=(1, 2, 3),
-                   help="network of Example_MNIST_CNN.m (default 3, the active one)")
-    g.add_argument("--loss", choices=("auto", "quad", "cros"),
-                   help="loss_func (default auto: cros for a sigmoid output, else quad)")
-    g.add_argument("--init", metavar="FILE",
-                   help="start from this network (.mat struct or .npz) instead of a new one")
-    g.add_argument("--init-var", metavar="NAME",
-                   help="variable of the MAT-file holding the struct (default cnn; "
-                        "cnn_init for the reference files, cnn1 for savecnn's)")
-    g.add_argument("--dtype", choices=("float64", "float32"),
-                   help="float64 (default, as MATLAB) or float32 (faster, not bit-faithful)")
-    g = p.add_argument_group("data")
-    g.add_argument("--data-dir", metavar="DIR",
-                   help="MNIST directory (default: $CNN_MNIST_DIR, else data/mnist)")
-    g.add_argument("--no-download", dest="download", action="store_false",
-                   help="never download MNIST (also: environment CNN_NO_DOWNLOAD=1)")
-    g.add_argument("--train-subset", type=positive_int, metavar="N",
-                   help="train on the first N training examples")
-    g.add_argument("--test-subset", type=positive_int, metavar="N",
-                   help="test on the first N test examples")
-    g.add_argument("--synthetic", type=positive_int, metavar="N",
-                   help="train on N synthetic digit-like images generated in code (no MNIST "
-                        "needed); the test set is synthetic too (--test-subset images, "
-                        "default N/5)")
-    g = p.add_argument_group("long runs")
-    g.add_argument("--out", metavar="DIR",
-                   help=f"output directory (default {d['out']}; when resuming, the "
-                        f"checkpoint's directory)")
-    g.add_argument("--checkpoint-every", type=nonnegative_int, metavar="K",
-                   help=f"write a checkpoint every K minibatches, 0 = only at the end "
-                        f"(default {d['checkpoint_every']})")
-    g.add_argument("--resume", metavar="CHECKPOINT.npz",
-                   help="continue the run stored in this checkpoint (same settings; "
-                        "--epochs may be raised)")
-    g.add_argument("--plots", metavar="DIR",
-                   help="also write the confusion matrix, first-layer kernels and the "
-                        "feature maps of one test digit into DIR")
-    g.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar")
-    g.add_argument("--overwrite", action="store_true",
-                   help="start a new run even if --out holds the checkpoint of an unfinished "
-                        "one (which is then lost)")
-    return p
-
-
-def config_from_args(args):
-    """A :class:`TrainConfig` from parsed arguments (attributes with the same names)."""
-    kw = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    if os.environ.get("CNN_NO_DOWNLOAD", "").strip() not in ("", "0"):
-        kw["download"] = False
-    return TrainConfig(**kw)
-
-
 # --------------------------------------------------------------------------- helpers
 
 def _say(cfg, *lines):
@@ -236,7 +164,8 @@ def _data_digest(x, y):
     return h.hexdigest()
 
 
-def _load_network_file(path, var, mode, dtype):
+def load_network_file(path, var, mode, dtype):
+    """A network from a ``.npz`` (:func:`cnn.checkpoint.load_npz`) or MAT-file (``var``)."""
     from .checkpoint import load_npz
     from .matlab import load_cnn
 
@@ -248,19 +177,23 @@ def _load_network_file(path, var, mode, dtype):
     return load_cnn(path, var, mode=mode, dtype=dtype)
 
 
+
 def load_data(split, *, synthetic=None, subset=None, data_dir=None, download=True,
-              progress=True, size=(28, 28)):
+              progress=True, size=(28, 28), verify=True):
     """Training or test data for a run: MNIST (first ``subset`` examples) or synthetic.
 
-    Returns ``(x, y, description)``. Raises :class:`cnn.mnist.MNISTNotFoundError`
-    when the MNIST files are missing (and not downloaded).
+    Returns ``(x, y, description)``: ``x`` (N, H, W) float64 in [0, 1], ``y`` (N, 10)
+    one-hot. Raises :class:`cnn.mnist.MNISTNotFoundError` when the MNIST files are
+    missing (and not downloaded), :class:`cnn.mnist.MNISTError` when one fails its
+    checksum (``verify``) or is not an MNIST file.
     """
     if synthetic is not None:
         x, y = synthetic_split(split, synthetic, size)
         return x, y, f"synthetic digits ({split} set, {x.shape[0]} images)"
     from . import mnist
 
-    x, y = mnist.load_split(split, data_dir, download=download, progress=progress)
+    x, y = mnist.load_split(split, data_dir, download=download, progress=progress,
+                            verify=verify)
     where = mnist.mnist_dir(data_dir)
     if subset is not None:
         if subset > x.shape[0]:
@@ -272,6 +205,40 @@ def load_data(split, *, synthetic=None, subset=None, data_dir=None, download=Tru
 
 def _flag_value(setting):
     return {"auto": None, "on": True, "off": False}[setting]
+
+
+def prepare_output_folder(path, option="--out"):
+    """Create ``path`` (and its parents) and check that a file can be written in it.
+
+    Called before any long work, so that an unwritable output fails at once.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    UsageError
+        The folder cannot be created or written (the message names ``option``).
+    """
+    import tempfile
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{option} {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the {option} folder {out}: "
+                         f"{exc.strerror or exc}") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".cnn-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"cannot write into the {option} folder {out}: "
+                         f"{exc.strerror or exc}") from None
+    return out
 
 
 def resume_command(checkpoint, out=None):
@@ -349,8 +316,24 @@ def _resolve(cfg):
             settings["seed"] = int(np.random.SeedSequence().entropy % 2**31)
         if cfg.init_var is not None and cfg.init is None:
             raise UsageError("--init-var needs --init")
-    every = cfg.checkpoint_every
-    settings["checkpoint_every"] = DEFAULTS["checkpoint_every"] if every is None else every
+    stored_options = (meta or {}).get("options") or {}
+    if not isinstance(stored_options, dict):
+        stored_options = {}
+    kept = []
+    for name in _RESUMED_OPTIONS:
+        given = getattr(cfg, name)
+        if given is None and stored_options.get(name) is not None:
+            settings[name] = stored_options[name]
+            kept.append(f"--{name.replace('_', '-')} {stored_options[name]}")
+        else:
+            settings[name] = given
+    if settings["checkpoint_every"] is None:
+        settings["checkpoint_every"] = DEFAULTS["checkpoint_every"]
+    settings["verify"] = cfg.verify
+    if cfg.verify and stored_options.get("verify") is False:  # a run on custom MNIST-like data
+        settings["verify"] = False
+        kept.append("--no-verify")
+    settings["kept_options"] = kept
     return settings, meta
 
 
@@ -396,7 +379,7 @@ def _check_meta(meta, path):
                          f"it cannot be resumed")
 
 
-def run_training(cfg, *, callback: Optional[Callable] = None):
+def run_training(cfg, *, callback: Callable | None = None):
     """Run (or resume) a training run as ``python -m cnn train`` does.
 
     Parameters
@@ -423,12 +406,25 @@ def run_training(cfg, *, callback: Optional[Callable] = None):
     Interrupted
         Ctrl-C: a checkpoint of the last completed minibatch was written (exit 130).
     """
+    from .atomic import folder_lock
+
+    s, meta = _resolve(cfg)
+    # Fail before the work: the output folders must be writable, and ours alone.
+    out = prepare_output_folder(s["out"], "--out")
+    if s["plots"] is not None:
+        prepare_output_folder(s["plots"], "--plots")
+    with folder_lock(out, "train run"):
+        if cfg.resume is None and not cfg.overwrite:
+            _refuse_to_overwrite(out, cfg.out)
+        return _run_locked(cfg, s, meta, out, callback)
+
+
+def _run_locked(cfg, s, meta, out, callback):
     from . import backward, training
     from .checkpoint import load_npz, save_npz, write_checkpoint
     from .matlab import save_cnn
     from .network import example_network
 
-    s, meta = _resolve(cfg)
     dtype = np.float32 if s["dtype"] == "float32" else np.float64
     resumed_from = Path(cfg.resume) if cfg.resume is not None else None
 
@@ -443,7 +439,7 @@ def run_training(cfg, *, callback: Optional[Callable] = None):
     else:
         start = 0
         if s["init"] is not None:
-            net = _load_network_file(s["init"], s["init_var"] or "cnn", s["mode"], dtype)
+            net = load_network_file(s["init"], s["init_var"] or "cnn", s["mode"], dtype)
             if s["learning_rate"] is not None:
                 net.learning_rate = float(s["learning_rate"])
             s["learning_rate"] = net.learning_rate
@@ -464,14 +460,14 @@ def run_training(cfg, *, callback: Optional[Callable] = None):
     # ---- the data
     progress = cfg.progress and cfg.verbose
     x, y, train_desc = load_data("train", synthetic=s["synthetic"], subset=s["train_subset"],
-                                 data_dir=cfg.data_dir, download=cfg.download,
-                                 progress=progress, size=(H, W))
+                                 data_dir=s["data_dir"], download=cfg.download,
+                                 progress=progress, size=(H, W), verify=s["verify"])
     n_test = s["test_subset"]
     if s["synthetic"] is not None and n_test is None:
         n_test = max(10, s["synthetic"] // 5)
     tx, ty, test_desc = load_data("test", synthetic=n_test if s["synthetic"] else None,
-                                  subset=n_test, data_dir=cfg.data_dir, download=cfg.download,
-                                  progress=progress, size=(H, W))
+                                  subset=n_test, data_dir=s["data_dir"], download=cfg.download,
+                                  progress=progress, size=(H, W), verify=s["verify"])
     m = x.shape[0]
     B = s["batch_size"]
     if m % B:
@@ -504,18 +500,14 @@ def run_training(cfg, *, callback: Optional[Callable] = None):
         raise UsageError(f"{resumed_from} is at minibatch {start}, past the end of "
                          f"{epochs} epoch(s) of {n_batches}; raise --epochs")
 
-    out = Path(s["out"])
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the output directory {out}: {exc}") from None
     prefix = out / "checkpoint"
     ckpt = prefix.with_name("checkpoint.npz")
-    if resumed_from is None and not cfg.overwrite:
-        _refuse_to_overwrite_unfinished(ckpt, cfg.out)
     every = s["checkpoint_every"]
     earlier_time = float(meta.get("train_time", 0.0)) if meta else 0.0
 
+    if s["kept_options"]:
+        _say(cfg, "resuming with the options of the run: " + ", ".join(s["kept_options"])
+             + " (give an option again to change it)")
     _say(cfg,
          f"data: {train_desc}; test: {test_desc}",
          f"network ({what}; {net.mode} mode, {np.dtype(net.dtype).name}):",
@@ -531,6 +523,8 @@ def run_training(cfg, *, callback: Optional[Callable] = None):
     stored_settings = {k: s[k] for k in _RUN_SETTINGS}
     stored_settings["epochs"] = epochs
     stored_settings["test_subset"] = s["test_subset"]
+    options = {name: s[name] for name in _RESUMED_OPTIONS}
+    options["verify"] = s["verify"]
     state = {"stop": False, "last_ckpt": resumed_from if start else None,
              "last_done": start, "t0": time.perf_counter()}
 
@@ -547,6 +541,7 @@ def run_training(cfg, *, callback: Optional[Callable] = None):
             "epochs": epochs, "batch_size": B, "finished": finished,
             "train_examples": m, "data_sha256": digest, "data": train_desc,
             "loss_func": loss, "flag": bool(flag), "settings": stored_settings,
+            "options": options,
             "train_time": earlier_time + time.perf_counter() - state["t0"],
             "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
@@ -617,7 +612,7 @@ def run_training(cfg, *, callback: Optional[Callable] = None):
                                      "train_time": total_time})
     except OSError as exc:
         raise TrainingError(f"cannot save the network into {out}: {exc}") from exc
-    files.update(_write_plots(net, out, cfg.plots, tx, true, pred, loss))
+    files.update(_write_plots(net, out, s["plots"], tx, true, pred, loss))
     files["summary"] = _write_summary(out / "run.json", {
         "test_error": err, "misclassified": wrong, "n_test": int(tx.shape[0]),
         "train_time": total_time, "test_time": test_time, "batches_done": total,
@@ -636,18 +631,27 @@ def run_training(cfg, *, callback: Optional[Callable] = None):
                        batches_done=total, out=out, files=files)
 
 
-def _refuse_to_overwrite_unfinished(ckpt, out):
-    """A new run must not silently replace the checkpoint of an interrupted one."""
+def _refuse_to_overwrite(folder, out):
+    """A new run must not silently replace a finished run nor the checkpoint of an
+    interrupted one (called with the folder locked, so no other run is writing it)."""
     from .checkpoint import load_npz_meta
     from .matlab import CNNFileError
 
-    if not ckpt.is_file():
-        return
-    try:
-        meta = load_npz_meta(ckpt)
-    except (CNNFileError, OSError):
-        return  # not a readable checkpoint: nothing to resume from
-    if meta.get("format") == CHECKPOINT_FORMAT and not meta.get("finished"):
+    ckpt = Path(folder) / "checkpoint.npz"
+    finished = [n for n in ("run.json", "net.npz", "net.mat") if (Path(folder) / n).is_file()]
+    meta = None
+    if ckpt.is_file():
+        try:
+            meta = load_npz_meta(ckpt)
+        except (CNNFileError, OSError):
+            meta = None  # not a readable checkpoint: nothing to resume from
+    if isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT and meta.get(
+            "finished"):
+        finished.append("checkpoint.npz")
+    if finished:
+        raise UsageError(f"--out {folder} holds a finished run ({', '.join(finished)}); give "
+                         f"another --out, or --overwrite to replace it")
+    if isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT:
         raise UsageError(f"{ckpt} holds an unfinished run (minibatch {meta.get('batches_done')} "
                          f"of {meta.get('epochs')} epoch(s) x {meta.get('n_batches_per_epoch')}"
                          f"); resume it with: {resume_command(ckpt, out)}; or give another "
@@ -655,15 +659,14 @@ def _refuse_to_overwrite_unfinished(ckpt, out):
 
 
 def _write_summary(path, summary):
-    tmp = path.with_name(path.name + ".tmp")
+    import json
+
+    from .atomic import write_text
+
     try:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_text(path, json.dumps(summary, indent=2) + "\n")
     except OSError as exc:
         raise TrainingError(f"cannot write {path}: {exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

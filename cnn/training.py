@@ -234,7 +234,8 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
             if bar is not None:
                 bar.close()
             if verbose:
-                print(f"Elapsed time is {time.perf_counter() - t0:.6f} seconds.", flush=True)
+                print(f"epoch {epoch + 1}/{no_of_epochs}: {time.perf_counter() - t0:.1f} s",
+                      flush=True)
     return net
 
 

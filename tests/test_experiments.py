@@ -164,7 +164,7 @@ def test_missing_mnist_is_a_one_line_error(tmp_path, capsys):
     rc = compare_main(["--data-dir", str(tmp_path), "--no-download", "--out",
                        str(tmp_path / "o")], prog="compare")
     err = capsys.readouterr().err
-    assert rc == 1 and err.count("\n") == 1 and err.startswith("compare: error:"), err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("compare: error:"), err
 
 
 def test_help_returns_0_and_prog_reads_well(capsys):

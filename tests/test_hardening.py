@@ -415,7 +415,7 @@ def test_fifo_never_hangs_a_reader(tmp_path):
             load(fifo)
     assert time.perf_counter() - t < 5
     with pytest.raises(CNNFileError, match="is a folder"):
-        train_run._load_network_file(tmp_path, "cnn", None, np.float64)
+        train_run.load_network_file(tmp_path, "cnn", None, np.float64)
 
 
 # --------------------------------------------------------------------------- divergence

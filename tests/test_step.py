@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _nets import build, data
 
 import cnn
 from cnn import cli, step
-from cnn.matlab import save_cnn
 from cnn.forward import flatten_maps
-
-from _nets import build, data
+from cnn.matlab import save_cnn
+from cnn.nets import gradcheck_network
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -189,7 +189,7 @@ def test_step_on_a_small_gradcheck_network_is_the_gradcheck_batch(capsys):
     assert [int(m) for m in re.findall(r"^layer (\d+) ", out, flags=re.M)] == [7, 6, 5, 4, 3,
                                                                               2, 1]
     assert "D1 (faithful)" in out
-    net, x, y = cli.gradcheck_network("c2", n=4)
+    net, x, y = gradcheck_network("c2", n=4)
     rep = step.step_report(net, x, y)
     dk = f"dK (2, 1, 3, 3) norm {rep.layer(2).grad_norms['dK']:.6e}"
     assert dk in out

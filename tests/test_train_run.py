@@ -250,7 +250,7 @@ def test_nonfinite_exit_code_one_line(tiny, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 1
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("cnn: error: training stopped: NaN/Inf")
+    assert len(lines) == 1 and lines[0].startswith("cnn train: error: training stopped: NaN/Inf")
     assert "minibatch 3" in lines[0]
 
 
@@ -326,7 +326,9 @@ def test_a_new_run_never_replaces_an_unfinished_checkpoint(tiny, tmp_path):
     assert (out / "checkpoint.npz").read_bytes() == before
     res = run_training(_cfg(tiny, out, overwrite=True))  # explicit: start again
     assert res.batches_done == 12
-    run_training(_cfg(tiny, out))  # a finished run may be replaced
+    with pytest.raises(UsageError, match="holds a finished run .*--overwrite"):
+        run_training(_cfg(tiny, out))  # a finished run is not replaced silently either
+    assert run_training(_cfg(tiny, out, overwrite=True)).batches_done == 12
 
 
 def test_resume_refuses_other_settings_or_data(tiny, tmp_path):
@@ -369,7 +371,7 @@ def test_usage_errors_exit_2(tmp_path, capsys, argv, message):
     code = cli.main(["train", *argv, "--out", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("cnn: error: ") and message in err and "Traceback" not in err
+    assert err.startswith("cnn train: error: ") and message in err and "Traceback" not in err
 
 
 def test_missing_mnist_exit_2(tmp_path, capsys, monkeypatch):
@@ -378,7 +380,8 @@ def test_missing_mnist_exit_2(tmp_path, capsys, monkeypatch):
                      "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "MNIST file(s) missing" in err and "To fix: put the four MNIST files" in err
+    assert err.startswith("cnn train: error: MNIST files not found in ") and err.count("\n") == 1
+    assert "--data-dir" in err and "CNN_MNIST_DIR" in err
     assert "--synthetic" in err
 
 
