@@ -312,7 +312,7 @@ def test_bad_file_table_through_cnn_test(bad_files, capsys):
         err = capsys.readouterr().err
         assert code == 2, (name, err)
         lines = [ln for ln in err.splitlines() if ln.strip()]
-        assert len(lines) == 1 and lines[0].startswith("cnn: error: "), (name, err)
+        assert len(lines) == 1 and lines[0].startswith("cnn test: error: "), (name, err)
         _one_line(lines[0])
         assert "no such network file" not in lines[0]
         assert words[0] in lines[0], (name, lines[0])
@@ -432,7 +432,7 @@ def test_lr_1e6_is_stopped_exit_1_one_line(tmp_path, capsys):
     assert code == 1
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, err
-    assert lines[0].startswith("cnn: error: training stopped: diverging at epoch 1, minibatch")
+    assert lines[0].startswith("cnn train: error: training stopped: diverging at epoch 1, minibatch")
     assert "layer" in lines[0] and "learning rate" in lines[0]
 
 
