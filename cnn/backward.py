@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import activations, kernels
-from .forward import buffer, check_y, flatten_maps, output_matrix, unflatten_maps
 from .network import LOSSES, CNN
+from .workspace import buffer, check_y, flatten_maps, output_matrix, unflatten_maps
 
 
 # --------------------------------------------------------------------------- losses and flag
