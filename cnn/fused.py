@@ -64,6 +64,10 @@ _parallel = nb.njit(cache=True, parallel=True, fastmath=_CONTRACT, error_model="
 # the update: plain IEEE arithmetic (no FMA), so ``p - lr*dp`` rounds as NumPy's
 _parallel_exact = nb.njit(cache=True, parallel=True, error_model="numpy")
 
+TUPLE_LEN = 8
+"""Layer tuples are padded to a multiple of this, so one compiled kernel (per dtype)
+serves every network of up to 8 layers (Numba compiles per tuple length)."""
+
 UPDATE_CHUNK = 512
 """Conv kernel entries per update task (a fixed split: results do not depend on it)."""
 
@@ -643,6 +647,12 @@ def _output_perm(net):
     return (m * H * W + c * H + r).reshape(-1).astype(np.int64)
 
 
+def _pad(arrays, dummy):
+    """``arrays`` as a tuple padded with ``dummy`` to a multiple of :data:`TUPLE_LEN`."""
+    n = -(-len(arrays) // TUPLE_LEN) * TUPLE_LEN
+    return tuple(arrays) + (dummy,) * (n - len(arrays))
+
+
 class FusedNet:
     """The fused step's buffers and tables for one network and one batch size.
 
@@ -677,6 +687,7 @@ class FusedNet:
         dummy = np.zeros((1, 1), dt)
         sizes = self.spec[:, C_S]
         self.A = [np.empty((N, int(s)), dt) for s in sizes]
+        self.At = _pad(self.A, dummy)
         self.Z = np.empty((N, int(sizes[-1])), dt)
         kmap = max(i for i, layer in enumerate(layers) if layer.type != "f")
         has_fc = layers[-1].type == "f"
@@ -684,18 +695,18 @@ class FusedNet:
         self.kmap = kmap
         self.train = train
         if train:
-            self.E = tuple(np.empty((N, int(sizes[l - 1] if layers[l].type == "p" else sizes[l])),
-                                    dt) if l > 0 else dummy for l in range(L))
-            self.PK = tuple(np.empty((N, layers[l].K.size), dt) if layers[l].type == "c"
-                            else dummy for l in range(L))
-            self.PB = tuple(np.empty((N, layers[l].n_maps), dt) if layers[l].type == "c"
-                            else dummy for l in range(L))
+            self.E = _pad([np.empty((N, int(sizes[l - 1] if layers[l].type == "p" else sizes[l])),
+                                    dt) if l > 0 else dummy for l in range(L)], dummy)
+            self.PK = _pad([np.empty((N, layers[l].K.size), dt) if layers[l].type == "c"
+                            else dummy for l in range(L)], dummy)
+            self.PB = _pad([np.empty((N, layers[l].n_maps), dt) if layers[l].type == "c"
+                            else dummy for l in range(L)], dummy)
             self.lp = np.empty(N, dt)
-            self.DP = tuple(np.empty(layers[l].W.shape, dt) if layers[l].type == "f" else
+            self.DP = _pad([np.empty(layers[l].W.shape, dt) if layers[l].type == "f" else
                             np.empty((1, layers[l].K.size), dt) if layers[l].type == "c"
-                            else dummy for l in range(L))
-            self.DB = tuple(np.empty((1, layers[l].b.size), dt) if layers[l].type in "cf"
-                            else dummy for l in range(L))
+                            else dummy for l in range(L)], dummy)
+            self.DB = _pad([np.empty((1, layers[l].b.size), dt) if layers[l].type in "cf"
+                            else dummy for l in range(L)], dummy)
             self.tasks = self._task_table()
         self._params = None
         self.sync_params()
@@ -734,15 +745,15 @@ class FusedNet:
                 if a is not None and (a.dtype != dt or not a.flags.c_contiguous
                                       or not a.flags.writeable):
                     setattr(layer, name, np.ascontiguousarray(a, dtype=dt).copy())
-        self.Ks = tuple(layer.K.reshape(1, -1) if layer.type == "c" else dummy2
-                        for layer in layers)
-        self.Ws = tuple(layer.W if layer.type == "f" else dummy2 for layer in layers)
-        self.Bs = tuple(layer.b.reshape(1, -1) if layer.type in "cf" else dummy2
-                        for layer in layers)
+        self.Ks = _pad([layer.K.reshape(1, -1) if layer.type == "c" else dummy2
+                        for layer in layers], dummy2)
+        self.Ws = _pad([layer.W if layer.type == "f" else dummy2 for layer in layers], dummy2)
+        self.Bs = _pad([layer.b.reshape(1, -1) if layer.type in "cf" else dummy2
+                        for layer in layers], dummy2)
         # the update writes K through Ps (2-D views: W itself, or K as one row)
-        self.Ps = tuple(layer.W if layer.type == "f" else
+        self.Ps = _pad([layer.W if layer.type == "f" else
                         layer.K.reshape(1, -1) if layer.type == "c" else dummy2
-                        for layer in layers)
+                        for layer in layers], dummy2)
         self._params = tuple(id(getattr(layer, name, None))
                              for layer in layers for name in ("K", "W", "b"))
 
@@ -756,7 +767,7 @@ class FusedNet:
         """
         self.sync_params()
         self._load(x)
-        _forward(self.spec, self.cst, tuple(self.A), self.Z, self.F, self.Ks, self.Bs, self.Ws,
+        _forward(self.spec, self.cst, self.At, self.Z, self.F, self.Ks, self.Bs, self.Ws,
                  self.one, self.leak)
         o = self.A[-1]
         if self.net.layers[-1].type == "f":
@@ -778,7 +789,7 @@ class FusedNet:
         last = net.layers[-1]
         d3 = faithful and last.type == "c"
         loss_kind = 1 if net.loss_func == "cros" else 0
-        _examples(self.spec, self.cst, tuple(self.A), self.Z, self.F, self.E, self.Ks, self.Bs, self.Ws,
+        _examples(self.spec, self.cst, self.At, self.Z, self.F, self.E, self.Ks, self.Bs, self.Ws,
                   self.PK, self.PB, y, self.perm, loss_kind,
                   bool(net.calc_last_layer_act_derivative), faithful, d3, self.one, self.leak,
                   self.lp)
@@ -793,7 +804,7 @@ class FusedNet:
         d3 = faithful and net.layers[-1].type == "c"
         lr = self.dtype.type(net.learning_rate) if self.dtype == np.float32 \
             else float(net.learning_rate)
-        _update(self.tasks, tuple(self.A), self.F, self.E, self.Ps, self.Bs, self.PK, self.PB,
+        _update(self.tasks, self.At, self.F, self.E, self.Ps, self.Bs, self.PK, self.PB,
                 self.DP, self.DB, self.spec, self.N, lr, d3)
 
     def expose(self):
