@@ -55,22 +55,22 @@ import time
 import numpy as np
 
 __all__ = [
-    "PARAM_SHAPES",
-    "LEARNING_RATE",
     "BATCH_SIZE",
-    "torch_available",
-    "make_params",
-    "random_data",
+    "LEARNING_RATE",
+    "PARAM_SHAPES",
     "build_torch_model",
+    "make_params",
+    "naive_epoch_time",
+    "naive_sgd_step",
+    "numpy_forward",
+    "numpy_gradients",
+    "numpy_loss",
+    "random_data",
+    "torch_available",
+    "torch_epoch_time",
     "torch_gradients",
     "torch_sgd_step",
-    "torch_epoch_time",
     "torch_test_time",
-    "numpy_forward",
-    "numpy_loss",
-    "numpy_gradients",
-    "naive_sgd_step",
-    "naive_epoch_time",
 ]
 
 #: Parameter names and shapes of Example 3 (MATLAB layout: K is (M, P, kh, kw)).

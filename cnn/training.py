@@ -144,10 +144,10 @@ class _FusedStep:
 
     def compute(self, xb, yb):
         self.f.compute(xb, yb)
+        self.f.expose()     # maps and errors on the layers (views), for _check_finite's message
 
     def apply(self):
-        self.f.apply()
-        self.f.expose()
+        self.f.apply()      # also fills the exposed dK/dW/db
 
 
 def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivative=None,
