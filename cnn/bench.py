@@ -159,7 +159,7 @@ def _python(code, env=None, args=()):
     # the child imports this same cnn package (an installed one, or the source tree)
     e["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), e.get("PYTHONPATH", "")) if p)
     r = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=e, text=True,
-                       capture_output=True)
+                       capture_output=True, check=False)
     if r.returncode != 0:
         raise RuntimeError(f"subprocess failed:\n{r.stderr}")
     return r.stdout.strip().splitlines()[-1]
