@@ -49,6 +49,7 @@ import numba as nb
 import numpy as np
 
 from .activations import LEAK
+from .backward import compute_loss
 from .vmath import tanh as vtanh
 
 T_INPUT, T_CONV, T_POOL, T_FC = 0, 1, 2, 3
@@ -781,12 +782,13 @@ class FusedNet:
     def compute(self, x, y):
         """Forward pass, loss and gradient parts of a minibatch; sets and returns ``net.loss``.
 
+        Also sets the layers' runtime fields (:meth:`expose`).
+
         x : ndarray (N, C, H, W); y : ndarray (N, n_outputs), both ``net.dtype``.
         """
         net = self.net
         self.sync_params()
         self._load(x)
-        N = self.N
         faithful = net.mode == "faithful"
         last = net.layers[-1]
         d3 = faithful and last.type == "c"
@@ -795,8 +797,11 @@ class FusedNet:
                   self.PK, self.PB, y, self.perm, loss_kind,
                   bool(net.calc_last_layer_act_derivative), faithful, d3, self.one, self.leak,
                   self.lp)
-        total = float(self.lp.sum())
-        net.loss = total / (2 * N) if loss_kind == 0 else -total / N
+        # the loss as bpcnn computes it (the same NumPy code on the exposed outputs, so
+        # it is bit-identical to what compute_loss gives for them); self.lp holds the
+        # per-example terms (their sum in example order / 2N or -1/N: the same to round-off)
+        self.expose()
+        net.loss = compute_loss(net, y)
         return net.loss
 
     def apply(self):

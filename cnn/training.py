@@ -143,8 +143,7 @@ class _FusedStep:
         self.f = fused.FusedNet(net, batch_size)
 
     def compute(self, xb, yb):
-        self.f.compute(xb, yb)
-        self.f.expose()     # maps and errors on the layers (views), for _check_finite's message
+        self.f.compute(xb, yb)  # also puts maps and errors on the layers (views)
 
     def apply(self):
         self.f.apply()      # also fills the exposed dK/dW/db
