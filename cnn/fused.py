@@ -195,18 +195,51 @@ def _conv_forward(x, K, bias, z):
             z1[i] = 0
         for k in range(P):
             for a in range(kh):
-                for b in range(kw):
-                    w0 = K[j0, k, a, b]
-                    w1 = K[j1, k, a, b]
-                    xs = xb[k, b, a * Wo:a * Wo + S]
-                    if j1 != j0:                   # two maps share each load
-                        for i in range(S):
-                            c = xs[i]
-                            z0[i] += w0 * c
-                            z1[i] += w1 * c
-                    else:                          # odd M: the last map alone
-                        for i in range(S):
-                            z0[i] += w0 * xs[i]
+                o = a * Wo
+                b = 0
+                while b < kw:
+                    if b + 3 <= kw:                # three taps per pass, in order
+                        u0, u1, u2 = K[j0, k, a, b], K[j0, k, a, b + 1], K[j0, k, a, b + 2]
+                        v0, v1, v2 = K[j1, k, a, b], K[j1, k, a, b + 1], K[j1, k, a, b + 2]
+                        x0 = xb[k, b, o:o + S]
+                        x1 = xb[k, b + 1, o:o + S]
+                        x2 = xb[k, b + 2, o:o + S]
+                        if j1 != j0:               # two maps share each load
+                            for i in range(S):
+                                c0 = x0[i]
+                                c1 = x1[i]
+                                c2 = x2[i]
+                                s0 = z0[i]
+                                s1 = z1[i]
+                                s0 += u0 * c0
+                                s1 += v0 * c0
+                                s0 += u1 * c1
+                                s1 += v1 * c1
+                                s0 += u2 * c2
+                                s1 += v2 * c2
+                                z0[i] = s0
+                                z1[i] = s1
+                        else:                      # odd M: the last map alone
+                            for i in range(S):
+                                s0 = z0[i]
+                                s0 += u0 * x0[i]
+                                s0 += u1 * x1[i]
+                                s0 += u2 * x2[i]
+                                z0[i] = s0
+                        b += 3
+                    else:                          # the remaining taps one at a time
+                        w0 = K[j0, k, a, b]
+                        w1 = K[j1, k, a, b]
+                        xs = xb[k, b, o:o + S]
+                        if j1 != j0:
+                            for i in range(S):
+                                c = xs[i]
+                                z0[i] += w0 * c
+                                z1[i] += w1 * c
+                        else:
+                            for i in range(S):
+                                z0[i] += w0 * xs[i]
+                        b += 1
         b0 = bias[j0]
         for i in range(S):
             z0[i] += b0
