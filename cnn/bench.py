@@ -56,6 +56,7 @@ not depend on the order).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -70,7 +71,7 @@ import numpy as np
 
 import cnn
 
-from . import bench_peers, mnist
+from . import bench_peers, mnist, threads
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH_INSTALL = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
@@ -406,19 +407,15 @@ def machine_info():
     except (OSError, StopIteration):
         pass
     info["simd"] = simd_level()
-    try:
-        import llvmlite.binding as llvm
+    import llvmlite.binding as llvm  # Numba's own dependency
 
-        info["llvm_cpu"] = llvm.get_host_cpu_name()
-    except Exception:  # noqa: BLE001  (informational only)
-        pass
+    info["llvm_cpu"] = llvm.get_host_cpu_name()
     info["blas"] = blas_info()
-    try:  # without importing torch (see main for the import order)
-        from importlib.metadata import version
+    # the version without importing torch (see run for the import order)
+    from importlib.metadata import PackageNotFoundError, version
 
+    with contextlib.suppress(PackageNotFoundError):
         info["torch"] = version("torch")
-    except Exception:
-        pass
     return info
 
 
@@ -473,7 +470,9 @@ def run(args):
           f"cold {r['first_call']['cold_seconds']:.2f} s", flush=True)
     # torch_available() imports torch before Numba starts its threads (machine_info asks
     # Numba for its thread count): in the other order PyTorch runs ~10x slower (measured)
-    use_torch = not args.skip_torch and bench_peers.torch_available()
+    # PyTorch's own libgomp gets its default wait policy, not the one cnn/threads.py sets
+    with threads.defaults_for_others():
+        use_torch = not args.skip_torch and bench_peers.torch_available()
     if not args.skip_torch and not use_torch:
         print(f"PyTorch is not importable: its rows are skipped. For them, install the CPU "
               f"build: {TORCH_INSTALL}", flush=True)

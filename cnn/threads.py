@@ -24,10 +24,15 @@ depend on any of this (``tests/test_determinism.py``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 SPIN_COUNT = "20000"
 """Default ``GOMP_SPINCOUNT``: 20,000 spins (~10 microseconds), then sleep."""
+
+
+SET_BY_CNN = {}
+"""The variables :func:`configure` set in ``os.environ`` (name: value)."""
 
 
 def configure(environ=None):
@@ -43,7 +48,23 @@ def configure(environ=None):
     if "KMP_BLOCKTIME" not in env:
         env["KMP_BLOCKTIME"] = "1"
         done.append("KMP_BLOCKTIME")
+    if environ is None:
+        SET_BY_CNN.update({name: env[name] for name in done})
     return done
+
+
+@contextlib.contextmanager
+def defaults_for_others():
+    """Within the block, ``os.environ`` without what :func:`configure` set.
+
+    For loading another library's OpenMP runtime with its own defaults (the
+    benchmark imports PyTorch this way, so it is timed as its users run it).
+    """
+    saved = {name: os.environ.pop(name) for name in SET_BY_CNN if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 configure()  # on import: ``cnn/__init__.py`` imports this module first
