@@ -105,7 +105,7 @@ def check_x(net, x, name="x"):
         raise TypeError(f"net must be a CNN made by initcnn, got {type(net).__name__}")
     try:
         arr = np.asarray(x)
-    except Exception as exc:  # ragged lists etc.
+    except (TypeError, ValueError) as exc:  # ragged lists etc.
         raise TypeError(f"{name} must be a numeric array: {exc}") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
@@ -127,7 +127,7 @@ def check_y(net, y, n_examples, name="y"):
     """Validate targets: shape ``(N, n_outputs)``, finite. Returns them in ``net.dtype``."""
     try:
         arr = np.asarray(y)
-    except Exception as exc:
+    except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be a numeric array: {exc}") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
