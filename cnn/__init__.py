@@ -5,6 +5,7 @@ so that a reader can follow the MATLAB files side by side. See ``README.md``
 and ``docs/backprop.md``.
 """
 
+from . import threads  # noqa: F401  (first: the OpenMP wait settings, see cnn/threads.py)
 from .activations import ACTIVATIONS
 from .backend import use_kernels
 from .backward import bpcnn, compute_loss, derive_flag, resolve_loss

@@ -12,8 +12,8 @@ import numpy as np
 
 from . import activations
 from .backend import ops
-from .forward import buffer, check_y, flatten_maps, output_matrix, unflatten_maps
 from .network import LOSSES, CNN
+from .workspace import buffer, check_y, flatten_maps, output_matrix, unflatten_maps
 
 
 # --------------------------------------------------------------------------- losses and flag

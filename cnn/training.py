@@ -7,87 +7,60 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
-import functools
 import math
+import os
 import sys
 import time
 
 import numpy as np
 
+from . import backend, fused
 from .backward import bpcnn, prepare_loss_and_flag
-from .forward import Workspace, _forward, check_x, check_y, output_matrix
-from .network import CNN
+from .forward import _forward
+from .workspace import Workspace, check_x, check_y, output_matrix
 
 
 class NonFiniteError(FloatingPointError):
     """Training produced NaN or Inf (the original's ``checkvalues`` stop)."""
 
 
-def _c_int_function(lib, names, nargs):
-    for name in names:
-        fn = getattr(lib, name, None)
-        if fn is not None:
-            fn.argtypes = [ctypes.c_int] * nargs
-            fn.restype = ctypes.c_int
-            return fn
-    return None
+STEPS = ("fused", "layers")
+"""The two implementations of a training step (see :func:`traincnn`)."""
+
+STEP_ENV = "CNN_STEP"
+"""Environment variable giving the default step (``fused`` unless set)."""
 
 
-@functools.lru_cache(maxsize=None)
-def _openblas_thread_controls():
-    """``(get, set)`` of the process-wide thread count of every OpenBLAS loaded.
-
-    NumPy's (``@`` in the dense layers) and SciPy's (``np.dot`` inside the
-    Numba kernels, which calls SciPy's BLAS) are separate libraries. Found
-    through ``/proc/self/maps`` (Linux); an empty tuple elsewhere or for other
-    BLAS libraries (then nothing is changed).
-    """
-    import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS, used by the kernels)
-
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f
-                     if "openblas" in line.lower() and ".so" in line}
-    except OSError:
-        return ()
-    controls = []
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        get = _c_int_function(lib, ("openblas_get_num_threads", "scipy_openblas_get_num_threads",
-                                    "scipy_openblas_get_num_threads64_",
-                                    "openblas_get_num_threads64_"), 0)
-        set_ = _c_int_function(lib, ("openblas_set_num_threads", "scipy_openblas_set_num_threads",
-                                     "scipy_openblas_set_num_threads64_",
-                                     "openblas_set_num_threads64_"), 1)
-        if get is not None and set_ is not None:
-            controls.append((get, set_))
-    return tuple(controls)
+def _resolve_step(step):
+    """``step`` checked, or the default (``$CNN_STEP``, else ``'fused'``) for ``None``."""
+    if step is None:
+        step = os.environ.get(STEP_ENV, "").strip() or "fused"
+        where = f"${STEP_ENV}"
+    else:
+        where = "step"
+    if step not in STEPS:
+        raise ValueError(f"{where}={step!r} is not valid; valid: {', '.join(STEPS)}")
+    if backend.active() != "numba":
+        return "layers"  # cnn.use_kernels("reference"): the readable path on the plain kernels
+    return step
 
 
 @contextlib.contextmanager
 def _single_threaded_blas():
-    """Run the block with OpenBLAS on one thread.
+    """Run the block with every BLAS library (NumPy's, SciPy's) on one thread.
 
     The dense layers' matrix products and the per-example products inside the
     kernels are small; the parallelism comes from Numba's threads (one example
     per thread at a time). Both thread pools busy-wait between calls, so
     letting OpenBLAS start threads as well costs ten times more than it gains
-    (see docs/performance.md). The previous thread counts are restored
-    afterwards; results do not depend on them.
+    (see docs/performance.md). ``threadpoolctl`` restores the previous thread
+    counts afterwards; results do not depend on them.
     """
-    controls = _openblas_thread_controls()
-    old = [get() for get, _ in controls]
-    for _, set_ in controls:
-        set_(1)
-    try:
+    import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS, used by the kernels)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
         yield
-    finally:
-        for (_, set_), n in zip(controls, old):
-            set_(n)
 
 
 @contextlib.contextmanager
@@ -151,8 +124,35 @@ def _check_finite(net, epoch, batch):
                          f"(loss {net.loss}); try a smaller learning rate")
 
 
+class _LayerStep:
+    """The readable step: ``ffcnn``, ``bpcnn``, then ``gradientdescentcnn``."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def compute(self, xb, yb):
+        _forward(self.net, xb)
+        bpcnn(self.net, yb)
+
+    def apply(self):
+        gradientdescentcnn(self.net)
+
+
+class _FusedStep:
+    """The fused step (``cnn.fused``): two Numba calls per minibatch."""
+
+    def __init__(self, net, batch_size):
+        self.f = fused.FusedNet(net, batch_size)
+
+    def compute(self, xb, yb):
+        self.f.compute(xb, yb)  # also puts maps and errors on the layers (views)
+
+    def apply(self):
+        self.f.apply()      # also fills the exposed dK/dW/db
+
+
 def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivative=None,
-             verbose=True, progress=False, callback=None, start_batch=0,
+             verbose=True, progress=False, callback=None, start_batch=0, step=None,
              divergence_guard=True):
     """Train with minibatch gradient descent (MATLAB ``traincnn``).
 
@@ -183,6 +183,16 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
     start_batch : int
         Global minibatch index to start from (resuming); earlier minibatches are
         skipped and ``net.loss_array`` is kept.
+    step : {"fused", "layers"} or None
+        ``"fused"``: the fused step of :mod:`cnn.fused` (two Numba calls per
+        minibatch; networks it does not handle fall back to the layer path).
+        ``"layers"``: the readable layer-by-layer path (``ffcnn``, ``bpcnn``,
+        ``gradientdescentcnn``), the reference that a debugger steps through.
+        ``None``: ``$CNN_STEP`` if set, else ``"fused"``. Both give the same
+        parameters, loss and ``loss_array`` to round-off (1e-12) and are
+        bit-identical for any thread count. After a fused minibatch the
+        layers' maps, outputs, errors and gradients are views of the fused
+        buffers (see :mod:`cnn.fused`).
     divergence_guard : bool
         Stop with :class:`cnn.guard.DivergenceError` (a ``NonFiniteError``) when
         the loss grows beyond ``cnn.guard.LOSS_GROWTH`` times its start or a
@@ -202,6 +212,7 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
     if m % batch_size != 0:
         raise ValueError(f"batch_size={batch_size} does not divide the number of examples "
                          f"m={m} (the original requires an integer number of batches)")
+    step = _resolve_step(step)
     prepare_loss_and_flag(net, calc_last_layer_act_derivative)
     n_batches = m // batch_size
     if start_batch == 0:
@@ -211,6 +222,10 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
     from .guard import DivergenceGuard  # guard.py builds on NonFiniteError from this module
     guard = DivergenceGuard(net) if divergence_guard else None
     with _single_threaded_blas(), _workspace(net):
+        if step == "fused" and fused.supports(net):
+            stepper = _FusedStep(net, batch_size)
+        else:
+            stepper = _LayerStep(net)
         for epoch in range(no_of_epochs):
             first = max(0, start_batch - epoch * n_batches)
             if first >= n_batches:
@@ -219,12 +234,11 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
             bar = _progress_bar(n_batches, first, epoch, no_of_epochs) if progress else None
             for j in range(first, n_batches):
                 sl = slice(j * batch_size, (j + 1) * batch_size)
-                _forward(net, x[sl])
-                bpcnn(net, y[sl])
+                stepper.compute(x[sl], y[sl])          # forward, loss, backward
                 _check_finite(net, epoch + 1, j + 1)
                 if guard is not None:
                     guard.check(net, epoch + 1, j + 1)
-                gradientdescentcnn(net)
+                stepper.apply()                        # the update
                 net.loss_array.append(net.loss)
                 if bar is not None:
                     bar.set_postfix(loss=f"{net.loss:.4f}", refresh=False)
@@ -266,25 +280,35 @@ def _runtime_view(net):
     return view
 
 
-def _outputs_in_chunks(net, x, chunk):
+def _outputs_in_chunks(net, x, chunk, step=None):
     """Last-layer outputs ``(N, n_outputs)`` of a forward pass over ``x`` in chunks.
 
     Every example is independent in the forward pass, so chunking only saves
     memory (and keeps each chunk's maps in cache).
     """
+    step = _resolve_step(step)
     view = _runtime_view(net)
     out = None
+    fnets = {}
+    use_fused = step == "fused" and fused.supports_forward(view)
     with _single_threaded_blas(), _workspace(view):
         for i in range(0, x.shape[0], chunk):
-            _forward(view, x[i:i + chunk])
-            o = output_matrix(view)
+            xc = x[i:i + chunk]
+            if use_fused:
+                n = xc.shape[0]
+                if n not in fnets:
+                    fnets[n] = fused.FusedNet(view, n, train=False)
+                o = fnets[n].forward(xc)
+            else:
+                _forward(view, xc)
+                o = output_matrix(view)
             if out is None:
                 out = np.empty((x.shape[0], o.shape[1]), dtype=o.dtype)
             out[i:i + chunk] = o
     return out
 
 
-def predictcnn(net, x, *, chunk=500):
+def predictcnn(net, x, *, chunk=500, step=None):
     """Predict (MATLAB ``predictcnn``): the largest output and its index per example.
 
     Parameters
@@ -294,6 +318,8 @@ def predictcnn(net, x, *, chunk=500):
     chunk : int
         Examples per forward pass (memory and cache use only; results do not
         depend on it). 500 was fastest for Example 3 (docs/performance.md).
+    step : {"fused", "layers"} or None
+        The forward pass to use, as in :func:`traincnn`.
 
     Returns
     -------
@@ -304,12 +330,12 @@ def predictcnn(net, x, *, chunk=500):
         the first.
     """
     x = check_x(net, x)
-    o = _outputs_in_chunks(net, x, _count(chunk, "chunk"))
+    o = _outputs_in_chunks(net, x, _count(chunk, "chunk"), step)
     labels = o.argmax(axis=1)
     return o[np.arange(o.shape[0]), labels], labels
 
 
-def testcnn(net, x, y, *, chunk=500, verbose=False):
+def testcnn(net, x, y, *, chunk=500, verbose=False, step=None):
     """Error rate (MATLAB ``testcnn``): the fraction of examples whose largest
     output is not at the position of the largest target.
 
@@ -320,6 +346,8 @@ def testcnn(net, x, y, *, chunk=500, verbose=False):
     y : ndarray, shape (N, n_outputs)
     chunk : int
         Examples per forward pass (memory and cache use only).
+    step : {"fused", "layers"} or None
+        The forward pass to use, as in :func:`traincnn`.
     verbose : bool
         Print "test error is" and the value, as the original.
 
@@ -329,7 +357,7 @@ def testcnn(net, x, y, *, chunk=500, verbose=False):
     """
     x = check_x(net, x)
     y = check_y(net, y, x.shape[0])
-    o = _outputs_in_chunks(net, x, _count(chunk, "chunk"))
+    o = _outputs_in_chunks(net, x, _count(chunk, "chunk"), step)
     err = float(np.count_nonzero(o.argmax(axis=1) != y.argmax(axis=1)) / o.shape[0])
     if verbose:
         print(f"test error is\nerr = {err}")

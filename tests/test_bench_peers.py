@@ -1,26 +1,11 @@
-"""Checks of the benchmark peers in scripts/bench_peers.py (naive NumPy/SciPy and PyTorch)."""
+"""Checks of the benchmark peers in cnn/bench_peers.py (naive NumPy/SciPy and PyTorch)."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "scripts" / "bench_peers.py"
-
-
-def _load():
-    if "bench_peers" in sys.modules:
-        return sys.modules["bench_peers"]
-    spec = importlib.util.spec_from_file_location("bench_peers", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_peers"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bp = _load()
+import cnn.bench_peers as bp
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +28,16 @@ def test_make_params_shapes_and_ranges():
 
 
 def test_import_does_not_import_torch():
-    # the module itself must stay torch-free on import (torch is lazy)
+    # the benchmark modules must stay torch-free on import (torch is lazy)
+    import os
     import subprocess
+    from pathlib import Path
 
-    code = (
-        "import importlib.util, sys;"
-        f"s = importlib.util.spec_from_file_location('bench_peers', {str(_PATH)!r});"
-        "m = importlib.util.module_from_spec(s); s.loader.exec_module(m);"
-        "print('torch' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    root = str(Path(__file__).resolve().parents[1])
+    code = "import sys, cnn.bench_peers, cnn.bench; print('torch' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
     assert out.stdout.strip() == "False"
 
 

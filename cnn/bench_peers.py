@@ -1,4 +1,4 @@
-"""Peer implementations of "Example 3" for the speed benchmark (``scripts/bench.py``).
+"""Peer implementations of "Example 3" for the speed benchmark (:mod:`cnn.bench`).
 
 The benchmark times the ``cnn`` package (the Numba port of the MATLAB sample
 CNN) against two *peers* that train exactly the same network:
@@ -32,10 +32,9 @@ Network (input x (N, 28, 28), targets y (N, 10) one-hot)::
     dense 10 (W4 (10,150), b4), sigmoid
     loss = -sum(y log o + (1-y) log(1-o)) / N ; SGD lr 0.01, batch 50, in order
 
-Use from ``scripts/bench.py`` (with ``scripts/`` on ``sys.path``, or loaded
-via ``importlib`` from this file's path)::
+Use from :mod:`cnn.bench`::
 
-    from bench_peers import torch_available, torch_epoch_time, naive_epoch_time
+    from cnn.bench_peers import torch_available, torch_epoch_time, naive_epoch_time
     if torch_available():
         r = torch_epoch_time(x, y, "float32", threads=2, n_images=6000)
         r["seconds_per_60k"]
@@ -56,22 +55,22 @@ import time
 import numpy as np
 
 __all__ = [
-    "PARAM_SHAPES",
-    "LEARNING_RATE",
     "BATCH_SIZE",
-    "torch_available",
-    "make_params",
-    "random_data",
+    "LEARNING_RATE",
+    "PARAM_SHAPES",
     "build_torch_model",
+    "make_params",
+    "naive_epoch_time",
+    "naive_sgd_step",
+    "numpy_forward",
+    "numpy_gradients",
+    "numpy_loss",
+    "random_data",
+    "torch_available",
+    "torch_epoch_time",
     "torch_gradients",
     "torch_sgd_step",
-    "torch_epoch_time",
     "torch_test_time",
-    "numpy_forward",
-    "numpy_loss",
-    "numpy_gradients",
-    "naive_sgd_step",
-    "naive_epoch_time",
 ]
 
 #: Parameter names and shapes of Example 3 (MATLAB layout: K is (M, P, kh, kw)).
@@ -575,7 +574,7 @@ def naive_epoch_time(x, y, n_images=500, batch_size=BATCH_SIZE, warmup_batches=1
                    total / n_batches)
 
 
-if __name__ == "__main__":  # quick manual check: python scripts/bench_peers.py
+if __name__ == "__main__":  # quick manual check: python -m cnn.bench_peers
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,0 +1,886 @@
+"""The fused training step: a whole minibatch in two Numba calls.
+
+``ffcnn``/``bpcnn``/``gradientdescentcnn`` (``forward.py``, ``backward.py``,
+``training.py``) are the readable reference: one kernel call per layer and
+per operation, every map, error and gradient kept on the layers. That costs
+about twenty parallel regions per minibatch and a third of the time on one
+thread (NumPy's elementwise functions, the dense products, the loss). This
+module computes the same numbers with two calls per minibatch:
+
+1. :func:`_examples` — one ``prange`` over the examples of the minibatch. For
+   example ``n`` (on whichever thread) it runs the whole forward pass (conv,
+   activation, pooling, flattening, FC), the loss term, the output error, the
+   whole backward pass (FC errors, the error into the maps, upsampling, full
+   convolutions, activation derivatives) and the example's own part of every
+   conv layer's kernel and bias gradient. Nothing in an iteration reads what
+   another iteration writes (the one exception, defect D3, gets a second
+   loop in the same call).
+2. :func:`_update` — one ``prange`` over a fixed table of tasks (rows of FC
+   weights, chunks of conv kernels, bias vectors). Each task sums the
+   per-example parts **in example order**, divides by N and applies
+   ``p <- p - lr * dp`` in place, as ``gradientdescentcnn``.
+
+Every number is computed by the same serial code whichever thread runs it,
+and every sum over examples runs in example order, so the results are
+bit-identical for any thread count. They are not bit-identical to the layer
+path (other summation orders in the dense products, Numba's ``exp`` against
+NumPy's, ``tanh`` from :func:`cnn.vmath.tanh`, within 2 ulp), but agree to
+round-off: the golden fixtures at 1e-10 and weights within 1e-12 after
+training (``tests/test_fused.py``).
+
+The network is described to the kernels by an integer table (one row per
+layer: type, activation, maps or nodes, height, width, size, kernel height
+and width, rate) and tuples of 2-D arrays (one per layer; an unused entry
+holds a 1 x 1 dummy), so one compiled kernel serves every network of the
+supported layers (conv, mean pool, FC; activations ``sigm tanh rect none plus
+soft``; losses ``quad cros``; faithful and corrected modes, defects D1-D4 as
+``bpcnn``), float64 and float32.
+
+Runtime fields: after :meth:`FusedNet.step` the layers' ``featuremaps``,
+``outputs``, last-layer ``z``, ``er``, ``dK``/``dW``/``db`` are views of the
+fused buffers with the layer path's shapes and meanings, overwritten by the
+next minibatch. One difference: the input layer's ``featuremaps`` and a
+hidden conv layer's ``z`` are as in the layer path (the input, ``None``).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .activations import LEAK
+from .backward import compute_loss
+from .vmath import tanh as vtanh
+
+T_INPUT, T_CONV, T_POOL, T_FC = 0, 1, 2, 3
+A_SIGM, A_TANH, A_RECT, A_NONE, A_PLUS, A_SOFT = 0, 1, 2, 3, 4, 5
+ACT_CODES = {"sigm": A_SIGM, "tanh": A_TANH, "rect": A_RECT, "none": A_NONE,
+             "plus": A_PLUS, "soft": A_SOFT}
+# columns of the layer table
+C_TYPE, C_ACT, C_M, C_H, C_W, C_S, C_KH, C_KW, C_RATE = range(9)
+N_COLS = 9
+
+_CONTRACT = {"contract"}
+_serial = nb.njit(cache=True, fastmath=_CONTRACT, error_model="numpy")
+_serial_dot = nb.njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
+_parallel = nb.njit(cache=True, parallel=True, fastmath=_CONTRACT, error_model="numpy")
+# the update: plain IEEE arithmetic (no FMA), so ``p - lr*dp`` rounds as NumPy's
+_parallel_exact = nb.njit(cache=True, parallel=True, error_model="numpy")
+
+TUPLE_LEN = 8
+"""Layer tuples are padded to a multiple of this, so one compiled kernel (per dtype)
+serves every network of up to 8 layers (Numba compiles per tuple length)."""
+
+UPDATE_CHUNK = 512
+"""Conv kernel entries per update task (a fixed split: results do not depend on it)."""
+
+
+# --------------------------------------------------------------------------- elementwise
+
+@_serial
+def _logaddexp0(v):
+    # log(1 + exp(v)) = logaddexp(0, v), overflow-free (NumPy's formula)
+    if v > 0:
+        return v + np.log1p(np.exp(-v))
+    return np.log1p(np.exp(v))
+
+
+@_serial
+def _act_forward(z, a, code, one, leak):
+    """a = f(z) elementwise (1-D arrays; not softmax). ``a`` may be ``z``."""
+    S = z.shape[0]
+    if code == 0:      # sigm
+        for i in range(S):
+            a[i] = one / (one + np.exp(-z[i]))
+    elif code == 1:    # tanh (vectorised, within 2 ulp: cnn.vmath)
+        for i in range(S):
+            a[i] = vtanh(z[i])
+    elif code == 2:    # rect
+        for i in range(S):
+            v = z[i]
+            a[i] = v if v > 0 else v * leak
+    elif code == 4:    # plus
+        for i in range(S):
+            a[i] = _logaddexp0(z[i])
+    else:              # none
+        for i in range(S):
+            a[i] = z[i]
+
+
+@_serial
+def _soft_forward(z, a, M):
+    """Softmax over axis 0 of ``z`` viewed as (M, S/M) (maps at each position, or nodes)."""
+    R = z.shape[0] // M
+    for s in range(R):
+        m = z[s]
+        for j in range(1, M):
+            m = max(m, z[j * R + s])
+        t = z[0] * 0
+        for j in range(M):
+            v = np.exp(z[j * R + s] - m)
+            a[j * R + s] = v
+            t += v
+        for j in range(M):
+            a[j * R + s] /= t
+
+
+@_serial
+def _act_backward(a, g, e, code, faithful, one, leak, M):
+    """e = f'(z) * g written from the output a (1-D; softmax over M groups). ``e`` may be ``g``."""
+    S = a.shape[0]
+    if code == 0:
+        for i in range(S):
+            v = a[i]
+            e[i] = v * (one - v) * g[i]
+    elif code == 1:
+        for i in range(S):
+            v = a[i]
+            e[i] = (one - v * v) * g[i]
+    elif code == 2:
+        for i in range(S):
+            e[i] = g[i] if a[i] > 0 else leak * g[i]
+    elif code == 3:
+        if faithful:                       # D2: a * g
+            for i in range(S):
+                e[i] = a[i] * g[i]
+        else:
+            for i in range(S):
+                e[i] = g[i]
+    elif code == 4:
+        for i in range(S):
+            e[i] = -np.expm1(-a[i]) * g[i]
+    else:                                  # soft: -a (sum(g a) - g), sum over the M maps/nodes
+        R = S // M
+        for s in range(R):
+            t = a[0] * 0
+            for j in range(M):
+                t += g[j * R + s] * a[j * R + s]
+            for j in range(M):
+                e[j * R + s] = -a[j * R + s] * (t - g[j * R + s])
+
+
+# --------------------------------------------------------------------------- map kernels, one example
+
+@_serial
+def _shifted_columns(x, Wo, kw):
+    # xb[k, b, r*Wo + q] = x[k, r, q + b]
+    P, H, _ = x.shape
+    xb = np.empty((P, kw, H * Wo), dtype=x.dtype)
+    for k in range(P):
+        for b in range(kw):
+            for r in range(H):
+                for q in range(Wo):
+                    xb[k, b, r * Wo + q] = x[k, r, q + b]
+    return xb
+
+
+@_serial
+def _conv_forward(x, K, bias, z):
+    """z[j] = sum_k sum_ab x[k, p+a, q+b] K[j, k, a, b] + bias[j] for one example.
+
+    x (P, H, W), K (M, P, kh, kw), z (M, Ho*Wo). Taps in the order k, a, b, as
+    ``kernels.conv_valid``.
+    """
+    P, _, W = x.shape
+    M, _, kh, kw = K.shape
+    S = z.shape[1]
+    Wo = W - kw + 1
+    xb = _shifted_columns(x, Wo, kw)
+    for j0 in range(0, M, 2):
+        j1 = min(j0 + 1, M - 1)
+        z0 = z[j0]
+        z1 = z[j1]
+        for i in range(S):
+            z0[i] = 0
+            z1[i] = 0
+        for k in range(P):
+            for a in range(kh):
+                o = a * Wo
+                b = 0
+                while b < kw:
+                    if b + 3 <= kw:                # three taps per pass, in order
+                        u0, u1, u2 = K[j0, k, a, b], K[j0, k, a, b + 1], K[j0, k, a, b + 2]
+                        v0, v1, v2 = K[j1, k, a, b], K[j1, k, a, b + 1], K[j1, k, a, b + 2]
+                        x0 = xb[k, b, o:o + S]
+                        x1 = xb[k, b + 1, o:o + S]
+                        x2 = xb[k, b + 2, o:o + S]
+                        if j1 != j0:               # two maps share each load
+                            for i in range(S):
+                                c0 = x0[i]
+                                c1 = x1[i]
+                                c2 = x2[i]
+                                s0 = z0[i]
+                                s1 = z1[i]
+                                s0 += u0 * c0
+                                s1 += v0 * c0
+                                s0 += u1 * c1
+                                s1 += v1 * c1
+                                s0 += u2 * c2
+                                s1 += v2 * c2
+                                z0[i] = s0
+                                z1[i] = s1
+                        else:                      # odd M: the last map alone
+                            for i in range(S):
+                                s0 = z0[i]
+                                s0 += u0 * x0[i]
+                                s0 += u1 * x1[i]
+                                s0 += u2 * x2[i]
+                                z0[i] = s0
+                        b += 3
+                    else:                          # the remaining taps one at a time
+                        w0 = K[j0, k, a, b]
+                        w1 = K[j1, k, a, b]
+                        xs = xb[k, b, o:o + S]
+                        if j1 != j0:
+                            for i in range(S):
+                                c = xs[i]
+                                z0[i] += w0 * c
+                                z1[i] += w1 * c
+                        else:
+                            for i in range(S):
+                                z0[i] += w0 * xs[i]
+                        b += 1
+        b0 = bias[j0]
+        for i in range(S):
+            z0[i] += b0
+        if j1 != j0:
+            b1 = bias[j1]
+            for i in range(S):
+                z1[i] += b1
+
+
+@_serial_dot
+def _kernel_grad_part(x, e, part):
+    """part[j, k, a, b] = sum_pq x[k, p+a, q+b] e[j, p, q] (one example; e (M, Ho*Wo))."""
+    P, _, W = x.shape
+    M, _, kh, kw = part.shape
+    S = e.shape[1]
+    Wo = W - kw + 1
+    xb = _shifted_columns(x, Wo, kw)
+    zero = e[0, 0] * 0
+    for j in range(M):
+        ej = e[j]
+        for k in range(P):
+            for a in range(kh):
+                for b in range(kw):
+                    xs = xb[k, b, a * Wo:a * Wo + S]
+                    s = zero
+                    for i in range(S):
+                        s += ej[i] * xs[i]
+                    part[j, k, a, b] = s
+
+
+@_serial_dot
+def _row_sums(e, out):
+    """out[j] = sum_u e[j, u] (one example's bias-gradient part)."""
+    M, S = e.shape
+    for j in range(M):
+        s = e[0, 0] * 0
+        for u in range(S):
+            s += e[j, u]
+        out[j] = s
+
+
+@_serial
+def _conv_full(e, K, flip, g):
+    """g[k, p+a, q+b] += e[j, p, q] K[j, k, a, b] (K rotated by 180 degrees if ``flip``, D1).
+
+    One example: e (M, Ho, Wo), K (M, P, kh, kw), g (P, H, W) overwritten.
+    """
+    M, Ho, Wo = e.shape
+    _, P, kh, kw = K.shape
+    for k in range(P):
+        gk = g[k]
+        for u in range(gk.shape[0]):
+            for v in range(gk.shape[1]):
+                gk[u, v] = 0
+        for j in range(M):
+            for a in range(kh):
+                for b in range(kw):
+                    if flip:
+                        w = K[j, k, kh - 1 - a, kw - 1 - b]
+                    else:
+                        w = K[j, k, a, b]
+                    for p in range(Ho):
+                        row = gk[p + a, b:b + Wo]
+                        ep = e[j, p]
+                        for q in range(Wo):
+                            row[q] += w * ep[q]
+
+
+@_serial
+def _mean_pool(x, r, c, y):
+    """y[m, p, q] = sum_ab x[m, p*r+a, q*r+b] * c (one example), as ``kernels.mean_pool``."""
+    M, h, w = y.shape
+    for m in range(M):
+        for p in range(h):
+            yr = y[m, p]
+            if r == 2:
+                x0 = x[m, 2 * p]
+                x1 = x[m, 2 * p + 1]
+                for q in range(w):
+                    yr[q] = x0[2 * q] * c + x0[2 * q + 1] * c + x1[2 * q] * c + x1[2 * q + 1] * c
+            else:
+                for q in range(w):
+                    yr[q] = 0
+                for a in range(r):
+                    xa = x[m, p * r + a]
+                    for b in range(r):
+                        for q in range(w):
+                            yr[q] += xa[q * r + b] * c
+
+
+@_serial
+def _upsample(e, r, divisor, g):
+    """g[m, u, v] = e[m, u//r, v//r] / divisor; zero beyond h*r, w*r (one example)."""
+    M, h, w = e.shape
+    H, W = g.shape[1], g.shape[2]
+    for m in range(M):
+        for u in range(H):
+            for v in range(W):
+                g[m, u, v] = 0
+        for p in range(h):
+            for a in range(r):
+                row = g[m, p * r + a]
+                for q in range(w):
+                    val = e[m, p, q] / divisor
+                    for b in range(r):
+                        row[q * r + b] = val
+
+
+@_serial
+def _flatten(a, M, H, W, f):
+    # MATLAB column-major order: f[m*H*W + c*H + r] = a[m, r, c]
+    for m in range(M):
+        for r in range(H):
+            for c in range(W):
+                f[m * H * W + c * H + r] = a[m * H * W + r * W + c]
+
+
+@_serial
+def _unflatten(f, M, H, W, a):
+    for m in range(M):
+        for r in range(H):
+            for c in range(W):
+                a[m * H * W + r * W + c] = f[m * H * W + c * H + r]
+
+
+@_serial_dot
+def _fc_forward(W, b, x, z):
+    """z[j] = sum_i W[j, i] x[i] + b[j] (one example)."""
+    n, m = W.shape
+    for j in range(n):
+        s = x[0] * 0
+        wj = W[j]
+        for i in range(m):
+            s += wj[i] * x[i]
+        z[j] = s + b[j]
+
+
+@_serial
+def _fc_backward(W, e, g):
+    """g[i] = sum_j e[j] W[j, i] (one example)."""
+    n, m = W.shape
+    for i in range(m):
+        g[i] = 0
+    for j in range(n):
+        ej = e[j]
+        wj = W[j]
+        for i in range(m):
+            g[i] += ej * wj[i]
+
+
+# --------------------------------------------------------------------------- one example
+
+@_serial
+def _forward_example(n, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
+    """The forward pass of example n: A[l][n] for every layer, Z[n] (last layer's
+    pre-activation), F[n] (the flattened maps that the first FC layer reads)."""
+    L = spec.shape[0]
+    last = L - 1
+    for l in range(1, L):
+        t = spec[l, C_TYPE]
+        code = spec[l, C_ACT]
+        M = spec[l, C_M]
+        S = spec[l, C_S]
+        t0 = spec[l - 1, C_TYPE]
+        a = A[l][n]
+        if t == T_CONV:
+            P, H, W = spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W]
+            kh, kw = spec[l, C_KH], spec[l, C_KW]
+            x = A[l - 1][n].reshape(P, H, W)
+            K = Ks[l].reshape(M, P, kh, kw)
+            z = Z[n] if l == last else a
+            _conv_forward(x, K, Bs[l][0], z.reshape(M, S // M))
+            if code == A_SOFT:
+                _soft_forward(z, a, M)
+            else:
+                _act_forward(z, a, code, one, leak)
+        elif t == T_POOL:
+            P, H, W = spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W]
+            r = spec[l, C_RATE]
+            c = cst[l, 0]                              # 1 / r^2 in the network's dtype
+            _mean_pool(A[l - 1][n].reshape(P, H, W), r, c,
+                       a.reshape(M, spec[l, C_H], spec[l, C_W]))
+        elif t == T_FC:
+            if t0 == T_FC:
+                x = A[l - 1][n]
+            else:
+                x = F[n]
+                _flatten(A[l - 1][n], spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W], x)
+            z = Z[n] if l == last else a
+            _fc_forward(Ws[l], Bs[l][0], x, z)
+            if code == A_SOFT:
+                _soft_forward(z, a, M)
+            else:
+                _act_forward(z, a, code, one, leak)
+
+
+@_serial
+def _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, e, lp):
+    """Loss term and output error of example n (the last layer's outputs, map layout).
+
+    e[s] = o[s] - y[perm[s]], times the output activation's derivative when
+    ``flag``; lp[n] = the example's loss term before the 1/(2N) or -1/N.
+    """
+    L = spec.shape[0]
+    last = L - 1
+    o = A[last][n]
+    z = Z[n]
+    yn = y[n]
+    S = o.shape[0]
+    M = spec[last, C_M]
+    code = spec[last, C_ACT]
+    t = spec[last, C_TYPE]
+    for s in range(S):
+        e[s] = o[s] - yn[perm[s]]
+    acc = o[0] * 0
+    if loss_kind == 0:                     # quad: sum (o - y)^2
+        for s in range(S):
+            acc += e[s] * e[s]
+    elif code == A_SIGM:                   # cros, sigm: sum y log o + (1 - y) log(1 - o)
+        for s in range(S):
+            v = yn[perm[s]]
+            acc += v * -_logaddexp0(-z[s]) + (one - v) * -_logaddexp0(z[s])
+    else:                                  # cros, soft: sum y log o (log-softmax over axis 1)
+        G = S if t == T_FC else M
+        R = S // G
+        for r in range(R):
+            m = z[r]
+            for j in range(1, G):
+                m = max(m, z[j * R + r])
+            tt = z[0] * 0
+            for j in range(G):
+                tt += np.exp(z[j * R + r] - m)
+            lt = np.log(tt)
+            for j in range(G):
+                s = j * R + r
+                acc += yn[perm[s]] * (z[s] - m - lt)
+    lp[n] = acc
+    if flag:
+        # softmax axis: the nodes (FC); for maps the whole flattened output when faithful
+        # (bpcnn applies the derivative to the (N, S) matrix), the maps at each position
+        # when corrected
+        G = M if (t != T_FC and not faithful) else S
+        _act_backward(o, e, e, code, faithful, one, leak, G)
+
+
+@_serial
+def _backward_example(n, N, spec, cst, A, Z, F, E, Ks, Ws, PK, PB, y, perm, loss_kind, flag,
+                      faithful, d3, one, leak, lp):
+    """Loss term, output error, every layer's error and the conv gradient parts of example n."""
+    L = spec.shape[0]
+    last = L - 1
+    S_last = spec[last, C_S]
+    eo = np.empty(S_last, dtype=A[0].dtype)
+    _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, eo, lp)
+    # g: error w.r.t. the outputs of layer l (map layout), eo for the last layer
+    g = eo
+    for l in range(last, 0, -1):
+        t = spec[l, C_TYPE]
+        code = spec[l, C_ACT]
+        M, H, W, S = spec[l, C_M], spec[l, C_H], spec[l, C_W], spec[l, C_S]
+        Mb, Hb, Wb, Sb = spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W], spec[l - 1, C_S]
+        tb = spec[l - 1, C_TYPE]
+        er = E[l][n]
+        if t == T_FC:
+            if l == last:
+                for i in range(S):
+                    er[i] = g[i]
+            else:
+                _act_backward(A[l][n], g, er, code, faithful, one, leak, M)
+            if l > 1:
+                gb = np.empty(Sb, dtype=er.dtype)
+                _fc_backward(Ws[l], er, gb)
+                if tb != T_FC:                     # cut back into maps
+                    gm = np.empty(Sb, dtype=er.dtype)
+                    _unflatten(gb, Mb, Hb, Wb, gm)
+                    gb = gm
+                g = gb
+        elif t == T_POOL:
+            r = spec[l, C_RATE]
+            # D4: no / r^2 for a pool last layer in faithful mode
+            div = one if (l == last and faithful) else cst[l, 1]
+            _upsample(g.reshape(M, H, W), r, div, er.reshape(Mb, Hb, Wb))
+            g = er
+        else:                                       # conv
+            if l == last:
+                for i in range(S):
+                    er[i] = g[i]
+            elif code == A_SOFT:
+                _act_backward(A[l][n], g, er, code, faithful, one, leak, M)
+            else:
+                _act_backward(A[l][n], g, er, code, faithful, one, leak, 1)
+            kh, kw = spec[l, C_KH], spec[l, C_KW]
+            x = A[l - 1][n].reshape(Mb, Hb, Wb)
+            e2 = er.reshape(M, S // M)
+            if not (l == last and d3):
+                _kernel_grad_part(x, e2, PK[l][n].reshape(M, Mb, kh, kw))
+            _row_sums(e2, PB[l][n])
+            if l > 1:
+                gb = np.empty(Sb, dtype=er.dtype)
+                _conv_full(er.reshape(M, H, W), Ks[l].reshape(M, Mb, kh, kw), faithful,
+                           gb.reshape(Mb, Hb, Wb))
+                g = gb
+
+
+# --------------------------------------------------------------------------- the two calls
+
+@_parallel
+def _forward(spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
+    N = A[0].shape[0]
+    for n in nb.prange(N):
+        _forward_example(n, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak)
+
+
+@_parallel
+def _examples(spec, cst, A, Z, F, E, Ks, Bs, Ws, PK, PB, y, perm, loss_kind, flag, faithful, d3,
+              one, leak, lp):
+    """Forward, loss term, backward and gradient parts of every example of the minibatch."""
+    N = A[0].shape[0]
+    for n in nb.prange(N):
+        _forward_example(n, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak)
+        _backward_example(n, N, spec, cst, A, Z, F, E, Ks, Ws, PK, PB, y, perm, loss_kind, flag,
+                          faithful, d3, one, leak, lp)
+    if d3:
+        # D3 (faithful, conv last layer): example n's maps with example N-1-n's error
+        last = spec.shape[0] - 1
+        M, kh, kw = spec[last, C_M], spec[last, C_KH], spec[last, C_KW]
+        Mb, Hb, Wb = spec[last - 1, C_M], spec[last - 1, C_H], spec[last - 1, C_W]
+        S = spec[last, C_S]
+        for n in nb.prange(N):
+            _kernel_grad_part(A[last - 1][n].reshape(Mb, Hb, Wb),
+                              E[last][N - 1 - n].reshape(M, S // M),
+                              PK[last][n].reshape(M, Mb, kh, kw))
+
+
+@_parallel_exact
+def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3):
+    """Sum the per-example parts in example order, divide by N, step: p -= lr * dp.
+
+    tasks[t] = (layer, kind, start, stop): kind 0 FC rows start:stop (W and b),
+    kind 1 conv kernel entries start:stop, kind 2 conv bias.
+    """
+    last = spec.shape[0] - 1
+    for t in nb.prange(tasks.shape[0]):
+        l, kind, start, stop = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
+        if kind == 0:
+            W = Ps[l]
+            dW = DP[l]
+            b = Bs[l][0]
+            db = DB[l][0]
+            e = E[l]
+            x = A[l - 1] if spec[l - 1, C_TYPE] == T_FC else F
+            m = W.shape[1]
+            for j in range(start, stop):
+                dWj = dW[j]
+                for i in range(m):
+                    dWj[i] = e[0, j] * x[0, i]
+                for n in range(1, N):
+                    v = e[n, j]
+                    xn = x[n]
+                    for i in range(m):
+                        dWj[i] += v * xn[i]
+                Wj = W[j]
+                for i in range(m):
+                    dWj[i] /= N
+                    Wj[i] -= lr * dWj[i]
+                s = e[0, j]
+                for n in range(1, N):
+                    s += e[n, j]
+                db[j] = s / N
+                b[j] -= lr * db[j]
+        elif kind == 1:
+            K = Ps[l][0]
+            dK = DP[l][0]
+            p = PK[l]
+            for i in range(start, stop):
+                s = p[0, i]
+                for n in range(1, N):
+                    s += p[n, i]
+                if not (d3 and l == last):          # D3: no 1/N
+                    s /= N
+                dK[i] = s
+                K[i] -= lr * s
+        else:
+            b = Bs[l][0]
+            db = DB[l][0]
+            p = PB[l]
+            for j in range(b.shape[0]):
+                s = p[0, j]
+                for n in range(1, N):
+                    s += p[n, j]
+                db[j] = s / N
+                b[j] -= lr * db[j]
+
+
+# --------------------------------------------------------------------------- the network side
+
+def supports(net):
+    """Whether the fused step handles ``net`` (else ``traincnn`` uses the layer path)."""
+    return supports_forward(net) and net.loss_func in ("quad", "cros")
+
+
+def supports_forward(net):
+    """Whether the fused forward pass handles ``net`` (any loss)."""
+    layers = net.layers
+    if len(layers) < 2 or np.dtype(net.dtype) not in (np.float32, np.float64):
+        return False
+    seen_fc = False
+    for layer in layers[1:]:
+        if layer.type == "f":
+            seen_fc = True
+        elif layer.type not in "cp" or seen_fc or (layer.type == "p" and layer.method != "mean"):
+            return False
+        if layer.act_func not in ACT_CODES:
+            return False
+    return True
+
+
+def _layer_table(net):
+    rows = []
+    for layer in net.layers:
+        t = {"i": T_INPUT, "c": T_CONV, "p": T_POOL, "f": T_FC}[layer.type]
+        act = ACT_CODES[layer.act_func] if layer.type in "cf" else A_NONE
+        if layer.type == "f":
+            M, H, W = layer.n_nodes, 1, 1
+        else:
+            M, (H, W) = layer.n_maps, layer.map_shape
+        kh = getattr(layer, "kernel_height", 0)
+        kw = getattr(layer, "kernel_width", 0)
+        rate = getattr(layer, "rate", 0) if layer.type == "p" else 0
+        rows.append((t, act, M, H, W, M * H * W, kh, kw, rate))
+    return np.array(rows, dtype=np.int64)
+
+
+def _output_perm(net):
+    """perm[s]: the column of ``y`` for output s in map layout (MATLAB's flattening)."""
+    last = net.layers[-1]
+    if last.type == "f":
+        return np.arange(last.n_nodes, dtype=np.int64)
+    M, (H, W) = last.n_maps, last.map_shape
+    m, r, c = np.meshgrid(np.arange(M), np.arange(H), np.arange(W), indexing="ij")
+    return (m * H * W + c * H + r).reshape(-1).astype(np.int64)
+
+
+def _pad(arrays, dummy):
+    """``arrays`` as a tuple padded with ``dummy`` to a multiple of :data:`TUPLE_LEN`."""
+    n = -(-len(arrays) // TUPLE_LEN) * TUPLE_LEN
+    return tuple(arrays) + (dummy,) * (n - len(arrays))
+
+
+class FusedNet:
+    """The fused step's buffers and tables for one network and one batch size.
+
+    Built once per ``traincnn``/``testcnn`` call (cheap: allocation only); the
+    compiled kernels are shared by every network.
+
+    Parameters
+    ----------
+    net : CNN
+        With ``loss_func`` resolved (``'quad'`` or ``'cros'``) and the flag set
+        for training (see ``backward.prepare_loss_and_flag``).
+    N : int
+        The batch (or chunk) size.
+    train : bool
+        Allocate the backward buffers too.
+    """
+
+    def __init__(self, net, N, train=True):
+        self.net = net
+        self.N = N
+        dt = np.dtype(net.dtype)
+        self.dtype = dt
+        self.spec = _layer_table(net)
+        self.perm = _output_perm(net)
+        # per layer: 1/r^2 and r^2 of a pool layer in the network's dtype
+        r2 = np.maximum(self.spec[:, C_RATE], 1) ** 2
+        self.cst = np.stack([1.0 / r2, r2], axis=1).astype(dt)
+        self.one = dt.type(1)
+        self.leak = dt.type(LEAK)
+        layers = net.layers
+        L = len(layers)
+        dummy = np.zeros((1, 1), dt)
+        sizes = self.spec[:, C_S]
+        self.A = [np.empty((N, int(s)), dt) for s in sizes]
+        self.At = _pad(self.A, dummy)
+        self.Z = np.empty((N, int(sizes[-1])), dt)
+        kmap = max(i for i, layer in enumerate(layers) if layer.type != "f")
+        has_fc = layers[-1].type == "f"
+        self.F = np.empty((N, int(sizes[kmap])), dt) if has_fc else dummy
+        self.kmap = kmap
+        self.train = train
+        if train:
+            self.E = _pad([np.empty((N, int(sizes[l - 1] if layers[l].type == "p" else sizes[l])),
+                                    dt) if l > 0 else dummy for l in range(L)], dummy)
+            self.PK = _pad([np.empty((N, layers[l].K.size), dt) if layers[l].type == "c"
+                            else dummy for l in range(L)], dummy)
+            self.PB = _pad([np.empty((N, layers[l].n_maps), dt) if layers[l].type == "c"
+                            else dummy for l in range(L)], dummy)
+            self.lp = np.empty(N, dt)
+            self.DP = _pad([np.empty(layers[l].W.shape, dt) if layers[l].type == "f" else
+                            np.empty((1, layers[l].K.size), dt) if layers[l].type == "c"
+                            else dummy for l in range(L)], dummy)
+            self.DB = _pad([np.empty((1, layers[l].b.size), dt) if layers[l].type in "cf"
+                            else dummy for l in range(L)], dummy)
+            self.tasks = self._task_table()
+        self._params = None
+        self.sync_params()
+
+    def _task_table(self):
+        tasks = []
+        n_threads = 16  # rows per FC task: a fixed split (not the thread count)
+        for l, layer in enumerate(self.net.layers):
+            if layer.type == "f":
+                rows = layer.n_nodes
+                step = max(1, -(-rows // n_threads))
+                tasks += [(l, 0, s, min(s + step, rows)) for s in range(0, rows, step)]
+            elif layer.type == "c":
+                size = layer.K.size
+                tasks += [(l, 1, s, min(s + UPDATE_CHUNK, size))
+                          for s in range(0, size, UPDATE_CHUNK)]
+                tasks.append((l, 2, 0, layer.n_maps))
+        return np.array(tasks, dtype=np.int64).reshape(-1, 4)
+
+    def sync_params(self):
+        """Point the kernels at the layers' current parameter arrays (in place updates).
+
+        Called before each minibatch: a callback that assigns new arrays to
+        ``K``/``W``/``b`` is seen; arrays of the wrong dtype or layout are
+        replaced on the layer by a C-contiguous copy first.
+        """
+        layers = self.net.layers
+        ids = tuple(id(getattr(layer, name, None)) for layer in layers for name in ("K", "W", "b"))
+        if self._params == ids:
+            return
+        dt = self.dtype
+        dummy2 = np.zeros((1, 1), dt)
+        for layer in layers:
+            for name in ("K", "W", "b"):
+                a = getattr(layer, name, None)
+                if a is not None and (a.dtype != dt or not a.flags.c_contiguous
+                                      or not a.flags.writeable):
+                    setattr(layer, name, np.ascontiguousarray(a, dtype=dt).copy())
+        self.Ks = _pad([layer.K.reshape(1, -1) if layer.type == "c" else dummy2
+                        for layer in layers], dummy2)
+        self.Ws = _pad([layer.W if layer.type == "f" else dummy2 for layer in layers], dummy2)
+        self.Bs = _pad([layer.b.reshape(1, -1) if layer.type in "cf" else dummy2
+                        for layer in layers], dummy2)
+        # the update writes K through Ps (2-D views: W itself, or K as one row)
+        self.Ps = _pad([layer.W if layer.type == "f" else
+                        layer.K.reshape(1, -1) if layer.type == "c" else dummy2
+                        for layer in layers], dummy2)
+        self._params = tuple(id(getattr(layer, name, None))
+                             for layer in layers for name in ("K", "W", "b"))
+
+    def _load(self, x):
+        self.A[0][...] = x.reshape(x.shape[0], -1)
+
+    def forward(self, x):
+        """Forward pass of ``x`` (N, C, H, W): returns the outputs (N, n_outputs), MATLAB order.
+
+        The array returned is a fused buffer (overwritten by the next call).
+        """
+        self.sync_params()
+        self._load(x)
+        _forward(self.spec, self.cst, self.At, self.Z, self.F, self.Ks, self.Bs, self.Ws,
+                 self.one, self.leak)
+        o = self.A[-1]
+        if self.net.layers[-1].type == "f":
+            return o
+        out = np.empty_like(o)
+        out[:, self.perm] = o
+        return out
+
+    def compute(self, x, y):
+        """Forward pass, loss and gradient parts of a minibatch; sets and returns ``net.loss``.
+
+        Also sets the layers' runtime fields (:meth:`expose`).
+
+        x : ndarray (N, C, H, W); y : ndarray (N, n_outputs), both ``net.dtype``.
+        """
+        net = self.net
+        self.sync_params()
+        self._load(x)
+        faithful = net.mode == "faithful"
+        last = net.layers[-1]
+        d3 = faithful and last.type == "c"
+        loss_kind = 1 if net.loss_func == "cros" else 0
+        _examples(self.spec, self.cst, self.At, self.Z, self.F, self.E, self.Ks, self.Bs, self.Ws,
+                  self.PK, self.PB, y, self.perm, loss_kind,
+                  bool(net.calc_last_layer_act_derivative), faithful, d3, self.one, self.leak,
+                  self.lp)
+        # the loss as bpcnn computes it (the same NumPy code on the exposed outputs, so
+        # it is bit-identical to what compute_loss gives for them); self.lp holds the
+        # per-example terms (their sum in example order / 2N or -1/N: the same to round-off)
+        self.expose()
+        net.loss = compute_loss(net, y)
+        return net.loss
+
+    def apply(self):
+        """Sum the gradient parts in example order and take the step (``gradientdescentcnn``)."""
+        net = self.net
+        faithful = net.mode == "faithful"
+        d3 = faithful and net.layers[-1].type == "c"
+        lr = self.dtype.type(net.learning_rate) if self.dtype == np.float32 \
+            else float(net.learning_rate)
+        _update(self.tasks, self.At, self.F, self.E, self.Ps, self.Bs, self.PK, self.PB,
+                self.DP, self.DB, self.spec, self.N, lr, d3)
+
+    def expose(self):
+        """Set the layers' runtime fields to views of the fused buffers (see module notes)."""
+        net = self.net
+        layers = net.layers
+        N = self.N
+        last = len(layers) - 1
+        for l, layer in enumerate(layers):
+            if l == 0:
+                continue
+            if layer.type == "f":
+                layer.outputs = self.A[l]
+                if l == self.kmap + 1:
+                    layers[self.kmap].outputs = self.F
+            else:
+                layer.featuremaps = self.A[l].reshape((N, layer.n_maps) + layer.map_shape)
+            if layer.type in "cf":
+                layer.z = None
+            if self.train:
+                if layer.type == "f":
+                    layer.er = self.E[l]
+                    layer.dW = self.DP[l]
+                    layer.db = self.DB[l][0]
+                elif layer.type == "p":
+                    below = layers[l - 1]
+                    layer.er = self.E[l].reshape((N, layer.n_maps) + below.map_shape)
+                else:
+                    layer.er = self.E[l].reshape((N, layer.n_maps) + layer.map_shape)
+                    layer.dK = self.DP[l][0].reshape(layer.K.shape)
+                    layer.db = self.DB[l][0]
+        top = layers[last]
+        if top.type in "cf":
+            top.z = self.Z if top.type == "f" else self.Z.reshape(
+                (N, top.n_maps) + top.map_shape)
+        if top.type != "f":
+            o = np.empty((N, self.perm.size), self.dtype)
+            o[:, self.perm] = self.A[last]
+            top.outputs = o

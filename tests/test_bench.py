@@ -1,0 +1,61 @@
+"""cnn.bench (the speed benchmark in the package): arguments, machine header, table, burners."""
+
+import os
+
+import pytest
+
+from cnn import bench, threads
+
+
+def test_bad_arguments_exit_2(capsys):
+    for argv in (["--images", "70"], ["--busy-images", "0"], ["--burners", "0"]):
+        with pytest.raises(SystemExit) as e:
+            bench.main(argv)
+        assert e.value.code == 2
+    assert "must be" in capsys.readouterr().err
+
+
+def test_machine_header_names_cpu_simd_blas_threading():
+    r = {"machine": bench.machine_info()}
+    text = bench.machine_header(r)
+    assert "SIMD" in text and "BLAS:" in text and "Numba threading layer:" in text
+    assert r["machine"]["simd"] in ("AVX-512 (+FMA)", "AVX-512", "AVX2+FMA", "AVX2", "AVX",
+                                    "SSE", "none", "unknown")
+
+
+def test_table_rows_with_and_without_torch():
+    r = {"train_float64": {"seconds_per_60k": 3.0}, "train_float32": {"seconds_per_60k": 2.0},
+         "train_float64_layers": {"seconds_per_60k": 6.0},
+         "busy": {"burners": 2, "ours": {"seconds_per_60k": 12.0}},
+         "testcnn": {"seconds_per_10k": 0.25},
+         "first_call": {"warm_seconds": 0.5, "cold_seconds": 10.0},
+         "peak_rss": {"bytes": 5e8, "vmhwm_bytes": 5e8, "images": 60000}}
+    rows = {row[0]: row for row in bench.make_table(r)}
+    assert rows["train float64, s/epoch (ours, layer-by-layer path)"][4] == "fused is 2.00x faster"
+    busy = rows["busy machine: train float64 with 2 CPU burners (ours)"]
+    assert busy[4] == "4.00x idle NO"
+    r["torch"] = {"train_float64": {"seconds_per_60k": 13.5},
+                  "train_float32": {"seconds_per_60k": 5.0},
+                  "test_float64": {"seconds_per_10k": 0.5}, "test_float32": {"seconds_per_10k": 0.4}}
+    rows = {row[0]: row for row in bench.make_table(r)}
+    assert rows["train float64, s/epoch (ours, fused step)"][2] == "4.50"
+    assert "4x yes (4.50x)" in rows["train float64, s/epoch (ours, fused step)"][4]
+    assert rows["train float32, s/epoch (ours, fused step)"][4] == "NO (2.50x)"
+
+
+def test_burners_start_and_stop():
+    with bench.burners(2) as b:
+        pids = [p.pid for p in b.procs]
+        assert all(p.poll() is None for p in b.procs)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_torch_gets_its_own_openmp_defaults(monkeypatch):
+    assert "GOMP_SPINCOUNT" in threads.SET_BY_CNN or "GOMP_SPINCOUNT" in os.environ
+    monkeypatch.setitem(threads.SET_BY_CNN, "CNN_TEST_VAR", "1")
+    monkeypatch.setenv("CNN_TEST_VAR", "1")
+    with threads.defaults_for_others():
+        assert "CNN_TEST_VAR" not in os.environ
+    assert os.environ["CNN_TEST_VAR"] == "1"
