@@ -4,7 +4,7 @@
 ``train``      ``Example_MNIST_CNN.m`` with checkpoints, resume, Ctrl-C and progress bars
                (:mod:`cnn.train_run`)
 ``test``       error rate of a saved network (``.mat`` or ``.npz``) on the MNIST test set
-``compare``    the flag-on vs flag-off comparison (:func:`cnn.experiments.compare_main`)
+``compare``    the flag-on vs flag-off comparison (:func:`cnn.cli.compare.main`)
 ``gradcheck``  numerical gradient check of a small network, as a Markdown table
 ``step``       one minibatch through ``bpcnn``, layer by layer, next to ``bpcnn.m``
                (:mod:`cnn.step`); ``--pdb`` stops in the debugger at the flag
@@ -301,7 +301,7 @@ def _cmd_train(args):
 
 def _cmd_compare(argv):
     try:
-        from ..experiments import compare_main
+        from .compare import main as compare_main
     except ImportError as exc:
         raise CLIError(f"the comparison is not available: {exc}", EXIT_FAIL) from None
     return int(compare_main(argv, prog=f"{PROG} compare") or 0)
