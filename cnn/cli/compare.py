@@ -319,8 +319,7 @@ def main(argv=None, prog=None, *, data=None):
 
 def _reproduce(args, data):
     from ..atomic import write_text
-    from ..studies.reproduce import default_reference_path, format_reproduction, \
-        reproduce_reference
+    from ..studies.reproduce import default_reference_path, format_reproduction, reproduce_reference
 
     ref = args.reproduce or str(default_reference_path())
     if not Path(ref).is_file():

@@ -192,7 +192,7 @@ def format_table(summary, meta=None, note=""):
               "", "| epochs | setting | best lr | test error % mean | std | min | max |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for e in range(1, n_ep + 1):
-        for key, b in best(summary, e).items():
+        for b in best(summary, e).values():
             st = b["stats"]
             lines.append(f"| {e} | {b['label']} | {b['lr']:g} | **{pct(st['mean'])}** "
                          f"| {pct(st['std'])} | {pct(st['min'])} | {pct(st['max'])} |")
@@ -203,7 +203,8 @@ def format_table(summary, meta=None, note=""):
                                                    f"runs to compare."))
     same = _quad_identical(summary)
     if same is not None:
-        lines += ["", f"* quad loss and flag on (forced) gave {'identical' if same else 'DIFFERENT'}"
+        word = "identical" if same else "DIFFERENT"
+        lines += ["", f"* quad loss and flag on (forced) gave {word}"
                       f" test errors at every learning rate and epoch for the seeds run with both."]
     return "\n".join(lines) + "\n"
 

@@ -120,7 +120,7 @@ def _numerical(net, x, y, act, loss):
     """Central differences of :func:`loss_value` for every parameter."""
     w = net.copy()
     out = []
-    for i, name, arr in w.parameters():
+    for _, _, arr in w.parameters():
         g = np.empty_like(arr)
         for idx in np.ndindex(arr.shape):
             old = arr[idx]
@@ -315,11 +315,11 @@ def format_findings(f):
         f"* Every other defined pair needs the flag on (fails off, passes on): "
         f"{', '.join(need) or 'none'}"
         + (f"; NOT so for: {', '.join(not_need)}" if not_need else "") + ".",
-        f"* Sigmoid + cross-entropy with the flag forced on "
+        "* Sigmoid + cross-entropy with the flag forced on "
         + ("fails against the cross-entropy and passes against the quadratic loss: it is the "
            "quadratic loss's gradient." if f["flag_on_sigm_cros_is_quad"]
            else "does NOT behave as the quadratic loss here."),
-        f"* ReLU + binary cross-entropy (clipped): "
+        "* ReLU + binary cross-entropy (clipped): "
         + ("fails with every flag" if f["rect_cros_fails"] else "does NOT fail everywhere")
         + f" (max norm-rel diff {rel}). Its gradient at the pre-activation is "
           "(a - y) / (a (1 - a)) * relu'(z) where a lies inside the clipping, and 0 where it "

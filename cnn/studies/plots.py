@@ -196,8 +196,9 @@ def lr_figure(summary, path, *, title=None):
                 x = [p[0] for p in pts]
                 m = [100 * p[1]["mean"] for p in pts]
                 s = [100 * p[1]["std"] for p in pts]
-                ax.errorbar(x, m, yerr=s, color=color, marker=marker, ls=ls, capsize=3,
-                            label=cs[0]["label"] if e == 0 else None, ms=5)
+                eb = ax.errorbar(x, m, yerr=s, color=color, marker=marker, ls=ls, capsize=3,
+                                 label=cs[0]["label"] if e == 0 else None, ms=5)
+                eb[0].set_gid(key)  # the line of the means, findable by its setting
             bad = [c["lr"] for c in cs if c["diverged"]]
             if bad:
                 ax.plot(bad, [100 * top * 1.05] * len(bad), "x", color=color, ms=8,

@@ -245,6 +245,7 @@ def format_reproduction(results):
         lines.append(f"| flag {r['flag']} | {r['err']:.4f} | {r['ref_err']:.4f} "
                      f"| {r['misclassified']} / {r['ref_misclassified']} | {pred} "
                      f"| {r['loss_array_max_rel']:.1e} | {r['params_max_rel']:.1e} "
-                     f"| {r['train_seconds']:.0f} / {oct_s} | {'yes' if r['match'] else '**NO**'} |")
+                     f"| {r['train_seconds']:.0f} / {oct_s} "
+                     f"| {'yes' if r['match'] else '**NO**'} |")
     return "\n".join(lines) + "\n"
 
