@@ -182,7 +182,7 @@ def test_a_signal_stops_every_worker_and_keeps_the_finished_records(sig, rc, wor
                          text=True)
     try:
         deadline = time.time() + 300
-        while len(list((out / "runs").glob("*.json"))) < 2 and p.poll() is None:
+        while not list((out / "runs").glob("*.json")) and p.poll() is None:
             assert time.time() < deadline, "no record within 300 s"
             time.sleep(0.1)
         assert p.poll() is None, "the study finished before the signal"
@@ -201,7 +201,7 @@ def test_a_signal_stops_every_worker_and_keeps_the_finished_records(sig, rc, wor
     assert not [k for k in kids if _alive(k)], "worker processes left"
     assert not list(tmp.glob("cnn-compare-*")), "temporary data left"
     recs = _records(out)
-    assert 2 <= len(recs) < 35
+    assert 1 <= len(recs) < 35
     if word is not None:
         assert "Traceback" not in stderr and "Error" not in stderr
         assert stderr.splitlines()[-1] == f"python -m cnn compare: {word}"

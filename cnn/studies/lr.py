@@ -54,9 +54,13 @@ def specs(dataset, *, lrs=LRS, seeds=range(SEEDS), epochs=EPOCHS, settings=SETTI
     """
     seeds = list(seeds)
     out = []
-    for key in settings:
+    # seed by seed, each seed over the whole grid: a study stopped early has every
+    # (setting, lr) cell for its first seeds rather than a few settings for all seeds
+    for n, seed in enumerate(seeds):
         for lr in lrs:
-            for seed in (seeds[:quad_seeds] if key == "quad" and quad_seeds else seeds):
+            for key in settings:
+                if key == "quad" and quad_seeds and n >= quad_seeds:
+                    continue
                 out.append(flag.spec(key, seed, dataset, epochs, study="lr", lr=float(lr),
                                      probe_every=0))
     return out
@@ -93,8 +97,9 @@ def summarise(finished):
         c["by_seed"][spec["seed"]] = list(rec["test_error"])
         if _diverged(rec):
             c["diverged"].append(spec["seed"])
+    order = {k: i for i, k in enumerate(flag.SETTINGS)}
     out = []
-    for c in cells.values():
+    for c in sorted(cells.values(), key=lambda c: (order.get(c["setting"], 99), c["lr"])):
         c["epochs"] = [stats([errs[e] for s, errs in c["by_seed"].items()
                               if s not in c["diverged"] and len(errs) > e])
                        for e in range(c["n_epochs"])]
