@@ -1,4 +1,4 @@
-"""cnn.studies: the run store, running on joblib or Dask, interruptions, the lr and pairings studies.
+"""cnn.studies: the run store, joblib and Dask runs, interruptions, the lr and pairings studies.
 
 All on small synthetic data (``--synthetic``, no MNIST).
 """
@@ -157,6 +157,12 @@ def _children(pid):
     return kids
 
 
+def _default_sigint():
+    # a test run in the background inherits SIGINT ignored (and Python keeps it so):
+    # give the child the usual Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _alive(pid):
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -179,7 +185,7 @@ def test_a_signal_stops_every_worker_and_keeps_the_finished_records(sig, rc, wor
             "0.005,0.01,0.02,0.04,0.08", "--seeds", "3", "--epochs", "2", "--jobs", "2",
             "--out", str(out)]
     p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, preexec_fn=_default_sigint)
     try:
         deadline = time.time() + 300
         while not list((out / "runs").glob("*.json")) and p.poll() is None:
@@ -208,6 +214,38 @@ def test_a_signal_stops_every_worker_and_keeps_the_finished_records(sig, rc, wor
         table = (out / "table.md").read_text()
         assert f"**PARTIAL**: {len(recs)} of 35 runs finished ({word})" in table
         assert (out / "lr_test_error.png").is_file()
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_a_killed_local_worker_costs_only_its_runs(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NUMBA_NUM_THREADS="1")
+    args = [sys.executable, "-m", "cnn", "compare", "--study", "lr", "--synthetic",
+            "--train-subset", "2000", "--test-subset", "100", "--lrs", "0.01,0.02,0.04",
+            "--seeds", "2", "--epochs", "2", "--jobs", "2", "--no-plots", "--out", str(out)]
+    p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        deadline = time.time() + 300
+        while not _records(out) and p.poll() is None:
+            assert time.time() < deadline, "no record within 300 s"
+            time.sleep(0.1)
+        workers = [k for k in _children(p.pid)
+                   if b"loky" in Path(f"/proc/{k}/cmdline").read_bytes()
+                   and b"resource_tracker" not in Path(f"/proc/{k}/cmdline").read_bytes()]
+        assert workers and p.poll() is None
+        os.kill(workers[0], signal.SIGKILL)
+        stdout, stderr = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, stderr
+    assert "a worker process died" in stderr
+    recs = _records(out)
+    assert len(recs) == 3 * (2 + 2 + 1)
+    assert all(d["record"]["status"] == "ok" for d in recs.values())
+    assert "PARTIAL" not in (out / "table.md").read_text()
 
 
 # --------------------------------------------------------------------------- Dask
@@ -335,7 +373,8 @@ def test_lr_study_end_to_end(tmp_path, monkeypatch, capsys):
         assert set(drawn) == {"off", "on", "quad"}
         for key, line in drawn.items():
             cells = sorted((c for c in summary if c["setting"] == key), key=lambda c: c["lr"])
-            np.testing.assert_allclose(np.asarray(line.get_xdata(), float), [c["lr"] for c in cells])
+            np.testing.assert_allclose(np.asarray(line.get_xdata(), float),
+                                       [c["lr"] for c in cells])
             np.testing.assert_allclose(np.asarray(line.get_ydata(), float),
                                        [100 * c["epochs"][e]["mean"] for c in cells])
         assert ax.get_xscale() == "log"

@@ -490,9 +490,12 @@ def _lr_study(args, dataset, seeds, epochs, meta):
                  write_text(out / "results.csv", lr.csv_text(outcome.finished)),
                  write_text(out / "table.md", table)]
         if plots:
+            seeds = sorted({s["seed"] for s, _ in outcome.finished})
+            part = (f"; PARTIAL: {len(outcome.finished)} of {outcome.total} runs"
+                    if outcome.partial else "")
             paths.append(lr_figure(summary, out / "lr_test_error.png", title=(
                 f"Example 3, {meta['n_train']} training images: test error vs learning rate "
-                f"(mean +- std over {len(meta['seeds'])} seeds)")))
+                f"(mean +- std over seeds {', '.join(map(str, seeds))}{part})")))
         print(table, end="")
         return paths
 

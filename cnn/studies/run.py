@@ -37,6 +37,7 @@ import shutil
 import tempfile
 import threading
 import time
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -341,7 +342,7 @@ def _run_local(outcome, todo, dataset, jobs, done, log, retries):
                             pending.remove(i)
                             done(i, status, payload)
                 return
-            except Exception as exc:  # a worker died (TerminatedWorkerError): its runs are lost
+            except BrokenExecutor as exc:  # a worker died (TerminatedWorkerError): runs lost
                 msg = " ".join(str(exc).split())[:300]
                 if attempt < retries:
                     log(f"a worker process died ({type(exc).__name__}); retrying its "
