@@ -216,6 +216,7 @@ def test_a_signal_stops_every_worker_and_keeps_the_finished_records(sig, rc, wor
         assert (out / "lr_test_error.png").is_file()
 
 
+@pytest.mark.slow  # about 30 s
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
 def test_a_killed_local_worker_costs_only_its_runs(tmp_path):
     out = tmp_path / "out"
@@ -284,6 +285,7 @@ def test_dask_cluster_gives_the_local_records(cluster, tmp_path, capsys):
     assert {d["record"]["worker"]["pid"] for d in b.values()} != {os.getpid()}
 
 
+@pytest.mark.slow  # about 30 s
 def test_a_killed_dask_worker_costs_only_its_run(cluster, tmp_path):
     from distributed import Client
 
