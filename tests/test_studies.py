@@ -398,6 +398,10 @@ def test_lr_summary_counts_diverged_runs_apart():
     assert b["off"]["lr"] == 0.01 and b["on"]["lr"] == 0.1  # a diverged cell never wins
     v = lr.verdict(s, 2)
     assert v["gap"] == pytest.approx(0.25 - 0.3) and v["within"]
+    # both best lrs at an end of the grid: the verdict says the optimum is not bracketed
+    assert v["edges"] == ["flag off's best lr is the smallest of the grid",
+                          "flag on's best lr is the largest of the grid"]
+    assert "Not bracketed" in v["text"]
     assert "diverged" in lr.format_table(s) and "1 (seed 1)" in lr.format_table(s)
 
 

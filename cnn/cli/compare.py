@@ -484,7 +484,7 @@ def _lr_study(args, dataset, seeds, epochs, meta):
         paths = [_write_json(out / "results.json", {
                      "meta": meta, "summary": summary,
                      "verdicts": [v and {k: v[k] for k in ("epoch", "gap", "spread", "within",
-                                                           "overlap", "text")}
+                                                           "overlap", "edges", "text")}
                                   | {"off_lr": v["off"]["lr"], "on_lr": v["on"]["lr"]}
                                   for v in verdicts]}),
                  write_text(out / "results.csv", lr.csv_text(outcome.finished)),

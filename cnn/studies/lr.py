@@ -139,8 +139,9 @@ def verdict(summary, epoch):
     dict or None
         ``epoch``, ``off`` and ``on`` (as :func:`best`), ``gap`` (points of
         error, as a fraction), ``spread`` (``std_off``), ``within`` (bool),
-        ``overlap`` (the seeds' min-max ranges overlap), ``text`` (one
-        sentence); ``None`` when one of the two has no usable cell.
+        ``overlap`` (the seeds' min-max ranges overlap), ``edges`` (which
+        best lr lies at an end of the grid: not bracketed), ``text``; ``None``
+        when one of the two has no usable cell.
     """
     b = best(summary, epoch)
     if "off" not in b or "on" not in b:
@@ -150,6 +151,12 @@ def verdict(summary, epoch):
     spread = off["stats"]["std"]
     within = gap <= spread
     overlap = on["stats"]["min"] <= off["stats"]["max"]
+    edges = []
+    for key, b in (("off", off), ("on", on)):
+        grid = sorted(c["lr"] for c in summary if c["setting"] == key)
+        if len(grid) > 1 and b["lr"] in (grid[0], grid[-1]):
+            edges.append(f"flag {key}'s best lr is the "
+                         f"{'largest' if b['lr'] == grid[-1] else 'smallest'} of the grid")
     ep = f"{epoch} epoch{'s' if epoch != 1 else ''}"
     text = (f"After {ep}: flag off is best at lr {off['lr']:g} ({pct(off['stats']['mean'])} "
             f"+- {pct(off['stats']['std'])} %), flag on at lr {on['lr']:g} "
@@ -158,9 +165,11 @@ def verdict(summary, epoch):
             + ("**within** the flag-off seed spread" if within
                else "**outside** the flag-off seed spread")
             + f" ({pct(spread)}); the seeds' ranges {'overlap' if overlap else 'do not overlap'}; "
-            f"best lr ratio on/off {on['lr'] / off['lr']:g}.")
+            f"best lr ratio on/off {on['lr'] / off['lr']:g}."
+            + (f" Not bracketed: {' and '.join(edges)}, so its optimum may lie beyond "
+               f"(extend --lrs; the finished runs are reused)." if edges else ""))
     return {"epoch": epoch, "off": off, "on": on, "gap": gap, "spread": spread,
-            "within": within, "overlap": overlap, "text": text}
+            "within": within, "overlap": overlap, "edges": edges, "text": text}
 
 
 def format_table(summary, meta=None, note=""):
