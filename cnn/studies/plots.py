@@ -201,9 +201,10 @@ def lr_figure(summary, path, *, title=None):
                 eb[0].set_gid(key)  # the line of the means, findable by its setting
             bad = [c["lr"] for c in cs if c["diverged"]]
             if bad:
-                ax.plot(bad, [100 * top * 1.05] * len(bad), "x", color=color, ms=8,
+                ax.plot(bad, [100 * top * 1.2] * len(bad), "x", color=color, ms=8,
                         label=f"{cs[0]['label']}: diverged" if e == 0 else None)
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")  # the differences near the best lr are a few tenths of a point
         lrs = sorted({c["lr"] for c in summary})
         ax.set_xticks(lrs)
         ax.set_xticklabels([f"{v:g}" for v in lrs], rotation=45)
