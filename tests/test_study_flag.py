@@ -69,10 +69,10 @@ def test_pipeline_writes_every_file_and_a_sane_table(outputs):
         assert r["probe"]["step"] == [0, 2, 4]
         assert np.sum(r["confusion"]) == 100
     table = (out / "table.md").read_text()
-    rows = [l for l in table.splitlines() if l.startswith("| ") and "---" not in l]
+    rows = [ln for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln]
     assert len(rows) == 1 + len(SETTINGS)
     for s in SETTINGS.values():
-        row = next(l for l in rows if l.startswith(f"| {s.label} |"))
+        row = next(ln for ln in rows if ln.startswith(f"| {s.label} |"))
         cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
         mean, std, lo, hi = (float(c) for c in cells[4:8])
         assert 0 <= lo <= mean <= hi <= 100 and std >= 0
