@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Flag on versus flag off on MNIST (Example 3, several seeds): see docs/flag.md.
+"""The flag studies on MNIST (flag on vs off, --study lr, --study pairings): docs/flag.md.
 
 Same as ``python -m cnn compare``; ``--help`` lists the options.
 """
 
-from cnn.experiments import compare_main
+from cnn.cli.compare import main
 
 if __name__ == "__main__":
-    raise SystemExit(compare_main())
+    raise SystemExit(main())

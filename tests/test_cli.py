@@ -78,22 +78,22 @@ def test_help_of_every_subcommand(command, capsys):
 
 
 def test_help_of_compare_is_the_comparisons(capsys, monkeypatch):
-    pytest.importorskip("cnn.experiments")
+    pytest.importorskip("cnn.cli.compare")
     assert cli.main(["compare", "--help"]) == 0
     assert "usage:" in capsys.readouterr().out
 
 
 def test_compare_delegates_the_rest_of_the_command_line(monkeypatch):
     calls = []
-    stub = types.ModuleType("cnn.experiments")
+    stub = types.ModuleType("cnn.cli.compare")
 
-    def compare_main(argv=None, *, prog=None):
+    def main(argv=None, prog=None):
         calls.append((argv, prog))
         return 7
 
-    stub.compare_main = compare_main
-    monkeypatch.setitem(sys.modules, "cnn.experiments", stub)
-    monkeypatch.setattr(cnn, "experiments", stub, raising=False)
+    stub.main = main
+    monkeypatch.setitem(sys.modules, "cnn.cli.compare", stub)
+    monkeypatch.setattr(cli, "compare", stub, raising=False)
     assert cli.main(["compare", "--seeds", "2", "--quick", "--debug"]) == 7
     assert calls == [(["--seeds", "2", "--quick"], "cnn compare")]
 

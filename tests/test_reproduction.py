@@ -4,7 +4,7 @@
 Octave 7.3, ``rand('seed', 59223)``) produced: the initial parameters, and for
 the flag as derived (off) and forced on, the test error, the predicted labels,
 the 1,200 minibatch losses and the trained parameters. Written from the
-reference MAT-files with ``cnn.experiments.write_reference_fixture``.
+reference MAT-files with ``cnn.studies.reproduce.write_reference_fixture``.
 """
 
 from pathlib import Path
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnn import experiments
+from cnn.studies import reproduce as experiments
 from cnn.mnist import MNISTNotFoundError, load_mnist
 
 FIXTURE = Path(__file__).parent / "fixtures" / "example3_reference.npz"

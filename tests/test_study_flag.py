@@ -1,4 +1,4 @@
-"""cnn.experiments: the flag comparison pipeline on small synthetic data (no MNIST)."""
+"""cnn.studies.flag and cnn compare: the flag comparison pipeline on small synthetic data."""
 
 import csv
 import json
@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 import cnn
-from cnn import experiments
-from cnn.experiments import SETTINGS, compare_main
+from cnn.cli import compare
+from cnn.cli.compare import main as compare_main
+from cnn.studies import flag, reproduce
+from cnn.studies.flag import SETTINGS
+from cnn.studies.plots import flag_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "example3_reference.npz"
@@ -66,10 +69,10 @@ def test_pipeline_writes_every_file_and_a_sane_table(outputs):
         assert r["probe"]["step"] == [0, 2, 4]
         assert np.sum(r["confusion"]) == 100
     table = (out / "table.md").read_text()
-    rows = [l for l in table.splitlines() if l.startswith("| ") and "---" not in l]
+    rows = [ln for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln]
     assert len(rows) == 1 + len(SETTINGS)
     for s in SETTINGS.values():
-        row = next(l for l in rows if l.startswith(f"| {s.label} |"))
+        row = next(ln for ln in rows if ln.startswith(f"| {s.label} |"))
         cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
         mean, std, lo, hi = (float(c) for c in cells[4:8])
         assert 0 <= lo <= mean <= hi <= 100 and std >= 0
@@ -82,7 +85,7 @@ def test_pipeline_writes_every_file_and_a_sane_table(outputs):
 
 def test_jobs_do_not_change_the_numbers(outputs):
     for a, b in zip(_runs(outputs[0]), _runs(outputs[1])):
-        assert a["threads"]["blas"] == b["threads"]["blas"] == "1"
+        assert a["worker"]["blas_threads"] == b["worker"]["blas_threads"] == 1
         for key in ("setting", "seed", "init_sha256", "test_error", "misclassified",
                     "loss_array", "loss_cros", "loss_quad", "grad_norm_last", "grad_norm_all",
                     "probe", "confusion"):
@@ -95,12 +98,12 @@ def test_settings_of_a_seed_start_from_the_same_weights(outputs, data):
         hashes = {r["init_sha256"] for r in runs if r["seed"] == seed}
         assert len(hashes) == 1
     assert len({r["init_sha256"] for r in runs}) == 2
-    assert runs[0]["init_sha256"] == experiments.params_sha256(cnn.example_network(3, seed=0))
+    assert runs[0]["init_sha256"] == flag.params_sha256(cnn.example_network(3, seed=0))
     net = cnn.example_network(3, seed=0)
-    before = experiments.params_sha256(net)
+    before = flag.params_sha256(net)
     small = (data[0][:50], data[1][:50], data[2][:20], data[3][:20])
-    rec = experiments.run_one("corrected", 0, small, net=net, probe_every=0)
-    assert experiments.params_sha256(net) == before and net.mode == "faithful"
+    rec = flag.run_one("corrected", 0, small, net=net, probe_every=0)
+    assert flag.params_sha256(net) == before and net.mode == "faithful"
     assert rec["init_sha256"] == before and rec["mode"] == "corrected"
 
 
@@ -130,7 +133,7 @@ def test_what_each_setting_trains(outputs):
 
 def test_run_one_matches_testcnn_and_records_epochs(data):
     small = (data[0][:100], data[1][:100], data[2], data[3])
-    rec = experiments.run_one("off", 3, small, epochs=2, probe_every=0)
+    rec = flag.run_one("off", 3, small, epochs=2, probe_every=0)
     net = cnn.example_network(3, seed=3)
     cnn.traincnn(net, small[0], small[1], 2, 50, verbose=False)
     assert rec["test_error"][-1] == cnn.testcnn(net, data[2], data[3])
@@ -171,9 +174,9 @@ def test_help_returns_0_and_prog_reads_well(capsys):
     assert compare_main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "--seed-list" in out and "flag on (forced)" in out
-    assert experiments.build_parser().prog in ("python -m cnn compare",
+    assert compare.build_parser().prog in ("python -m cnn compare",
                                                Path(sys.argv[0]).name)
-    assert experiments.build_parser("x y").prog == "x y"
+    assert compare.build_parser("x y").prog == "x y"
 
 
 def test_script_is_a_thin_wrapper():
@@ -184,7 +187,7 @@ def test_script_is_a_thin_wrapper():
 
 
 def test_gradcheck_table_shows_which_loss_the_gradients_belong_to():
-    text, rows = experiments.gradcheck_table()
+    text, rows = flag.gradcheck_table()
     off, on, quad, quad_off = rows
     assert (off["flag"], off["loss"], off["passed"]) == (False, "cros", True)
     assert (on["flag"], on["loss"], on["passed"]) == (True, "cros", False)
@@ -205,7 +208,7 @@ def test_summary_statistics():
                 "test_seconds": [0.5, 0.5],
                 "probe": {"last_on": [1.0, 2.0, 3.0], "last_off": [10.0, 10.0, 10.0]}}
     runs = [rec("off", 0, 0.1), rec("off", 1, 0.2), rec("off", 2, 0.3), rec("on", 0, 0.4)]
-    s = experiments.summarise(runs)
+    s = flag.summarise(runs)
     assert [x["setting"] for x in s] == ["off", "on"]
     e = s[0]["error"]
     assert e["mean"] == pytest.approx(0.2) and e["std"] == pytest.approx(0.1)
@@ -214,7 +217,7 @@ def test_summary_statistics():
     assert s[0]["ce_last100"] == pytest.approx(1.0) and s[0]["train_s_per_epoch"] == 3.0
     assert s[0]["grad_ratio_last"] == pytest.approx(0.2)
     assert s[1]["error"]["std"] == 0.0
-    table = experiments.format_table(s)
+    table = flag.format_table(s)
     assert "| flag off (derived) | off | cros | 0.01 | **20.00** | 10.00 | 10.00 | 30.00 |" \
         in table
     assert "epoch 2" in table
@@ -224,9 +227,9 @@ def test_reference_fixture_is_small_complete_and_pickle_free():
     assert FIXTURE.stat().st_size < 3_000_000
     with np.load(FIXTURE, allow_pickle=False) as z:
         assert all(z[k].dtype != object for k in z.files)
-    for flag, wrong in ((None, 832), (True, 2787)):
-        ref = experiments.load_reference(FIXTURE, flag)
-        assert round(ref["err"] * 10000) == wrong and ref["flag"] is bool(flag)
+    for which, wrong in ((None, 832), (True, 2787)):
+        ref = reproduce.load_reference(FIXTURE, which)
+        assert round(ref["err"] * 10000) == wrong and ref["flag"] is bool(which)
         assert ref["pred"].shape == (10000,) and ref["pred"].min() == 0 and ref["pred"].max() == 9
         assert ref["loss_array"].shape == (1200,)
         init = ref["init"]
@@ -234,18 +237,18 @@ def test_reference_fixture_is_small_complete_and_pickle_free():
         assert init.loss_func == "auto" and init.learning_rate == 0.01
         for i, name, a in init.parameters():
             assert ref["params"][f"layer{i + 1}.{name}"].shape == a.shape
-    a, b = (experiments.load_reference(FIXTURE, f)["init"] for f in (None, True))
-    assert experiments.params_sha256(a) == experiments.params_sha256(b)
+    a, b = (reproduce.load_reference(FIXTURE, f)["init"] for f in (None, True))
+    assert flag.params_sha256(a) == flag.params_sha256(b)
 
 
 def test_reproduce_reference_runs_on_injected_data(data):
     small = (data[0][:100], data[1][:100]) + synthetic(10000, 5)
-    r = experiments.reproduce_reference(FIXTURE, None, data=small)
+    r = reproduce.reproduce_reference(FIXTURE, None, data=small)
     assert r["flag"] == "off (derived)" and r["ref_misclassified"] == 832
     assert not r["match"] and r["loss_array_max_rel"] == float("inf")
-    assert "| flag off (derived) |" in experiments.format_reproduction([r])
+    assert "| flag off (derived) |" in reproduce.format_reproduction([r])
     with pytest.raises(ValueError, match="flag"):
-        experiments.reproduce_reference(FIXTURE, "sideways", data=small)
+        reproduce.reproduce_reference(FIXTURE, "sideways", data=small)
 
 
 def test_reproduce_option_prints_the_comparison(data, tmp_path, capsys):
@@ -261,18 +264,17 @@ def test_reproduce_option_prints_the_comparison(data, tmp_path, capsys):
 
 def test_a_diverged_run_is_recorded_not_fatal(data, tmp_path, monkeypatch):
     small = (data[0][:100], data[1][:100], data[2][:20], data[3][:20])
-    good = experiments.run_one("on", 0, small, probe_every=1)
+    good = flag.run_one("on", 0, small, probe_every=1)
 
     def diverge(net, *args, **kwargs):
         raise cnn.NonFiniteError("NaN/Inf in epoch 1, minibatch 2: the loss")
 
-    monkeypatch.setattr(experiments, "traincnn", diverge)
-    bad = experiments.run_one("off", 0, small, probe_every=1)
+    monkeypatch.setattr(flag, "traincnn", diverge)
+    bad = flag.run_one("off", 0, small, probe_every=1)
     assert bad["status"].startswith("diverged: NaN/Inf") and bad["test_error"] == []
     meta = {"n_train": 100, "n_test": 20, "epochs": 1, "batch_size": 50, "seeds": [0],
             "machine": "test", "date": "today"}
-    experiments.write_results(tmp_path, [bad, good], meta)
-    table = (tmp_path / "table.md").read_text()
+    table = flag.format_table(flag.summarise([bad, good]), meta)
     assert "| flag off (derived) (1 diverged) |" in table and "**n/a**" in table
-    json.loads((tmp_path / "results.json").read_text())
+    flag_figures([bad, good], tmp_path)
     assert (tmp_path / "test_error.png").is_file()
