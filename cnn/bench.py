@@ -257,6 +257,41 @@ def busy_times(x, y, n_images, n_burners, use_torch):
     return out
 
 
+def interleaved_rounds(x, y, n_images, rounds, use_torch):
+    """Ours and PyTorch in turn, ``rounds`` times (f64 ours, f64 torch, f32 ours, f32 torch).
+
+    On a shared machine whose speed drifts, a ratio taken within one round is
+    more trustworthy than a ratio of bests taken minutes apart. Returns, per
+    setting, the seconds per 60,000 images of every round with their minimum and
+    median, and the ratio torch / ours of each round (> 1: ours is faster).
+    """
+    xs, ys = _wrap(x, y, n_images)
+    times = {}
+    for _ in range(rounds):
+        for dt in ("float64", "float32"):
+            ours, _ = our_epoch_time(x, y, np.dtype(dt).type, n_images)
+            times.setdefault("ours_" + dt, []).append(ours["seconds_per_60k"])
+            if use_torch:
+                t = bench_peers.torch_epoch_time(xs, ys, dt, threads=2, n_images=n_images)
+                times.setdefault("torch_" + dt, []).append(t["seconds_per_60k"])
+    out = {"rounds": rounds, "images": n_images, "seconds_per_60k": times}
+    if use_torch:
+        out["torch_over_ours"] = {dt: [t / o for t, o in zip(times["torch_" + dt],
+                                                             times["ours_" + dt])]
+                                  for dt in ("float64", "float32")}
+    return out
+
+
+def interleaved_rows(il):
+    """Rows (what, min, median, max) of :func:`interleaved_rounds`' result."""
+    rows = [(f"{k.replace('_', ' ')}, s/epoch", *(_fmt_s(f(v)) for f in (min, np.median, max)))
+            for k, v in il["seconds_per_60k"].items()]
+    for dt, v in il.get("torch_over_ours", {}).items():
+        rows.append((f"torch / ours {dt}, per round", *(f"{f(v):.2f}x" for f in (min, np.median,
+                                                                                  max))))
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 
 def _fmt_s(s):
@@ -431,7 +466,8 @@ def _parser():
     ap.add_argument("--burners", type=int, default=os.cpu_count() or 2,
                     help="CPU-bound processes beside the busy-machine run (default: one per CPU)")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="timed training runs per setting; the best is kept (default 1)")
+                    help="timed training runs per setting, the best kept (default 1); with "
+                         "PyTorch and R > 1, also R interleaved rounds of ours and PyTorch")
     ap.add_argument("--skip-torch", action="store_true", help="do not time PyTorch")
     ap.add_argument("--skip-naive", action="store_true", help="do not time the naive port")
     ap.add_argument("--skip-layers", action="store_true",
@@ -513,6 +549,8 @@ def run(args):
             print(f"  torch {dt}: {t['train_' + dt]['seconds_per_60k']:.2f} s/epoch, "
                   f"test {t['test_' + dt]['seconds_per_10k']:.3f} s/10k", flush=True)
         r["torch"] = t
+    if use_torch and args.repeat > 1:
+        r["interleaved"] = interleaved_rounds(x, y, args.images, args.repeat, use_torch)
     if not args.skip_busy:
         r["busy"] = busy_times(x, y, args.busy_images, args.burners, use_torch)
         msg = f"  busy ({args.burners} burners): ours {r['busy']['ours']['seconds_per_60k']:.2f}"
@@ -533,6 +571,13 @@ def run(args):
           f"load {r['load_before'][0]:.2f} before, {r['load_after'][0]:.2f} after")
     print(machine_header(r))
     print_table(rows)
+    if "interleaved" in r:
+        il = r["interleaved"]
+        print(f"\nInterleaved: {il['rounds']} rounds of ours and torch in turn, "
+              f"{il['images']} images each")
+        print("| what | min | median | max |\n|---|---|---|---|")
+        for row in interleaved_rows(il):
+            print("| " + " | ".join(row) + " |")
     if args.json:
         from .atomic import write_text
 

@@ -59,3 +59,12 @@ def test_torch_gets_its_own_openmp_defaults(monkeypatch):
     with threads.defaults_for_others():
         assert "CNN_TEST_VAR" not in os.environ
     assert os.environ["CNN_TEST_VAR"] == "1"
+
+
+def test_interleaved_rows_min_median_max_and_per_round_ratio():
+    il = {"rounds": 3, "images": 500,
+          "seconds_per_60k": {"ours_float64": [3.0, 4.0, 3.5], "torch_float64": [12.0, 12.0, 21.0]},
+          "torch_over_ours": {"float64": [4.0, 3.0, 6.0]}}
+    rows = {row[0]: row[1:] for row in bench.interleaved_rows(il)}
+    assert rows["ours float64, s/epoch"] == ("3.000 s", "3.500 s", "4.000 s")
+    assert rows["torch / ours float64, per round"] == ("3.00x", "4.00x", "6.00x")

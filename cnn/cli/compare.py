@@ -35,6 +35,8 @@ from .args import jobs as _jobs
 from .args import positive_float, positive_int, seed_list
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+HELP = "the flag studies on MNIST: flag on vs off, learning rates, output/loss pairings"
+
 STUDIES = ("flag", "lr", "pairings")
 
 
@@ -250,14 +252,13 @@ def _load(args, data, n_train, n_test):
 
 def _check_out(out):
     """Create the output folder and make sure it is writable (before any training)."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
+    from ..train_run import UsageError as _RunUsageError
+    from ..train_run import prepare_output_folder
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise UsageError(f"--out {out} is not writable ({exc.strerror or exc})") from None
+        prepare_output_folder(out, "--out")
+    except _RunUsageError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- main
