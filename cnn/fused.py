@@ -550,7 +550,9 @@ def _backward_example(n, N, spec, cst, A, Z, F, E, Ks, Ws, PK, PB, y, perm, loss
 def _forward(spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
     N = A[0].shape[0]
     for n in nb.prange(N):
-        _forward_example(n, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak)
+        # int64(n): the callees are compiled once (the prange index is typed int64 in the
+        # first typing pass and uint64 in the parallel loop body: two compilations)
+        _forward_example(np.int64(n), spec, cst, A, Z, F, Ks, Bs, Ws, one, leak)
 
 
 @_parallel
@@ -559,8 +561,9 @@ def _examples(spec, cst, A, Z, F, E, Ks, Bs, Ws, PK, PB, y, perm, loss_kind, fla
     """Forward, loss term, backward and gradient parts of every example of the minibatch."""
     N = A[0].shape[0]
     for n in nb.prange(N):
-        _forward_example(n, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak)
-        _backward_example(n, N, spec, cst, A, Z, F, E, Ks, Ws, PK, PB, y, perm, loss_kind, flag,
+        i = np.int64(n)      # one signature for the callees (see _forward)
+        _forward_example(i, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak)
+        _backward_example(i, N, spec, cst, A, Z, F, E, Ks, Ws, PK, PB, y, perm, loss_kind, flag,
                           faithful, d3, one, leak, lp)
     if d3:
         # D3 (faithful, conv last layer): example n's maps with example N-1-n's error
