@@ -99,7 +99,9 @@ def check_x(net, x, name="x"):
 
     Accepts ``(N, H, W)`` for single-channel networks and ``(N, C, H, W)``.
     Raises ``TypeError``/``ValueError`` naming ``name`` on a bad shape, dtype
-    or NaN/Inf values.
+    or NaN/Inf values, and on integer images outside [0, 1] (raw ``uint8``
+    pixels 0..255 would saturate every unit: scale them first, ``x / 255``).
+    Floating-point images are taken as they are (any scaling is the user's).
     """
     if not isinstance(net, CNN):
         raise TypeError(f"net must be a CNN made by initcnn, got {type(net).__name__}")
@@ -117,6 +119,11 @@ def check_x(net, x, name="x"):
         raise ValueError(f"{name} must have shape {want} for this network, got {np.shape(x)}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} holds no examples (N = 0)")
+    if arr.dtype.kind in "ui" and (arr.min() < 0 or arr.max() > 1):
+        raise ValueError(
+            f"{name} holds integers from {arr.min()} to {arr.max()} (raw pixels?); "
+            f"the network expects values in [0, 1]: pass {name} / {arr.max()}"
+        )
     arr = np.ascontiguousarray(arr, dtype=net.dtype)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or Inf values")
@@ -124,7 +131,12 @@ def check_x(net, x, name="x"):
 
 
 def check_y(net, y, n_examples, name="y"):
-    """Validate targets: shape ``(N, n_outputs)``, finite. Returns them in ``net.dtype``."""
+    """Validate targets: shape ``(N, n_outputs)``, finite. Returns them in ``net.dtype``.
+
+    For a ``sigm`` or ``soft`` output layer the targets must lie in [0, 1]
+    (outputs can never reach anything else, and the cross-entropy is not
+    defined there): e.g. labels 0..9 passed instead of one-hot rows are refused.
+    """
     try:
         arr = np.asarray(y)
     except (TypeError, ValueError) as exc:
@@ -133,13 +145,22 @@ def check_y(net, y, n_examples, name="y"):
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     n_out = net.n_outputs
     if arr.ndim != 2 or arr.shape[1] != n_out:
-        raise ValueError(f"{name} must have shape (N, {n_out}) (one row per example, one column "
-                         f"per output of the last layer), got {arr.shape}")
+        raise ValueError(
+            f"{name} must have shape (N, {n_out}) (one row per example, one column "
+            f"per output of the last layer), got {arr.shape}"
+        )
     if arr.shape[0] != n_examples:
         raise ValueError(f"{name} has {arr.shape[0]} examples but x has {n_examples}")
     arr = np.ascontiguousarray(arr, dtype=net.dtype)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or Inf values")
+    act = net.layers[-1].act_func
+    if act in ("sigm", "soft") and (arr.min() < 0 or arr.max() > 1):
+        raise ValueError(
+            f"{name} holds values from {arr.min():g} to {arr.max():g}, but a "
+            f"'{act}' output lies in [0, 1]: pass targets in [0, 1] "
+            f"(one-hot rows for classes)"
+        )
     return arr
 
 
