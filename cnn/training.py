@@ -28,13 +28,18 @@ STEPS = ("fused", "layers")
 """The two implementations of a training step (see :func:`traincnn`)."""
 
 STEP_ENV = "CNN_STEP"
-"""Environment variable giving the default step (``fused`` unless set)."""
+"""Environment variable giving the default step (``layers`` unless set).
+
+The layer-by-layer path is the default because it measured faster on an idle
+machine (AMD EPYC Zen 4, 2 cores, 2026-12-02: 5.5 s against 7.6 s per Example 3
+epoch, docs/performance.md); ``CNN_STEP=fused`` or ``step="fused"`` selects the
+fused step, which needs fewer thread joins per minibatch."""
 
 
 def _resolve_step(step):
-    """``step`` checked, or the default (``$CNN_STEP``, else ``'fused'``) for ``None``."""
+    """``step`` checked, or the default (``$CNN_STEP``, else ``'layers'``) for ``None``."""
     if step is None:
-        step = os.environ.get(STEP_ENV, "").strip() or "fused"
+        step = os.environ.get(STEP_ENV, "").strip() or "layers"
         where = f"${STEP_ENV}"
     else:
         where = "step"
@@ -108,7 +113,9 @@ def gradientdescentcnn(net):
 def _check_finite(net, epoch, batch):
     """Stop with a message naming the layer when anything became NaN/Inf."""
     # fast path: a sum is finite only if every element is (one pass, no temporaries)
-    if math.isfinite(net.loss) and math.isfinite(sum(float(a.sum()) for _, _, a in net.parameters())):
+    if math.isfinite(net.loss) and math.isfinite(
+        sum(float(a.sum()) for _, _, a in net.parameters())
+    ):
         return
     if np.isfinite(net.loss) and all(np.isfinite(a).all() for _, _, a in net.parameters()):
         return  # the sum overflowed, the values are finite
@@ -120,8 +127,10 @@ def _check_finite(net, epoch, batch):
                 where.append(f"layer {i} ({layer.type}, act {layer.act_func!r}): {name}")
                 break
     detail = "; ".join(where) if where else "the loss"
-    raise NonFiniteError(f"NaN/Inf in epoch {epoch}, minibatch {batch}: {detail} "
-                         f"(loss {net.loss}); try a smaller learning rate")
+    raise NonFiniteError(
+        f"NaN/Inf in epoch {epoch}, minibatch {batch}: {detail} "
+        f"(loss {net.loss}); try a smaller learning rate"
+    )
 
 
 class _LayerStep:
@@ -148,12 +157,24 @@ class _FusedStep:
         self.f.compute(xb, yb)  # also puts maps and errors on the layers (views)
 
     def apply(self):
-        self.f.apply()      # also fills the exposed dK/dW/db
+        self.f.apply()  # also fills the exposed dK/dW/db
 
 
-def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivative=None,
-             verbose=True, progress=False, callback=None, start_batch=0, step=None,
-             divergence_guard=True):
+def traincnn(
+    net,
+    x,
+    y,
+    no_of_epochs,
+    batch_size,
+    *,
+    calc_last_layer_act_derivative=None,
+    verbose=True,
+    progress=False,
+    callback=None,
+    start_batch=0,
+    step=None,
+    divergence_guard=True,
+):
     """Train with minibatch gradient descent (MATLAB ``traincnn``).
 
     Resolves ``loss_func='auto'`` and sets the flag, then, for each epoch,
@@ -188,7 +209,8 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
         minibatch; networks it does not handle fall back to the layer path).
         ``"layers"``: the readable layer-by-layer path (``ffcnn``, ``bpcnn``,
         ``gradientdescentcnn``), the reference that a debugger steps through.
-        ``None``: ``$CNN_STEP`` if set, else ``"fused"``. Both give the same
+        ``None``: ``$CNN_STEP`` if set, else ``"layers"`` (measured faster on an
+        idle machine; see ``STEP_ENV``). Both give the same
         parameters, loss and ``loss_array`` to round-off (1e-12) and are
         bit-identical for any thread count. After a fused minibatch the
         layers' maps, outputs, errors and gradients are views of the fused
@@ -210,8 +232,10 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
     no_of_epochs = _count(no_of_epochs, "no_of_epochs", allow_zero=True)
     batch_size = _count(batch_size, "batch_size")
     if m % batch_size != 0:
-        raise ValueError(f"batch_size={batch_size} does not divide the number of examples "
-                         f"m={m} (the original requires an integer number of batches)")
+        raise ValueError(
+            f"batch_size={batch_size} does not divide the number of examples "
+            f"m={m} (the original requires an integer number of batches)"
+        )
     step = _resolve_step(step)
     prepare_loss_and_flag(net, calc_last_layer_act_derivative)
     n_batches = m // batch_size
@@ -220,6 +244,7 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
     if verbose:
         print("training started...", flush=True)
     from .guard import DivergenceGuard  # guard.py builds on NonFiniteError from this module
+
     guard = DivergenceGuard(net) if divergence_guard else None
     with _single_threaded_blas(), _workspace(net):
         if step == "fused" and fused.supports(net):
@@ -234,11 +259,11 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
             bar = _progress_bar(n_batches, first, epoch, no_of_epochs) if progress else None
             for j in range(first, n_batches):
                 sl = slice(j * batch_size, (j + 1) * batch_size)
-                stepper.compute(x[sl], y[sl])          # forward, loss, backward
+                stepper.compute(x[sl], y[sl])  # forward, loss, backward
                 _check_finite(net, epoch + 1, j + 1)
                 if guard is not None:
                     guard.check(net, epoch + 1, j + 1)
-                stepper.apply()                        # the update
+                stepper.apply()  # the update
                 net.loss_array.append(net.loss)
                 if bar is not None:
                     bar.set_postfix(loss=f"{net.loss:.4f}", refresh=False)
@@ -248,16 +273,24 @@ def traincnn(net, x, y, no_of_epochs, batch_size, *, calc_last_layer_act_derivat
             if bar is not None:
                 bar.close()
             if verbose:
-                print(f"epoch {epoch + 1}/{no_of_epochs}: {time.perf_counter() - t0:.1f} s",
-                      flush=True)
+                print(
+                    f"epoch {epoch + 1}/{no_of_epochs}: {time.perf_counter() - t0:.1f} s",
+                    flush=True,
+                )
     return net
 
 
 def _progress_bar(total, initial, epoch, epochs):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}",
-                unit="batch", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=f"epoch {epoch + 1}/{epochs}",
+        unit="batch",
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
 
 def _count(value, name, allow_zero=False):
@@ -286,16 +319,14 @@ def _outputs_in_chunks(net, x, chunk, step=None):
     Every example is independent in the forward pass, so chunking only saves
     memory (and keeps each chunk's maps in cache).
     """
-    if step is None and not os.environ.get(STEP_ENV, "").strip():
-        step = "layers"  # faster than the fused forward (issue 11: 1.6-2.7x); explicit choices kept
-    step = _resolve_step(step)
+    step = _resolve_step(step)  # the layer forward is the faster one (1.6-2.7x, issue 11)
     view = _runtime_view(net)
     out = None
     fnets = {}
     use_fused = step == "fused" and fused.supports_forward(view)
     with _single_threaded_blas(), _workspace(view):
         for i in range(0, x.shape[0], chunk):
-            xc = x[i:i + chunk]
+            xc = x[i : i + chunk]
             if use_fused:
                 n = xc.shape[0]
                 if n not in fnets:
@@ -306,7 +337,7 @@ def _outputs_in_chunks(net, x, chunk, step=None):
                 o = output_matrix(view)
             if out is None:
                 out = np.empty((x.shape[0], o.shape[1]), dtype=o.dtype)
-            out[i:i + chunk] = o
+            out[i : i + chunk] = o
     return out
 
 

@@ -52,6 +52,7 @@ def _assert_same_params(a, b, rtol, atol, scaled=False):
 
 # --------------------------------------------------------------------------- golden fixtures
 
+
 @pytest.mark.parametrize("name", TRAINED)
 def test_fused_step_matches_fixture(name):
     d = load(name)
@@ -63,7 +64,7 @@ def test_fused_step_matches_fixture(name):
     f.compute(x, y)
     f.apply()
     f.expose()
-    check_backward(net, d)                     # loss, outputs, er, dK/dW/db at 1e-10
+    check_backward(net, d)  # loss, outputs, er, dK/dW/db at 1e-10
     check_params(net, d, "1", "after one fused step")
 
 
@@ -72,9 +73,16 @@ def test_fused_step_matches_fixture(name):
 def test_traincnn_both_steps_match_fixture(name, step):
     d = load(name)
     net = build(d)
-    cnn.traincnn(net, images(d["train_x"]), targets(d["train_y"]), int(scalar(d, "epochs")),
-                 int(scalar(d, "batch_size")), calc_last_layer_act_derivative=forced_flag(d),
-                 verbose=False, step=step)
+    cnn.traincnn(
+        net,
+        images(d["train_x"]),
+        targets(d["train_y"]),
+        int(scalar(d, "epochs")),
+        int(scalar(d, "batch_size")),
+        calc_last_layer_act_derivative=forced_flag(d),
+        verbose=False,
+        step=step,
+    )
     close(net.loss_array, d["loss_array"].ravel(), "loss_array")
     check_params(net, d, "t", "after training")
     test_x, test_y = images(d["test_x"]), targets(d["test_y"])
@@ -91,9 +99,16 @@ def test_fixture_networks_fused_equals_layers(name, mode):
     nets = {}
     for step in ("fused", "layers"):
         net = build(d, mode=mode)
-        cnn.traincnn(net, images(d["train_x"]), targets(d["train_y"]), 2,
-                     int(scalar(d, "batch_size")), calc_last_layer_act_derivative=forced_flag(d),
-                     verbose=False, step=step)
+        cnn.traincnn(
+            net,
+            images(d["train_x"]),
+            targets(d["train_y"]),
+            2,
+            int(scalar(d, "batch_size")),
+            calc_last_layer_act_derivative=forced_flag(d),
+            verbose=False,
+            step=step,
+        )
         nets[step] = net
     _assert_same_params(nets["fused"], nets["layers"], 1e-12, 1e-14)
     np.testing.assert_allclose(nets["fused"].loss_array, nets["layers"].loss_array, rtol=1e-12)
@@ -105,16 +120,24 @@ def test_fixture_networks_fused_equals_layers(name, mode):
 NETS = [
     ([("c", 3, 3, "tanh"), ("p", 2), ("f", 4, "sigm")], (10, 9), "cros", None),
     ([("c", 2, (2, 3), "rect"), ("c", 3, 2, "soft"), ("f", 3, "soft")], (7, 8), "cros", None),
-    ([("p", 2), ("c", 3, 2, "plus"), ("p", 2), ("f", 5, "tanh"), ("f", 2, "none")], (11, 12),
-     "quad", None),
-    ([("c", 4, 3, "sigm"), ("p", 2), ("p", 2)], (13, 14), "quad", True),         # pool last
-    ([("c", 3, 3, "none"), ("c", 2, 2, "sigm")], (8, 7), "cros", None),         # conv last (D3)
-    ([("c", 3, 2, "tanh"), ("c", 3, 2, "soft")], (6, 6), "cros", True),         # conv softmax last
+    (
+        [("p", 2), ("c", 3, 2, "plus"), ("p", 2), ("f", 5, "tanh"), ("f", 2, "none")],
+        (11, 12),
+        "quad",
+        None,
+    ),
+    ([("c", 4, 3, "sigm"), ("p", 2), ("p", 2)], (13, 14), "quad", True),  # pool last
+    ([("c", 3, 3, "none"), ("c", 2, 2, "sigm")], (8, 7), "cros", None),  # conv last (D3)
+    ([("c", 3, 2, "tanh"), ("c", 3, 2, "soft")], (6, 6), "cros", True),  # conv softmax last
     ([("c", 2, 3, "rect"), ("c", 2, 2, "tanh")], (7, 7), "quad", None),
-    ([("f", 6, "plus"), ("f", 5, "soft"), ("f", 4, "rect"), ("f", 3, "sigm")], (5, 4),
-     "quad", False),
-    ([("p", 3), ("f", 3, "tanh")], (9, 10), "quad", None),                       # input -> pool
-    ([("c", 5, 1, "none"), ("f", 3, "none")], (4, 5), "quad", True),             # D2
+    (
+        [("f", 6, "plus"), ("f", 5, "soft"), ("f", 4, "rect"), ("f", 3, "sigm")],
+        (5, 4),
+        "quad",
+        False,
+    ),
+    ([("p", 3), ("f", 3, "tanh")], (9, 10), "quad", None),  # input -> pool
+    ([("c", 5, 1, "none"), ("f", 3, "none")], (4, 5), "quad", True),  # D2
 ]
 
 
@@ -124,8 +147,17 @@ def _train_pair(spec, image, loss, flag, mode, dtype, epochs=2, n=12, batch=4):
         net = build_net(spec, image, mode=mode, loss=loss, seed=3, lr=0.1, dtype=dtype)
         x, y = data(net, n=n, seed=4, one_hot=loss == "cros")
         # divergence_guard=False: faithful D3 nets run away at lr 0.1; the paths must agree anyway
-        cnn.traincnn(net, x, y, epochs, batch, calc_last_layer_act_derivative=flag,
-                     verbose=False, step=step, divergence_guard=False)
+        cnn.traincnn(
+            net,
+            x,
+            y,
+            epochs,
+            batch,
+            calc_last_layer_act_derivative=flag,
+            verbose=False,
+            step=step,
+            divergence_guard=False,
+        )
         out[step] = (net, cnn.predictcnn(net, x, step=step))
     return out
 
@@ -173,7 +205,7 @@ def test_step_switch_and_env(monkeypatch):
     monkeypatch.setenv("CNN_STEP", "nope")
     with pytest.raises(ValueError, match=r"\$CNN_STEP='nope'"):
         cnn.traincnn(net, x, y, 1, 2, verbose=False)
-    monkeypatch.setenv("CNN_STEP", "layers")
+    monkeypatch.setenv("CNN_STEP", "fused")
     cnn.traincnn(net, x, y, 1, 2, verbose=False)
     assert net.layers[1].featuremaps is not None
 
@@ -193,8 +225,11 @@ def test_callback_and_resume_same_as_layers():
         cnn.traincnn(net, x, y, 2, 4, verbose=False, step=step, start_batch=2, callback=record)
         seen[step] = (losses, net)
     lf, ll = seen["fused"][0], seen["layers"][0]
-    assert [(e, b) for e, b, *_ in lf] == [(e, b) for e, b, *_ in ll] == \
-        [(0, 2), (1, 0), (1, 1), (1, 2)]
+    assert (
+        [(e, b) for e, b, *_ in lf]
+        == [(e, b) for e, b, *_ in ll]
+        == [(0, 2), (1, 0), (1, 1), (1, 2)]
+    )
     np.testing.assert_allclose([v[2:] for v in lf], [v[2:] for v in ll], rtol=1e-12)
     assert len(seen["fused"][1].loss_array) == 4
 
@@ -235,8 +270,14 @@ print(h.hexdigest())
 
 def _digest(threads, dtype):
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    r = subprocess.run([sys.executable, "-c", SCRIPT, dtype, os.path.dirname(__file__)],
-                       env=env, capture_output=True, text=True, timeout=900, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", SCRIPT, dtype, os.path.dirname(__file__)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout.strip().splitlines()[-1]
 

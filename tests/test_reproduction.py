@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnn.studies import reproduce as experiments
 from cnn.mnist import MNISTNotFoundError, load_mnist
+from cnn.studies import reproduce as experiments
 
 FIXTURE = Path(__file__).parent / "fixtures" / "example3_reference.npz"
 
@@ -28,9 +28,12 @@ def mnist():
         pytest.skip(f"MNIST not found: {exc}")
 
 
-@pytest.mark.parametrize("flag, wrong", [(None, 832), (True, 2787)],
-                         ids=["flag-derived-off", "flag-forced-on"])
-def test_reproduces_the_octave_run(mnist, flag, wrong):
+@pytest.mark.parametrize("step", ["layers", "fused"])
+@pytest.mark.parametrize(
+    "flag, wrong", [(None, 832), (True, 2787)], ids=["flag-derived-off", "flag-forced-on"]
+)
+def test_reproduces_the_octave_run(mnist, flag, wrong, step, monkeypatch):
+    monkeypatch.setenv("CNN_STEP", step)  # both training steps reproduce the Octave epoch
     r = experiments.reproduce_reference(FIXTURE, flag, data=mnist)
     ref = experiments.load_reference(FIXTURE, flag)
     assert r["misclassified"] == wrong == r["ref_misclassified"]
