@@ -76,8 +76,11 @@ def atomic_write(path, mode="wb"):
     # rename stays on one file system.
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with (os.fdopen(fd, "wb") if mode == "wb"
-              else os.fdopen(fd, "w", encoding="utf-8", newline="")) as f:
+        with (
+            os.fdopen(fd, "wb")
+            if mode == "wb"
+            else os.fdopen(fd, "w", encoding="utf-8", newline="")
+        ) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -149,7 +152,8 @@ def folder_lock(folder, what="run"):
             pid = f" (process {owner})" if owner.isdigit() else ""
             raise FolderBusyError(
                 f"{folder} is in use by another {what}{pid}; wait for it to finish "
-                "or choose another --out") from None
+                "or choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield lock_path

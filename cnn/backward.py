@@ -12,11 +12,11 @@ import numpy as np
 
 from . import activations
 from .backend import ops
-from .network import LOSSES, CNN
+from .network import LOSSES
 from .workspace import buffer, check_y, flatten_maps, output_matrix, unflatten_maps
 
-
 # --------------------------------------------------------------------------- losses and flag
+
 
 def resolve_loss(loss_func, last_act):
     """Replace ``'auto'`` by the loss the original's ``traincnn`` picks.
@@ -63,8 +63,10 @@ def check_loss(loss_func, last_act):
     cross-entropy; the original stops here, defect D8).
     """
     if loss_func == "cros" and last_act not in ("sigm", "soft"):
-        raise ValueError(f"loss_func='cros' needs a 'sigm' or 'soft' last layer, "
-                         f"not {last_act!r}; use loss_func='quad'")
+        raise ValueError(
+            f"loss_func='cros' needs a 'sigm' or 'soft' last layer, "
+            f"not {last_act!r}; use loss_func='quad'"
+        )
 
 
 def prepare_loss_and_flag(net, flag=None):
@@ -79,8 +81,7 @@ def prepare_loss_and_flag(net, flag=None):
     if flag is None:
         flag = derive_flag(net.loss_func, last_act)
     elif not isinstance(flag, (bool, np.bool_, int)) or flag not in (0, 1):
-        raise TypeError(f"calc_last_layer_act_derivative must be None, True or False, "
-                        f"got {flag!r}")
+        raise TypeError(f"calc_last_layer_act_derivative must be None, True or False, got {flag!r}")
     net.calc_last_layer_act_derivative = bool(flag)
     return net.loss_func, net.calc_last_layer_act_derivative
 
@@ -135,6 +136,7 @@ def compute_loss(net, y):
 
 # --------------------------------------------------------------------------- backward pass
 
+
 def bpcnn(net, y):
     """Backward pass (MATLAB ``bpcnn``): errors and gradients of every layer.
 
@@ -163,7 +165,7 @@ def bpcnn(net, y):
         raise ValueError("bpcnn needs a forward pass first: call ffcnn(net, x)")
     if net.calc_last_layer_act_derivative is None or net.loss_func == "auto":
         prepare_loss_and_flag(net, net.calc_last_layer_act_derivative)
-    o = output_matrix(net)                          # cnn.layers{end}.outputs
+    o = output_matrix(net)  # cnn.layers{end}.outputs
     N = o.shape[0]
     y = check_y(net, y, N)
     faithful = net.mode == "faithful"
@@ -171,22 +173,28 @@ def bpcnn(net, y):
     # ---- loss and output error
     if last.type != "f":
         last.outputs = o
-    net.loss = compute_loss(net, y)                 # cnn.loss
-    e = o - y                                       # er = outputs - yy
-    if net.calc_last_layer_act_derivative:          # if cnn.CalcLastLayerActDerivative == 1
+    net.loss = compute_loss(net, y)  # cnn.loss
+    e = o - y  # er = outputs - yy
+    if net.calc_last_layer_act_derivative:  # if cnn.CalcLastLayerActDerivative == 1
         if last.type == "f" or faithful:
             e = activations.backward(o, last.act_func, e, net.mode)
         else:  # corrected: a conv softmax normalises over maps, so apply it per position
             shape = (last.n_maps,) + last.map_shape
-            e = flatten_maps(activations.backward(
-                last.featuremaps, last.act_func, unflatten_maps(e, shape), net.mode))
+            e = flatten_maps(
+                activations.backward(
+                    last.featuremaps, last.act_func, unflatten_maps(e, shape), net.mode
+                )
+            )
 
     # ---- the last layer
     below = layers[-2]
     if last.type == "f":
         last.er = e
-        last.dW = np.matmul(e.T, _inputs_of(net, len(layers) - 1),
-                            out=buffer(net, (len(layers) - 1, "dW"), last.W.shape))
+        last.dW = np.matmul(
+            e.T,
+            _inputs_of(net, len(layers) - 1),
+            out=buffer(net, (len(layers) - 1, "dW"), last.W.shape),
+        )
         last.dW /= N
         last.db = e.mean(axis=0)
     elif last.type == "p":
@@ -201,7 +209,7 @@ def bpcnn(net, y):
             last.dK = ops().kernel_grad(below.featuremaps, last.er[::-1], kshape)
         else:
             last.dK = ops().kernel_grad(below.featuremaps, last.er, kshape) / N
-        last.db = ops().map_sums(last.er) / N     # sum(er{j}(:)) / N
+        last.db = ops().map_sums(last.er) / N  # sum(er{j}(:)) / N
 
     # ---- the other layers, from the top down (for i = no_of_layers-1 : -1 : 1)
     for l in range(len(layers) - 2, 0, -1):
@@ -209,23 +217,33 @@ def bpcnn(net, y):
         if layer.type == "f":
             g = layers[l + 1].er @ layers[l + 1].W  # W{i+1}' * er{i+1}
             layer.er = activations.backward(layer.outputs, layer.act_func, g, net.mode, out=g)
-            layer.dW = np.matmul(layer.er.T, _inputs_of(net, l),
-                                 out=buffer(net, (l, "dW"), layer.W.shape))
+            layer.dW = np.matmul(
+                layer.er.T, _inputs_of(net, l), out=buffer(net, (l, "dW"), layer.W.shape)
+            )
             layer.dW /= N
             layer.db = layer.er.mean(axis=0)
         elif layer.type == "p":
             g = _error_at_outputs(net, l)
             below_maps = (N, layer.n_maps) + layers[l - 1].map_shape
-            layer.er = ops().upsample(g, layer.rate, layers[l - 1].map_shape,  # ./ (r*r)
-                                        out=buffer(net, (l, "er"), below_maps))
+            layer.er = ops().upsample(
+                g,
+                layer.rate,
+                layers[l - 1].map_shape,  # ./ (r*r)
+                out=buffer(net, (l, "er"), below_maps),
+            )
         elif layer.type == "c":
             g = _error_at_outputs(net, l)
             maps = (N, layer.n_maps) + layer.map_shape
-            layer.er = activations.backward(layer.featuremaps, layer.act_func, g, net.mode,
-                                            out=buffer(net, (l, "er"), maps))
+            layer.er = activations.backward(
+                layer.featuremaps, layer.act_func, g, net.mode, out=buffer(net, (l, "er"), maps)
+            )
             kshape = (layer.kernel_height, layer.kernel_width)
-            layer.dK = ops().kernel_grad(layers[l - 1].featuremaps, layer.er, kshape,
-                                           out=buffer(net, (l, "dK"), layer.K.shape))
+            layer.dK = ops().kernel_grad(
+                layers[l - 1].featuremaps,
+                layer.er,
+                kshape,
+                out=buffer(net, (l, "dK"), layer.K.shape),
+            )
             layer.dK /= N
             layer.db = ops().map_sums(layer.er) / N
     return net
@@ -255,6 +273,7 @@ def _error_at_outputs(net, l):
     if above.type == "c":
         # D1: the original convolves with rot90(K, 2), the kernel rotated by 180
         # degrees; the gradient of a cross-correlation is the full convolution with K.
-        return ops().conv_full(above.er, above.K, flip=net.mode == "faithful",
-                                 out=buffer(net, (l, "g"), maps))
+        return ops().conv_full(
+            above.er, above.K, flip=net.mode == "faithful", out=buffer(net, (l, "g"), maps)
+        )
     return above.er  # a pool layer's er is already at this layer's size

@@ -82,6 +82,7 @@ BATCH = 50
 
 # --------------------------------------------------------------------------- data
 
+
 def load_data(n_train, n_test, seed=0):
     """``(x, y, xt, yt, source)``: MNIST if found (no download), else random images."""
     try:
@@ -106,14 +107,16 @@ def _wrap(x, y, n):
 
 # --------------------------------------------------------------------------- our package
 
+
 def our_epoch_time(x, y, dtype, n_images, repeat=1, seed=0, step="fused"):
     """Best of ``repeat`` timed ``traincnn`` calls on ``n_images`` images (one epoch)."""
     xs, ys = _wrap(x, y, n_images)
-    xs = np.ascontiguousarray(xs, dtype=dtype)   # the conversion is not what we time
+    xs = np.ascontiguousarray(xs, dtype=dtype)  # the conversion is not what we time
     ys = np.ascontiguousarray(ys, dtype=dtype)
     warm = cnn.example_network(3, seed=seed, dtype=dtype)
-    cnn.traincnn(warm, xs[:BATCH], ys[:BATCH], 1, BATCH, verbose=False,
-                 step=step)  # compile, untimed
+    cnn.traincnn(
+        warm, xs[:BATCH], ys[:BATCH], 1, BATCH, verbose=False, step=step
+    )  # compile, untimed
     best, net = None, None
     for _ in range(repeat):
         net = cnn.example_network(3, seed=seed, dtype=dtype)
@@ -121,9 +124,14 @@ def our_epoch_time(x, y, dtype, n_images, repeat=1, seed=0, step="fused"):
         cnn.traincnn(net, xs, ys, 1, BATCH, verbose=False, step=step)
         s = time.perf_counter() - t0
         best = s if best is None else min(best, s)
-    return {"seconds": best, "images": n_images, "seconds_per_60k": best / n_images * EPOCH,
-            "loss": float(np.mean(net.loss_array)), "dtype": np.dtype(dtype).name,
-            "step": step}, net
+    return {
+        "seconds": best,
+        "images": n_images,
+        "seconds_per_60k": best / n_images * EPOCH,
+        "loss": float(np.mean(net.loss_array)),
+        "dtype": np.dtype(dtype).name,
+        "step": step,
+    }, net
 
 
 def our_test_time(net, xt, yt, repeat=3):
@@ -136,8 +144,12 @@ def our_test_time(net, xt, yt, repeat=3):
         err = cnn.testcnn(net, xt, yt)
         s = time.perf_counter() - t0
         best = s if best is None else min(best, s)
-    return {"seconds": best, "images": len(xt), "seconds_per_10k": best / len(xt) * 10000,
-            "error": err}
+    return {
+        "seconds": best,
+        "images": len(xt),
+        "seconds_per_10k": best / len(xt) * 10000,
+        "error": err,
+    }
 
 
 FIRST_CALL = r"""
@@ -159,8 +171,13 @@ def _python(code, env=None, args=()):
     e.update(env or {})
     # the child imports this same cnn package (an installed one, or the source tree)
     e["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), e.get("PYTHONPATH", "")) if p)
-    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=e, text=True,
-                       capture_output=True, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        env=e,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"subprocess failed:\n{r.stderr}")
     return r.stdout.strip().splitlines()[-1]
@@ -227,9 +244,12 @@ class burners:
         self.procs = []
 
     def __enter__(self):
-        self.procs = [subprocess.Popen([sys.executable, "-c", BURNER],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                      for _ in range(self.n)]
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", BURNER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            for _ in range(self.n)
+        ]
         time.sleep(0.5)  # let them start spinning
         return self
 
@@ -252,8 +272,9 @@ def busy_times(x, y, n_images, n_burners, use_torch):
         out["ours"], _ = our_epoch_time(x, y, np.float64, n_images)
         if use_torch:
             xs, ys = _wrap(x, y, n_images)
-            out["torch"] = bench_peers.torch_epoch_time(xs, ys, "float64", threads=2,
-                                                        n_images=n_images)
+            out["torch"] = bench_peers.torch_epoch_time(
+                xs, ys, "float64", threads=2, n_images=n_images
+            )
     return out
 
 
@@ -276,23 +297,28 @@ def interleaved_rounds(x, y, n_images, rounds, use_torch):
                 times.setdefault("torch_" + dt, []).append(t["seconds_per_60k"])
     out = {"rounds": rounds, "images": n_images, "seconds_per_60k": times}
     if use_torch:
-        out["torch_over_ours"] = {dt: [t / o for t, o in zip(times["torch_" + dt],
-                                                             times["ours_" + dt])]
-                                  for dt in ("float64", "float32")}
+        out["torch_over_ours"] = {
+            dt: [t / o for t, o in zip(times["torch_" + dt], times["ours_" + dt])]
+            for dt in ("float64", "float32")
+        }
     return out
 
 
 def interleaved_rows(il):
     """Rows (what, min, median, max) of :func:`interleaved_rounds`' result."""
-    rows = [(f"{k.replace('_', ' ')}, s/epoch", *(_fmt_s(f(v)) for f in (min, np.median, max)))
-            for k, v in il["seconds_per_60k"].items()]
+    rows = [
+        (f"{k.replace('_', ' ')}, s/epoch", *(_fmt_s(f(v)) for f in (min, np.median, max)))
+        for k, v in il["seconds_per_60k"].items()
+    ]
     for dt, v in il.get("torch_over_ours", {}).items():
-        rows.append((f"torch / ours {dt}, per round", *(f"{f(v):.2f}x" for f in (min, np.median,
-                                                                                  max))))
+        rows.append(
+            (f"torch / ours {dt}, per round", *(f"{f(v):.2f}x" for f in (min, np.median, max)))
+        )
     return rows
 
 
 # --------------------------------------------------------------------------- report
+
 
 def _fmt_s(s):
     return f"{s:.3f} s" if s < 10 else f"{s:.1f} s"
@@ -310,52 +336,125 @@ def make_table(r):
     t64 = t.get("train_float64", {}).get("seconds_per_60k")
     t32 = t.get("train_float32", {}).get("seconds_per_60k")
     parts = ["< 4 s " + ("yes" if o64 < 4.0 else "NO")]
-    parts.append("4x not timed" if t64 is None else
-                 f"4x {'yes' if t64 / o64 >= 4.0 else 'NO'} ({t64 / o64:.2f}x)")
-    rows.append(("train float64, s/epoch (ours, fused step)", _fmt_s(o64), ratio(t64, o64),
-                 "< 4 s and >= 4x torch f64", ", ".join(parts)))
-    rows.append(("train float32, s/epoch (ours, fused step)", _fmt_s(o32), ratio(t32, o32),
-                 ">= 3x torch f32", "not timed" if t32 is None else
-                 f"{'yes' if t32 / o32 >= 3.0 else 'NO'} ({t32 / o32:.2f}x)"))
+    parts.append(
+        "4x not timed"
+        if t64 is None
+        else f"4x {'yes' if t64 / o64 >= 4.0 else 'NO'} ({t64 / o64:.2f}x)"
+    )
+    rows.append(
+        (
+            "train float64, s/epoch (ours, fused step)",
+            _fmt_s(o64),
+            ratio(t64, o64),
+            "< 4 s and >= 4x torch f64",
+            ", ".join(parts),
+        )
+    )
+    rows.append(
+        (
+            "train float32, s/epoch (ours, fused step)",
+            _fmt_s(o32),
+            ratio(t32, o32),
+            ">= 3x torch f32",
+            "not timed"
+            if t32 is None
+            else f"{'yes' if t32 / o32 >= 3.0 else 'NO'} ({t32 / o32:.2f}x)",
+        )
+    )
     if t64:
         rows.append(("train float64, s/epoch (torch, 2 thr)", _fmt_s(t64), "1.00", "", ""))
         rows.append(("train float32, s/epoch (torch, 2 thr)", _fmt_s(t32), "1.00", "", ""))
     if "train_float64_layers" in r:
         lp = r["train_float64_layers"]["seconds_per_60k"]
-        rows.append(("train float64, s/epoch (ours, layer-by-layer path)", _fmt_s(lp),
-                     ratio(t64, lp), "", f"fused is {lp / o64:.2f}x faster"))
+        rows.append(
+            (
+                "train float64, s/epoch (ours, layer-by-layer path)",
+                _fmt_s(lp),
+                ratio(t64, lp),
+                "",
+                f"fused is {lp / o64:.2f}x faster",
+            )
+        )
     if "busy" in r:
         b = r["busy"]
         bo = b["ours"]["seconds_per_60k"]
-        rows.append((f"busy machine: train float64 with {b['burners']} CPU burners (ours)",
-                     _fmt_s(bo), "", "<= 3x idle", f"{bo / o64:.2f}x idle "
-                     + ("yes" if bo <= 3 * o64 else "NO")))
+        rows.append(
+            (
+                f"busy machine: train float64 with {b['burners']} CPU burners (ours)",
+                _fmt_s(bo),
+                "",
+                "<= 3x idle",
+                f"{bo / o64:.2f}x idle " + ("yes" if bo <= 3 * o64 else "NO"),
+            )
+        )
         if "torch" in b and t64:
             bt = b["torch"]["seconds_per_60k"]
-            rows.append((f"busy machine: train float64 with {b['burners']} CPU burners (torch)",
-                         _fmt_s(bt), ratio(bt, bo), "", f"{bt / t64:.2f}x idle"))
+            rows.append(
+                (
+                    f"busy machine: train float64 with {b['burners']} CPU burners (torch)",
+                    _fmt_s(bt),
+                    ratio(bt, bo),
+                    "",
+                    f"{bt / t64:.2f}x idle",
+                )
+            )
     if "naive" in r:
         nv = r["naive"]["seconds_per_60k"]
-        rows.append(("train float64, s/epoch (naive NumPy/SciPy)", _fmt_s(nv), ratio(t64, nv),
-                     "", ""))
+        rows.append(
+            ("train float64, s/epoch (naive NumPy/SciPy)", _fmt_s(nv), ratio(t64, nv), "", "")
+        )
     ts = r["testcnn"]["seconds_per_10k"]
     tt = t.get("test_float64", {}).get("seconds_per_10k")
-    rows.append(("testcnn 10k images, float64 (ours)", _fmt_s(ts), ratio(tt, ts), "< 0.3 s",
-                 "yes" if ts < 0.3 else "NO"))
+    rows.append(
+        (
+            "testcnn 10k images, float64 (ours)",
+            _fmt_s(ts),
+            ratio(tt, ts),
+            "< 0.3 s",
+            "yes" if ts < 0.3 else "NO",
+        )
+    )
     if tt:
         rows.append(("test 10k images, float64 (torch, batch 100)", _fmt_s(tt), "1.00", "", ""))
-        rows.append(("test 10k images, float32 (torch, batch 1000)",
-                     _fmt_s(t["test_float32"]["seconds_per_10k"]), "", "", ""))
+        rows.append(
+            (
+                "test 10k images, float32 (torch, batch 1000)",
+                _fmt_s(t["test_float32"]["seconds_per_10k"]),
+                "",
+                "",
+                "",
+            )
+        )
     fc = r["first_call"]
-    rows.append(("first minibatch, fresh process, warm cache", _fmt_s(fc["warm_seconds"]), "",
-                 "< 1 s", "yes" if fc["warm_seconds"] < 1 else "NO"))
-    rows.append(("first minibatch, fresh process, cold cache", _fmt_s(fc["cold_seconds"]), "",
-                 "< 15 s", "yes" if fc["cold_seconds"] < 15 else "NO"))
+    rows.append(
+        (
+            "first minibatch, fresh process, warm cache",
+            _fmt_s(fc["warm_seconds"]),
+            "",
+            "< 1 s",
+            "yes" if fc["warm_seconds"] < 1 else "NO",
+        )
+    )
+    rows.append(
+        (
+            "first minibatch, fresh process, cold cache",
+            _fmt_s(fc["cold_seconds"]),
+            "",
+            "< 15 s",
+            "yes" if fc["cold_seconds"] < 15 else "NO",
+        )
+    )
     pr = r["peak_rss"]
     hwm = f", VmHWM {pr['vmhwm_bytes'] / 2**30:.2f} GiB" if pr.get("vmhwm_bytes", -1) > 0 else ""
-    rows.append((f"peak RSS (ru_maxrss), training on {pr['images']} images, 60,000 loaded",
-                 f"{pr['bytes'] / 2**30:.2f} GiB{hwm}", "", "< 1 GB",
-                 "yes" if pr["bytes"] < 1e9 else "NO"))
+    rows.append(
+        (
+            f"peak RSS (ru_maxrss), training on {pr['images']} images, 60,000 loaded",
+            f"{pr['bytes'] / 2**30:.2f} GiB{hwm}",
+            "",
+            "< 1 GB",
+            "yes" if pr["bytes"] < 1e9 else "NO",
+        )
+    )
     return rows
 
 
@@ -373,8 +472,9 @@ def simd_level():
     """The widest x86 SIMD level the CPU reports (``/proc/cpuinfo`` flags), or ``'unknown'``."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = set(next(line.split(":", 1)[1].split() for line in f
-                             if line.startswith("flags")))
+            flags = set(
+                next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+            )
     except (OSError, StopIteration):
         return "unknown"
     if "avx512f" in flags:
@@ -395,9 +495,11 @@ def blas_info():
     for lib in threadpool_info():
         if lib.get("user_api") != "blas":
             continue
-        parts.append(f"{lib.get('internal_api')} {lib.get('version')} "
-                     f"{lib.get('architecture') or ''} ({lib.get('num_threads')} threads, "
-                     f"{Path(lib.get('filepath', '')).name})")
+        parts.append(
+            f"{lib.get('internal_api')} {lib.get('version')} "
+            f"{lib.get('architecture') or ''} ({lib.get('num_threads')} threads, "
+            f"{Path(lib.get('filepath', '')).name})"
+        )
     return "; ".join(parts) or "none found"
 
 
@@ -415,30 +517,39 @@ def threading_layer():
 def machine_header(r):
     """The lines printed with every table: CPU, SIMD, BLAS, Numba threading."""
     m = r["machine"]
-    return (f"CPU: {m.get('cpu_model', m.get('processor', '?'))} ({m['cpu_count']} CPUs; "
-            f"SIMD {m['simd']}; LLVM target {m.get('llvm_cpu', '?')})\n"
-            f"BLAS: {m['blas']}\n"
-            f"Numba threading layer: {threading_layer()}; "
-            f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}, "
-            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    return (
+        f"CPU: {m.get('cpu_model', m.get('processor', '?'))} ({m['cpu_count']} CPUs; "
+        f"SIMD {m['simd']}; LLVM target {m.get('llvm_cpu', '?')})\n"
+        f"BLAS: {m['blas']}\n"
+        f"Numba threading layer: {threading_layer()}; "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+    )
 
 
 def machine_info():
     import numba
 
-    info = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "platform": platform.platform(), "processor": platform.processor(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "numba": numba.__version__,
-            "numba_threads": numba.get_num_threads(), "cnn": cnn.__version__}
+    info = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+        "cnn": cnn.__version__,
+    }
     try:
         info["cpu_affinity"] = len(os.sched_getaffinity(0))
     except AttributeError:
         pass
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in f
-                                     if line.startswith("model name"))
+            info["cpu_model"] = next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     info["simd"] = simd_level()
@@ -456,22 +567,43 @@ def machine_info():
 
 def _parser():
     ap = argparse.ArgumentParser(prog="cnn bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=EPOCH,
-                    help="training images timed (multiple of 50; default a full epoch)")
+    ap.add_argument(
+        "--images",
+        type=int,
+        default=EPOCH,
+        help="training images timed (multiple of 50; default a full epoch)",
+    )
     ap.add_argument("--test-images", type=int, default=10000, help="testcnn images (default 10000)")
-    ap.add_argument("--naive-images", type=int, default=500,
-                    help="images timed for the naive port (default 500, extrapolated)")
-    ap.add_argument("--busy-images", type=int, default=6000,
-                    help="images timed on the busy machine (default 6000, extrapolated)")
-    ap.add_argument("--burners", type=int, default=os.cpu_count() or 2,
-                    help="CPU-bound processes beside the busy-machine run (default: one per CPU)")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="timed training runs per setting, the best kept (default 1); with "
-                         "PyTorch and R > 1, also R interleaved rounds of ours and PyTorch")
+    ap.add_argument(
+        "--naive-images",
+        type=int,
+        default=500,
+        help="images timed for the naive port (default 500, extrapolated)",
+    )
+    ap.add_argument(
+        "--busy-images",
+        type=int,
+        default=6000,
+        help="images timed on the busy machine (default 6000, extrapolated)",
+    )
+    ap.add_argument(
+        "--burners",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="CPU-bound processes beside the busy-machine run (default: one per CPU)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="timed training runs per setting, the best kept (default 1); with "
+        "PyTorch and R > 1, also R interleaved rounds of ours and PyTorch",
+    )
     ap.add_argument("--skip-torch", action="store_true", help="do not time PyTorch")
     ap.add_argument("--skip-naive", action="store_true", help="do not time the naive port")
-    ap.add_argument("--skip-layers", action="store_true",
-                    help="do not time the layer-by-layer path")
+    ap.add_argument(
+        "--skip-layers", action="store_true", help="do not time the layer-by-layer path"
+    )
     ap.add_argument("--skip-busy", action="store_true", help="do not time the busy machine")
     ap.add_argument("--json", type=Path, help="write the results here")
     return ap
@@ -502,52 +634,78 @@ def run(args):
     r["peak_rss"] = peak_rss(args.images)
     print(f"peak RSS of a training run: {r['peak_rss']['bytes'] / 2**30:.2f} GiB", flush=True)
     r["first_call"] = first_call_times()
-    print(f"first call: warm {r['first_call']['warm_seconds']:.2f} s, "
-          f"cold {r['first_call']['cold_seconds']:.2f} s", flush=True)
+    print(
+        f"first call: warm {r['first_call']['warm_seconds']:.2f} s, "
+        f"cold {r['first_call']['cold_seconds']:.2f} s",
+        flush=True,
+    )
     # torch_available() imports torch before Numba starts its threads (machine_info asks
     # Numba for its thread count): in the other order PyTorch runs ~10x slower (measured)
     # PyTorch's own libgomp gets its default wait policy, not the one cnn/threads.py sets
     with threads.defaults_for_others():
         use_torch = not args.skip_torch and bench_peers.torch_available()
     if not args.skip_torch and not use_torch:
-        print(f"PyTorch is not importable: its rows are skipped. For them, install the CPU "
-              f"build: {TORCH_INSTALL}", flush=True)
+        print(
+            f"PyTorch is not importable: its rows are skipped. For them, install the CPU "
+            f"build: {TORCH_INSTALL}",
+            flush=True,
+        )
     r["machine"] = machine_info()
 
     x, y, xt, yt, source = load_data(args.images, args.test_images)
     xt, yt = _wrap(xt, yt, args.test_images)
     r["data"] = source
-    r["settings"] = {"network": "Example 3", "batch_size": BATCH, "learning_rate": 0.01,
-                     "mode": "faithful", "images": args.images, "test_images": args.test_images,
-                     "repeat": args.repeat}
+    r["settings"] = {
+        "network": "Example 3",
+        "batch_size": BATCH,
+        "learning_rate": 0.01,
+        "mode": "faithful",
+        "images": args.images,
+        "test_images": args.test_images,
+        "repeat": args.repeat,
+    }
     print(f"data: {source}; timing {args.images} training images per setting", flush=True)
 
     r["train_float64"], net = our_epoch_time(x, y, np.float64, args.images, args.repeat)
-    print(f"  ours float64 (fused): {r['train_float64']['seconds_per_60k']:.2f} s/epoch",
-          flush=True)
+    print(
+        f"  ours float64 (fused): {r['train_float64']['seconds_per_60k']:.2f} s/epoch", flush=True
+    )
     print(machine_header(r), flush=True)
     r["testcnn"] = our_test_time(net, xt, yt)
-    print(f"  ours testcnn: {r['testcnn']['seconds_per_10k']:.3f} s/10k "
-          f"(test error {r['testcnn']['error']:.4f})", flush=True)
+    print(
+        f"  ours testcnn: {r['testcnn']['seconds_per_10k']:.3f} s/10k "
+        f"(test error {r['testcnn']['error']:.4f})",
+        flush=True,
+    )
     r["train_float32"], _ = our_epoch_time(x, y, np.float32, args.images, args.repeat)
-    print(f"  ours float32 (fused): {r['train_float32']['seconds_per_60k']:.2f} s/epoch",
-          flush=True)
+    print(
+        f"  ours float32 (fused): {r['train_float32']['seconds_per_60k']:.2f} s/epoch", flush=True
+    )
     if not args.skip_layers:
-        r["train_float64_layers"], _ = our_epoch_time(x, y, np.float64, args.images,
-                                                      args.repeat, step="layers")
-        print(f"  ours float64 (layer path): "
-              f"{r['train_float64_layers']['seconds_per_60k']:.2f} s/epoch", flush=True)
+        r["train_float64_layers"], _ = our_epoch_time(
+            x, y, np.float64, args.images, args.repeat, step="layers"
+        )
+        print(
+            f"  ours float64 (layer path): "
+            f"{r['train_float64_layers']['seconds_per_60k']:.2f} s/epoch",
+            flush=True,
+        )
 
     if use_torch:
         xs, ys = _wrap(x, y, args.images)
         t = {}
         for dt in ("float64", "float32"):
-            t["train_" + dt] = bench_peers.torch_epoch_time(xs, ys, dt, threads=2,
-                                                            n_images=args.images)
+            t["train_" + dt] = bench_peers.torch_epoch_time(
+                xs, ys, dt, threads=2, n_images=args.images
+            )
             t["test_" + dt] = bench_peers.torch_test_time(
-                xt, yt, dt, threads=2, batch_size=100 if dt == "float64" else 1000)
-            print(f"  torch {dt}: {t['train_' + dt]['seconds_per_60k']:.2f} s/epoch, "
-                  f"test {t['test_' + dt]['seconds_per_10k']:.3f} s/10k", flush=True)
+                xt, yt, dt, threads=2, batch_size=100 if dt == "float64" else 1000
+            )
+            print(
+                f"  torch {dt}: {t['train_' + dt]['seconds_per_60k']:.2f} s/epoch, "
+                f"test {t['test_' + dt]['seconds_per_10k']:.3f} s/10k",
+                flush=True,
+            )
         r["torch"] = t
     if use_torch and args.repeat > 1:
         r["interleaved"] = interleaved_rounds(x, y, args.images, args.repeat, use_torch)
@@ -563,18 +721,21 @@ def run(args):
     r["load_after"] = os.getloadavg()
 
     rows = make_table(r)
-    r["table"] = [dict(zip(("setting", "value", "vs_torch", "target", "met"), row))
-                  for row in rows]
+    r["table"] = [dict(zip(("setting", "value", "vs_torch", "target", "met"), row)) for row in rows]
     r["machine"]["numba_threading_layer"] = threading_layer()
     print()
-    print(f"Example 3, batch 50, faithful; {source}; {r['machine']['date']}; "
-          f"load {r['load_before'][0]:.2f} before, {r['load_after'][0]:.2f} after")
+    print(
+        f"Example 3, batch 50, faithful; {source}; {r['machine']['date']}; "
+        f"load {r['load_before'][0]:.2f} before, {r['load_after'][0]:.2f} after"
+    )
     print(machine_header(r))
     print_table(rows)
     if "interleaved" in r:
         il = r["interleaved"]
-        print(f"\nInterleaved: {il['rounds']} rounds of ours and torch in turn, "
-              f"{il['images']} images each")
+        print(
+            f"\nInterleaved: {il['rounds']} rounds of ours and torch in turn, "
+            f"{il['images']} images each"
+        )
         print("| what | min | median | max |\n|---|---|---|---|")
         for row in interleaved_rows(il):
             print("| " + " | ".join(row) + " |")

@@ -218,10 +218,14 @@ def _torch_class():
             self.load_params(make_params(seed) if params is None else params)
 
         _MAP = {
-            "K1": "conv1.weight", "b1": "conv1.bias",
-            "K2": "conv2.weight", "b2": "conv2.bias",
-            "W3": "fc3.weight", "b3": "fc3.bias",
-            "W4": "fc4.weight", "b4": "fc4.bias",
+            "K1": "conv1.weight",
+            "b1": "conv1.bias",
+            "K2": "conv2.weight",
+            "b2": "conv2.bias",
+            "W3": "fc3.weight",
+            "b3": "fc3.bias",
+            "W4": "fc4.weight",
+            "b4": "fc4.bias",
         }
 
         def load_params(self, params):
@@ -236,14 +240,17 @@ def _torch_class():
         def to_params(self):
             """Parameters as a dict of float64 numpy arrays (``make_params`` keys)."""
             named = dict(self.named_parameters())
-            return {k: named[t].detach().to(torch.float64).numpy().copy()
-                    for k, t in self._MAP.items()}
+            return {
+                k: named[t].detach().to(torch.float64).numpy().copy() for k, t in self._MAP.items()
+            }
 
         def grads(self):
             """Current ``.grad`` of every parameter, as float64 numpy arrays."""
             named = dict(self.named_parameters())
-            return {k: named[t].grad.detach().to(torch.float64).numpy().copy()
-                    for k, t in self._MAP.items()}
+            return {
+                k: named[t].grad.detach().to(torch.float64).numpy().copy()
+                for k, t in self._MAP.items()
+            }
 
         def forward(self, x):
             if x.dim() == 3:
@@ -332,9 +339,18 @@ def torch_sgd_step(params, x, y, lr=LEARNING_RATE, dtype="float64") -> dict:
     return model.to_params()
 
 
-def torch_epoch_time(x, y, dtype="float64", threads=2, n_images=None,
-                     batch_size=BATCH_SIZE, warmup_batches=3, lr=LEARNING_RATE,
-                     params=None, seed=0) -> dict:
+def torch_epoch_time(
+    x,
+    y,
+    dtype="float64",
+    threads=2,
+    n_images=None,
+    batch_size=BATCH_SIZE,
+    warmup_batches=3,
+    lr=LEARNING_RATE,
+    params=None,
+    seed=0,
+) -> dict:
     """Time PyTorch SGD training (batches in order, no shuffling).
 
     Runs ``warmup_batches`` untimed minibatches, resets the parameters to the
@@ -354,8 +370,8 @@ def torch_epoch_time(x, y, dtype="float64", threads=2, n_images=None,
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0)
 
         def step(s):
-            xb = tx[s:s + batch_size]
-            yb = ty[s:s + batch_size]
+            xb = tx[s : s + batch_size]
+            yb = ty[s : s + batch_size]
             opt.zero_grad(set_to_none=True)
             loss = model.loss(model(xb), yb)
             loss.backward()
@@ -372,12 +388,20 @@ def torch_epoch_time(x, y, dtype="float64", threads=2, n_images=None,
             total += step(s)
         seconds = time.perf_counter() - t0
         used = torch.get_num_threads()
-    return _result("torch", str(dt).replace("torch.", ""), used, batch_size,
-                   seconds, n_images, float(total) / n_batches)
+    return _result(
+        "torch",
+        str(dt).replace("torch.", ""),
+        used,
+        batch_size,
+        seconds,
+        n_images,
+        float(total) / n_batches,
+    )
 
 
-def torch_test_time(x, y, dtype="float64", threads=2, batch_size=1000,
-                    params=None, seed=0, model=None) -> dict:
+def torch_test_time(
+    x, y, dtype="float64", threads=2, batch_size=1000, params=None, seed=0, model=None
+) -> dict:
     """Time a forward pass over x (no grad) and its classification error.
 
     Uses ``model`` if given, else a fresh one from ``params``/``make_params(seed)``.
@@ -397,8 +421,8 @@ def torch_test_time(x, y, dtype="float64", threads=2, batch_size=1000,
             model(tx[: min(batch_size, n)])  # warm-up
             t0 = time.perf_counter()
             for s in range(0, n, batch_size):
-                o = torch.sigmoid(model(tx[s:s + batch_size]))
-                wrong += int((o.argmax(1) != ty[s:s + batch_size].argmax(1)).sum())
+                o = torch.sigmoid(model(tx[s : s + batch_size]))
+                wrong += int((o.argmax(1) != ty[s : s + batch_size].argmax(1)).sum())
             seconds = time.perf_counter() - t0
         used = torch.get_num_threads()
     return {
@@ -517,17 +541,17 @@ def _numpy_loss_and_grads(p, x, y):
     c = _forward_cache(p, x)
     n = len(y)
     g = {}
-    d4 = (_sigmoid(c["z4"]) - y) / n                      # (N, 10)
+    d4 = (_sigmoid(c["z4"]) - y) / n  # (N, 10)
     g["W4"] = d4.T @ c["a3"]
     g["b4"] = d4.sum(axis=0)
-    d3 = (d4 @ p["W4"]) * (1.0 - c["a3"] ** 2)           # (N, 150)
+    d3 = (d4 @ p["W4"]) * (1.0 - c["a3"] ** 2)  # (N, 150)
     g["W3"] = d3.T @ c["f"]
     g["b3"] = d3.sum(axis=0)
     ds2 = (d3 @ p["W3"]).reshape(c["s2"].shape[0], 20, 4, 4).transpose(0, 1, 3, 2)
-    d2 = _unpool(ds2) * (1.0 - c["a2"] ** 2)             # (N, 20, 8, 8)
+    d2 = _unpool(ds2) * (1.0 - c["a2"] ** 2)  # (N, 20, 8, 8)
     g["K2"], g["b2"] = _conv_kernel_grad(c["s1"], d2, p["K2"].shape)
-    ds1 = _conv_input_grad(d2, p["K2"])                  # (N, 10, 10, 10)
-    d1 = _unpool(ds1) * _rect_deriv(c["z1"])             # (N, 10, 20, 20)
+    ds1 = _conv_input_grad(d2, p["K2"])  # (N, 10, 10, 10)
+    d1 = _unpool(ds1) * _rect_deriv(c["z1"])  # (N, 10, 20, 20)
     g["K1"], g["b1"] = _conv_kernel_grad(c["a0"], d1, p["K1"].shape)
     loss = _bce_from_logits(c["z4"], y)
     return loss, {k: g[k] for k in PARAM_SHAPES}
@@ -544,8 +568,16 @@ def naive_sgd_step(params, x, y, lr=LEARNING_RATE) -> dict:
     return {k: np.asarray(params[k], dtype=np.float64) - lr * g[k] for k in PARAM_SHAPES}
 
 
-def naive_epoch_time(x, y, n_images=500, batch_size=BATCH_SIZE, warmup_batches=1,
-                     lr=LEARNING_RATE, params=None, seed=0) -> dict:
+def naive_epoch_time(
+    x,
+    y,
+    n_images=500,
+    batch_size=BATCH_SIZE,
+    warmup_batches=1,
+    lr=LEARNING_RATE,
+    params=None,
+    seed=0,
+) -> dict:
     """Time the naive NumPy/SciPy port's SGD training on ``n_images`` images.
 
     It is slow (seconds per batch), so the default times 500 images and
@@ -558,20 +590,23 @@ def naive_epoch_time(x, y, n_images=500, batch_size=BATCH_SIZE, warmup_batches=1
     y = np.ascontiguousarray(y, dtype=np.float64)
     n_images = _n_timed(n_images, len(x), batch_size)
     n_batches = n_images // batch_size
-    p = {k: np.array(v, dtype=np.float64) for k, v in
-         (make_params(seed) if params is None else params).items()}
+    p = {
+        k: np.array(v, dtype=np.float64)
+        for k, v in (make_params(seed) if params is None else params).items()
+    }
     for s in _batch_starts(warmup_batches, len(x), batch_size):
-        numpy_gradients(p, x[s:s + batch_size], y[s:s + batch_size])  # untimed
+        numpy_gradients(p, x[s : s + batch_size], y[s : s + batch_size])  # untimed
     total = 0.0
     t0 = time.perf_counter()
     for s in _batch_starts(n_batches, len(x), batch_size):
-        loss, g = _numpy_loss_and_grads(p, x[s:s + batch_size], y[s:s + batch_size])
+        loss, g = _numpy_loss_and_grads(p, x[s : s + batch_size], y[s : s + batch_size])
         for k in p:
             p[k] -= lr * g[k]
         total += loss
     seconds = time.perf_counter() - t0
-    return _result("numpy-scipy-naive", "float64", 1, batch_size, seconds, n_images,
-                   total / n_batches)
+    return _result(
+        "numpy-scipy-naive", "float64", 1, batch_size, seconds, n_images, total / n_batches
+    )
 
 
 if __name__ == "__main__":  # quick manual check: python -m cnn.bench_peers
@@ -587,10 +622,15 @@ if __name__ == "__main__":  # quick manual check: python -m cnn.bench_peers
         for dt in ("float64", "float32"):
             r = torch_epoch_time(xs, ys, dt, threads=args.threads, n_images=args.torch_images)
             t = torch_test_time(xs[:1000], ys[:1000], dt, threads=args.threads)
-            print(f"torch {dt:7s} {r['threads']} thr: {r['seconds']:.2f} s / {r['images']} img"
-                  f" -> {r['seconds_per_60k']:.1f} s per 60k; test {t['seconds_per_10k']:.3f} s per 10k")
+            print(
+                f"torch {dt:7s} {r['threads']} thr: {r['seconds']:.2f} s / {r['images']} img"
+                f" -> {r['seconds_per_60k']:.1f} s per 60k;"
+                f" test {t['seconds_per_10k']:.3f} s per 10k"
+            )
     else:
         print("torch not installed")
     r = naive_epoch_time(xs, ys, n_images=args.naive_images)
-    print(f"naive numpy/scipy: {r['seconds']:.2f} s / {r['images']} img"
-          f" -> {r['seconds_per_60k']:.1f} s per 60k")
+    print(
+        f"naive numpy/scipy: {r['seconds']:.2f} s / {r['images']} img"
+        f" -> {r['seconds_per_60k']:.1f} s per 60k"
+    )

@@ -30,8 +30,14 @@ import numpy as np
 import scipy.io
 
 from .atomic import atomic_write
-from .matlab import (EXPECTED, CNNFileError, DeclaredArray, from_matlab_struct, read_struct,
-                     to_matlab_struct)
+from .matlab import (
+    EXPECTED,
+    CNNFileError,
+    DeclaredArray,
+    from_matlab_struct,
+    read_struct,
+    to_matlab_struct,
+)
 from .safeio import describe_file, open_regular, size_limit
 
 FORMAT = "cnn-npz-1"
@@ -76,8 +82,13 @@ def save_npz(path, net, meta=None):
     top, arrays = _split(to_matlab_struct(net, runtime=False))
     header = {"format": FORMAT, "dtype": np.dtype(net.dtype).name}
     with atomic_write(path) as fh:
-        np.savez(fh, header=np.array(json.dumps(header)), struct=np.array(json.dumps(top)),
-                 meta=np.array(json.dumps(meta or {})), **arrays)
+        np.savez(
+            fh,
+            header=np.array(json.dumps(header)),
+            struct=np.array(json.dumps(top)),
+            meta=np.array(json.dumps(meta or {})),
+            **arrays,
+        )
 
 
 def _zip_entries(fh, size):
@@ -88,7 +99,7 @@ def _zip_entries(fh, size):
     i = tail.rfind(b"PK\x05\x06")
     if i < 0 or len(tail) - i < 22:
         return None
-    return _struct.unpack("<H", tail[i + 10:i + 12])[0]
+    return _struct.unpack("<H", tail[i + 10 : i + 12])[0]
 
 
 class _Npz:
@@ -109,22 +120,28 @@ class _Npz:
             head = self.fh.read(1024)
             entries = _zip_entries(self.fh, self.size) if head.startswith(b"PK") else None
             if entries is None:
-                raise CNNFileError(f"{path} is {describe_file(head)}, not a network file "
-                                   f"(expected {EXPECTED})")
+                raise CNNFileError(
+                    f"{path} is {describe_file(head)}, not a network file (expected {EXPECTED})"
+                )
             if entries > MAX_MEMBERS:
-                raise CNNFileError(f"{path} is a zip archive of {entries} members, not a "
-                                   f"network .npz (at most {MAX_MEMBERS})")
+                raise CNNFileError(
+                    f"{path} is a zip archive of {entries} members, not a "
+                    f"network .npz (at most {MAX_MEMBERS})"
+                )
             self.fh.seek(0)
             try:
                 self.zf = zipfile.ZipFile(self.fh)
             except Exception as exc:  # BadZipFile, struct.error, OverflowError, ...
                 raise CNNFileError(f"{path} is a damaged zip archive ({exc})") from None
-            self.members = {i.filename[:-4]: i for i in self.zf.infolist()
-                            if i.filename.endswith(".npy")}
+            self.members = {
+                i.filename[:-4]: i for i in self.zf.infolist() if i.filename.endswith(".npy")
+            }
             if "header" not in self.members:
                 found = ", ".join(i.filename for i in self.zf.infolist()[:5]) or "nothing"
-                raise CNNFileError(f"{path} is a zip archive but not a network saved by cnn: "
-                                   f"it has no 'header' member (it holds {found})")
+                raise CNNFileError(
+                    f"{path} is a zip archive but not a network saved by cnn: "
+                    f"it has no 'header' member (it holds {found})"
+                )
         except BaseException:
             self.fh.close()
             raise
@@ -139,8 +156,9 @@ class _Npz:
         return key in self.members
 
     def _fail(self, key, exc):
-        return CNNFileError(f"{self.path}: bad {key!r} entry ({type(exc).__name__}: "
-                            f"{str(exc)[:120]})")
+        return CNNFileError(
+            f"{self.path}: bad {key!r} entry ({type(exc).__name__}: {str(exc)[:120]})"
+        )
 
     def declared(self, key):
         """``(shape, dtype)`` from the member's ``.npy`` header, without reading its data."""
@@ -157,8 +175,10 @@ class _Npz:
         except Exception as exc:  # corrupt zip member, bad header, ...
             raise self._fail(key, exc) from None
         if dtype.hasobject:
-            raise CNNFileError(f"{self.path}: {key!r} is an array of Python objects; a network "
-                               f"file holds only numbers and text")
+            raise CNNFileError(
+                f"{self.path}: {key!r} is an array of Python objects; a network "
+                f"file holds only numbers and text"
+            )
         return tuple(shape), dtype
 
     def read(self, key):
@@ -167,9 +187,11 @@ class _Npz:
         nbytes = math.prod(shape) * dtype.itemsize
         self.used += nbytes
         if self.used > self.limit:
-            raise CNNFileError(f"{self.path}: {key!r} declares {nbytes / 2**20:.1f} MiB, more "
-                               f"than the {self.limit / 2**20:.1f} MiB a file of this size may "
-                               f"hold")
+            raise CNNFileError(
+                f"{self.path}: {key!r} declares {nbytes / 2**20:.1f} MiB, more "
+                f"than the {self.limit / 2**20:.1f} MiB a file of this size may "
+                f"hold"
+            )
         if nbytes > self.members[key].file_size:
             raise CNNFileError(f"{self.path}: {key!r} declares more data than it holds")
         try:
@@ -189,8 +211,10 @@ class _Npz:
             raise CNNFileError(f"{self.path} has no {key!r} entry: not a network saved by cnn")
         shape, dtype = self.declared(key)
         if dtype.kind != "U" or shape != () or dtype.itemsize > 4 * MAX_JSON_CHARS:
-            raise CNNFileError(f"{self.path}: {key!r} is not a JSON text (got "
-                               f"{'x'.join(map(str, shape)) or 'a scalar'} of {dtype})")
+            raise CNNFileError(
+                f"{self.path}: {key!r} is not a JSON text (got "
+                f"{'x'.join(map(str, shape)) or 'a scalar'} of {dtype})"
+            )
         try:
             value = json.loads(str(self.read(key)))
         except CNNFileError:
@@ -230,8 +254,9 @@ def load_npz(path, *, mode=None, dtype=None):
     with _Npz(path) as z:
         header = z.json("header")
         if header.get("format") != FORMAT:
-            raise CNNFileError(f"{path}: unknown format {_text(header.get('format'))} "
-                               f"(expected {FORMAT!r})")
+            raise CNNFileError(
+                f"{path}: unknown format {_text(header.get('format'))} (expected {FORMAT!r})"
+            )
         top = z.json("struct")
         layers = top.get("layers")
         if not isinstance(layers, list):
@@ -371,6 +396,8 @@ def verify_checkpoint(prefix):
     s, _ = read_struct(mat, "cnn")
     stamp = s.get("checkpoint_id") if isinstance(s, dict) else None
     if not isinstance(ident, str) or stamp != ident:
-        raise CNNFileError(f"{mat} is not the network of {npz} (its checkpoint_id differs); "
-                           f"the .npz is authoritative")
+        raise CNNFileError(
+            f"{mat} is not the network of {npz} (its checkpoint_id differs); "
+            f"the .npz is authoritative"
+        )
     return npz, mat

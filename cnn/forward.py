@@ -46,7 +46,7 @@ def _forward(net, x):
     ``testcnn`` runs (see :func:`buffer`), else into new arrays.
     """
     layers = net.layers
-    layers[0].featuremaps = x                      # cnn.layers{1}.featuremaps{1} = xx
+    layers[0].featuremaps = x  # cnn.layers{1}.featuremaps{1} = xx
     N = x.shape[0]
     last = len(layers) - 1
     for l in range(1, len(layers)):
@@ -54,32 +54,37 @@ def _forward(net, x):
         if layer.type == "c":
             # z_j = sum_k X_k (*) K_(j,k) + b(j); featuremaps{j} = f(z_j)
             shape = (N, layer.n_maps) + layer.map_shape
-            z = ops().conv_valid(below.featuremaps, layer.K, layer.b,
-                                   out=buffer(net, (l, "z"), shape))
+            z = ops().conv_valid(
+                below.featuremaps, layer.K, layer.b, out=buffer(net, (l, "z"), shape)
+            )
             if l == last:
                 layer.z = z
-                layer.featuremaps = activations.forward(z, layer.act_func,
-                                                        out=buffer(net, (l, "fm"), shape))
+                layer.featuremaps = activations.forward(
+                    z, layer.act_func, out=buffer(net, (l, "fm"), shape)
+                )
             else:  # z is not kept: f(z) overwrites it
                 layer.z = None
                 layer.featuremaps = activations.forward(z, layer.act_func, out=z)
         elif layer.type == "p":
             shape = (N, layer.n_maps) + layer.map_shape
-            layer.featuremaps = ops().mean_pool(below.featuremaps, layer.rate,
-                                                  out=buffer(net, (l, "fm"), shape))
+            layer.featuremaps = ops().mean_pool(
+                below.featuremaps, layer.rate, out=buffer(net, (l, "fm"), shape)
+            )
         elif layer.type == "f":
             if below.type == "f":
                 inp = below.outputs
             else:  # zz = [zz; reshape(fm{k}, H*W, N)]
-                inp = flatten_maps(below.featuremaps,
-                                   out=buffer(net, (l - 1, "out"), (N, layer.n_inputs)))
+                inp = flatten_maps(
+                    below.featuremaps, out=buffer(net, (l - 1, "out"), (N, layer.n_inputs))
+                )
                 below.outputs = inp
             z = np.matmul(inp, layer.W.T, out=buffer(net, (l, "z"), (N, layer.n_nodes)))
-            z += layer.b                               # W*zz + repmat(b, 1, N)
+            z += layer.b  # W*zz + repmat(b, 1, N)
             if l == last:
                 layer.z = z
-                layer.outputs = activations.forward(z, layer.act_func,
-                                                    out=buffer(net, (l, "out"), z.shape))
+                layer.outputs = activations.forward(
+                    z, layer.act_func, out=buffer(net, (l, "out"), z.shape)
+                )
             else:
                 layer.z = None
                 layer.outputs = activations.forward(z, layer.act_func, out=z)

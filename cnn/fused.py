@@ -54,8 +54,14 @@ from .vmath import tanh as vtanh
 
 T_INPUT, T_CONV, T_POOL, T_FC = 0, 1, 2, 3
 A_SIGM, A_TANH, A_RECT, A_NONE, A_PLUS, A_SOFT = 0, 1, 2, 3, 4, 5
-ACT_CODES = {"sigm": A_SIGM, "tanh": A_TANH, "rect": A_RECT, "none": A_NONE,
-             "plus": A_PLUS, "soft": A_SOFT}
+ACT_CODES = {
+    "sigm": A_SIGM,
+    "tanh": A_TANH,
+    "rect": A_RECT,
+    "none": A_NONE,
+    "plus": A_PLUS,
+    "soft": A_SOFT,
+}
 # columns of the layer table
 C_TYPE, C_ACT, C_M, C_H, C_W, C_S, C_KH, C_KW, C_RATE = range(9)
 N_COLS = 9
@@ -77,6 +83,7 @@ UPDATE_CHUNK = 512
 
 # --------------------------------------------------------------------------- elementwise
 
+
 @_serial
 def _logaddexp0(v):
     # log(1 + exp(v)) = logaddexp(0, v), overflow-free (NumPy's formula)
@@ -89,20 +96,20 @@ def _logaddexp0(v):
 def _act_forward(z, a, code, one, leak):
     """a = f(z) elementwise (1-D arrays; not softmax). ``a`` may be ``z``."""
     S = z.shape[0]
-    if code == 0:      # sigm
+    if code == 0:  # sigm
         for i in range(S):
             a[i] = one / (one + np.exp(-z[i]))
-    elif code == 1:    # tanh (vectorised, within 2 ulp: cnn.vmath)
+    elif code == 1:  # tanh (vectorised, within 2 ulp: cnn.vmath)
         for i in range(S):
             a[i] = vtanh(z[i])
-    elif code == 2:    # rect
+    elif code == 2:  # rect
         for i in range(S):
             v = z[i]
             a[i] = v if v > 0 else v * leak
-    elif code == 4:    # plus
+    elif code == 4:  # plus
         for i in range(S):
             a[i] = _logaddexp0(z[i])
-    else:              # none
+    else:  # none
         for i in range(S):
             a[i] = z[i]
 
@@ -140,7 +147,7 @@ def _act_backward(a, g, e, code, faithful, one, leak, M):
         for i in range(S):
             e[i] = g[i] if a[i] > 0 else leak * g[i]
     elif code == 3:
-        if faithful:                       # D2: a * g
+        if faithful:  # D2: a * g
             for i in range(S):
                 e[i] = a[i] * g[i]
         else:
@@ -149,7 +156,7 @@ def _act_backward(a, g, e, code, faithful, one, leak, M):
     elif code == 4:
         for i in range(S):
             e[i] = -np.expm1(-a[i]) * g[i]
-    else:                                  # soft: -a (sum(g a) - g), sum over the M maps/nodes
+    else:  # soft: -a (sum(g a) - g), sum over the M maps/nodes
         R = S // M
         for s in range(R):
             t = a[0] * 0
@@ -159,7 +166,8 @@ def _act_backward(a, g, e, code, faithful, one, leak, M):
                 e[j * R + s] = -a[j * R + s] * (t - g[j * R + s])
 
 
-# --------------------------------------------------------------------------- map kernels, one example
+# ---------------------------------------------------------------------- map kernels, one example
+
 
 @_serial
 def _shifted_columns(x, Wo, kw):
@@ -198,13 +206,13 @@ def _conv_forward(x, K, bias, z):
                 o = a * Wo
                 b = 0
                 while b < kw:
-                    if b + 3 <= kw:                # three taps per pass, in order
+                    if b + 3 <= kw:  # three taps per pass, in order
                         u0, u1, u2 = K[j0, k, a, b], K[j0, k, a, b + 1], K[j0, k, a, b + 2]
                         v0, v1, v2 = K[j1, k, a, b], K[j1, k, a, b + 1], K[j1, k, a, b + 2]
-                        x0 = xb[k, b, o:o + S]
-                        x1 = xb[k, b + 1, o:o + S]
-                        x2 = xb[k, b + 2, o:o + S]
-                        if j1 != j0:               # two maps share each load
+                        x0 = xb[k, b, o : o + S]
+                        x1 = xb[k, b + 1, o : o + S]
+                        x2 = xb[k, b + 2, o : o + S]
+                        if j1 != j0:  # two maps share each load
                             for i in range(S):
                                 c0 = x0[i]
                                 c1 = x1[i]
@@ -219,7 +227,7 @@ def _conv_forward(x, K, bias, z):
                                 s1 += v2 * c2
                                 z0[i] = s0
                                 z1[i] = s1
-                        else:                      # odd M: the last map alone
+                        else:  # odd M: the last map alone
                             for i in range(S):
                                 s0 = z0[i]
                                 s0 += u0 * x0[i]
@@ -227,10 +235,10 @@ def _conv_forward(x, K, bias, z):
                                 s0 += u2 * x2[i]
                                 z0[i] = s0
                         b += 3
-                    else:                          # the remaining taps one at a time
+                    else:  # the remaining taps one at a time
                         w0 = K[j0, k, a, b]
                         w1 = K[j1, k, a, b]
-                        xs = xb[k, b, o:o + S]
+                        xs = xb[k, b, o : o + S]
                         if j1 != j0:
                             for i in range(S):
                                 c = xs[i]
@@ -263,7 +271,7 @@ def _kernel_grad_part(x, e, part):
         for k in range(P):
             for a in range(kh):
                 for b in range(kw):
-                    xs = xb[k, b, a * Wo:a * Wo + S]
+                    xs = xb[k, b, a * Wo : a * Wo + S]
                     s = zero
                     for i in range(S):
                         s += ej[i] * xs[i]
@@ -302,7 +310,7 @@ def _conv_full(e, K, flip, g):
                     else:
                         w = K[j, k, a, b]
                     for p in range(Ho):
-                        row = gk[p + a, b:b + Wo]
+                        row = gk[p + a, b : b + Wo]
                         ep = e[j, p]
                         for q in range(Wo):
                             row[q] += w * ep[q]
@@ -392,6 +400,7 @@ def _fc_backward(W, e, g):
 
 # --------------------------------------------------------------------------- one example
 
+
 @_serial
 def _forward_example(n, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
     """The forward pass of example n: A[l][n] for every layer, Z[n] (last layer's
@@ -419,9 +428,8 @@ def _forward_example(n, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
         elif t == T_POOL:
             P, H, W = spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W]
             r = spec[l, C_RATE]
-            c = cst[l, 0]                              # 1 / r^2 in the network's dtype
-            _mean_pool(A[l - 1][n].reshape(P, H, W), r, c,
-                       a.reshape(M, spec[l, C_H], spec[l, C_W]))
+            c = cst[l, 0]  # 1 / r^2 in the network's dtype
+            _mean_pool(A[l - 1][n].reshape(P, H, W), r, c, a.reshape(M, spec[l, C_H], spec[l, C_W]))
         elif t == T_FC:
             if t0 == T_FC:
                 x = A[l - 1][n]
@@ -455,14 +463,14 @@ def _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, 
     for s in range(S):
         e[s] = o[s] - yn[perm[s]]
     acc = o[0] * 0
-    if loss_kind == 0:                     # quad: sum (o - y)^2
+    if loss_kind == 0:  # quad: sum (o - y)^2
         for s in range(S):
             acc += e[s] * e[s]
-    elif code == A_SIGM:                   # cros, sigm: sum y log o + (1 - y) log(1 - o)
+    elif code == A_SIGM:  # cros, sigm: sum y log o + (1 - y) log(1 - o)
         for s in range(S):
             v = yn[perm[s]]
             acc += v * -_logaddexp0(-z[s]) + (one - v) * -_logaddexp0(z[s])
-    else:                                  # cros, soft: sum y log o (log-softmax over axis 1)
+    else:  # cros, soft: sum y log o (log-softmax over axis 1)
         G = S if t == T_FC else M
         R = S // G
         for r in range(R):
@@ -486,8 +494,29 @@ def _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, 
 
 
 @_serial
-def _backward_example(n, N, spec, cst, A, Z, F, E, Ks, Ws, PK, PB, y, perm, loss_kind, flag,
-                      faithful, d3, one, leak, lp):
+def _backward_example(
+    n,
+    N,
+    spec,
+    cst,
+    A,
+    Z,
+    F,
+    E,
+    Ks,
+    Ws,
+    PK,
+    PB,
+    y,
+    perm,
+    loss_kind,
+    flag,
+    faithful,
+    d3,
+    one,
+    leak,
+    lp,
+):
     """Loss term, output error, every layer's error and the conv gradient parts of example n."""
     L = spec.shape[0]
     last = L - 1
@@ -512,7 +541,7 @@ def _backward_example(n, N, spec, cst, A, Z, F, E, Ks, Ws, PK, PB, y, perm, loss
             if l > 1:
                 gb = np.empty(Sb, dtype=er.dtype)
                 _fc_backward(Ws[l], er, gb)
-                if tb != T_FC:                     # cut back into maps
+                if tb != T_FC:  # cut back into maps
                     gm = np.empty(Sb, dtype=er.dtype)
                     _unflatten(gb, Mb, Hb, Wb, gm)
                     gb = gm
@@ -523,7 +552,7 @@ def _backward_example(n, N, spec, cst, A, Z, F, E, Ks, Ws, PK, PB, y, perm, loss
             div = one if (l == last and faithful) else cst[l, 1]
             _upsample(g.reshape(M, H, W), r, div, er.reshape(Mb, Hb, Wb))
             g = er
-        else:                                       # conv
+        else:  # conv
             if l == last:
                 for i in range(S):
                     er[i] = g[i]
@@ -539,12 +568,17 @@ def _backward_example(n, N, spec, cst, A, Z, F, E, Ks, Ws, PK, PB, y, perm, loss
             _row_sums(e2, PB[l][n])
             if l > 1:
                 gb = np.empty(Sb, dtype=er.dtype)
-                _conv_full(er.reshape(M, H, W), Ks[l].reshape(M, Mb, kh, kw), faithful,
-                           gb.reshape(Mb, Hb, Wb))
+                _conv_full(
+                    er.reshape(M, H, W),
+                    Ks[l].reshape(M, Mb, kh, kw),
+                    faithful,
+                    gb.reshape(Mb, Hb, Wb),
+                )
                 g = gb
 
 
 # --------------------------------------------------------------------------- the two calls
+
 
 @_parallel
 def _forward(spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
@@ -556,15 +590,37 @@ def _forward(spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
 
 
 @_parallel
-def _examples(spec, cst, A, Z, F, E, Ks, Bs, Ws, PK, PB, y, perm, loss_kind, flag, faithful, d3,
-              one, leak, lp):
+def _examples(
+    spec, cst, A, Z, F, E, Ks, Bs, Ws, PK, PB, y, perm, loss_kind, flag, faithful, d3, one, leak, lp
+):
     """Forward, loss term, backward and gradient parts of every example of the minibatch."""
     N = A[0].shape[0]
     for n in nb.prange(N):
-        i = np.int64(n)      # one signature for the callees (see _forward)
+        i = np.int64(n)  # one signature for the callees (see _forward)
         _forward_example(i, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak)
-        _backward_example(i, N, spec, cst, A, Z, F, E, Ks, Ws, PK, PB, y, perm, loss_kind, flag,
-                          faithful, d3, one, leak, lp)
+        _backward_example(
+            i,
+            N,
+            spec,
+            cst,
+            A,
+            Z,
+            F,
+            E,
+            Ks,
+            Ws,
+            PK,
+            PB,
+            y,
+            perm,
+            loss_kind,
+            flag,
+            faithful,
+            d3,
+            one,
+            leak,
+            lp,
+        )
     if d3:
         # D3 (faithful, conv last layer): example n's maps with example N-1-n's error
         last = spec.shape[0] - 1
@@ -572,9 +628,11 @@ def _examples(spec, cst, A, Z, F, E, Ks, Bs, Ws, PK, PB, y, perm, loss_kind, fla
         Mb, Hb, Wb = spec[last - 1, C_M], spec[last - 1, C_H], spec[last - 1, C_W]
         S = spec[last, C_S]
         for n in nb.prange(N):
-            _kernel_grad_part(A[last - 1][n].reshape(Mb, Hb, Wb),
-                              E[last][N - 1 - n].reshape(M, S // M),
-                              PK[last][n].reshape(M, Mb, kh, kw))
+            _kernel_grad_part(
+                A[last - 1][n].reshape(Mb, Hb, Wb),
+                E[last][N - 1 - n].reshape(M, S // M),
+                PK[last][n].reshape(M, Mb, kh, kw),
+            )
 
 
 @_parallel_exact
@@ -621,7 +679,7 @@ def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3):
                 s = p[0, i]
                 for n in range(1, N):
                     s += p[n, i]
-                if not (d3 and l == last):          # D3: no 1/N
+                if not (d3 and l == last):  # D3: no 1/N
                     s /= N
                 dK[i] = s
                 K[i] -= lr * s
@@ -638,6 +696,7 @@ def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3):
 
 
 # --------------------------------------------------------------------------- the network side
+
 
 def supports(net):
     """Whether the fused step handles ``net`` (else ``traincnn`` uses the layer path)."""
@@ -734,18 +793,48 @@ class FusedNet:
         self.kmap = kmap
         self.train = train
         if train:
-            self.E = _pad([np.empty((N, int(sizes[l - 1] if layers[l].type == "p" else sizes[l])),
-                                    dt) if l > 0 else dummy for l in range(L)], dummy)
-            self.PK = _pad([np.empty((N, layers[l].K.size), dt) if layers[l].type == "c"
-                            else dummy for l in range(L)], dummy)
-            self.PB = _pad([np.empty((N, layers[l].n_maps), dt) if layers[l].type == "c"
-                            else dummy for l in range(L)], dummy)
+            self.E = _pad(
+                [
+                    np.empty((N, int(sizes[l - 1] if layers[l].type == "p" else sizes[l])), dt)
+                    if l > 0
+                    else dummy
+                    for l in range(L)
+                ],
+                dummy,
+            )
+            self.PK = _pad(
+                [
+                    np.empty((N, layers[l].K.size), dt) if layers[l].type == "c" else dummy
+                    for l in range(L)
+                ],
+                dummy,
+            )
+            self.PB = _pad(
+                [
+                    np.empty((N, layers[l].n_maps), dt) if layers[l].type == "c" else dummy
+                    for l in range(L)
+                ],
+                dummy,
+            )
             self.lp = np.empty(N, dt)
-            self.DP = _pad([np.empty(layers[l].W.shape, dt) if layers[l].type == "f" else
-                            np.empty((1, layers[l].K.size), dt) if layers[l].type == "c"
-                            else dummy for l in range(L)], dummy)
-            self.DB = _pad([np.empty((1, layers[l].b.size), dt) if layers[l].type in "cf"
-                            else dummy for l in range(L)], dummy)
+            self.DP = _pad(
+                [
+                    np.empty(layers[l].W.shape, dt)
+                    if layers[l].type == "f"
+                    else np.empty((1, layers[l].K.size), dt)
+                    if layers[l].type == "c"
+                    else dummy
+                    for l in range(L)
+                ],
+                dummy,
+            )
+            self.DB = _pad(
+                [
+                    np.empty((1, layers[l].b.size), dt) if layers[l].type in "cf" else dummy
+                    for l in range(L)
+                ],
+                dummy,
+            )
             self.tasks = self._task_table()
         self._params = None
         self.sync_params()
@@ -760,8 +849,9 @@ class FusedNet:
                 tasks += [(l, 0, s, min(s + step, rows)) for s in range(0, rows, step)]
             elif layer.type == "c":
                 size = layer.K.size
-                tasks += [(l, 1, s, min(s + UPDATE_CHUNK, size))
-                          for s in range(0, size, UPDATE_CHUNK)]
+                tasks += [
+                    (l, 1, s, min(s + UPDATE_CHUNK, size)) for s in range(0, size, UPDATE_CHUNK)
+                ]
                 tasks.append((l, 2, 0, layer.n_maps))
         return np.array(tasks, dtype=np.int64).reshape(-1, 4)
 
@@ -781,20 +871,32 @@ class FusedNet:
         for layer in layers:
             for name in ("K", "W", "b"):
                 a = getattr(layer, name, None)
-                if a is not None and (a.dtype != dt or not a.flags.c_contiguous
-                                      or not a.flags.writeable):
+                if a is not None and (
+                    a.dtype != dt or not a.flags.c_contiguous or not a.flags.writeable
+                ):
                     setattr(layer, name, np.ascontiguousarray(a, dtype=dt).copy())
-        self.Ks = _pad([layer.K.reshape(1, -1) if layer.type == "c" else dummy2
-                        for layer in layers], dummy2)
+        self.Ks = _pad(
+            [layer.K.reshape(1, -1) if layer.type == "c" else dummy2 for layer in layers], dummy2
+        )
         self.Ws = _pad([layer.W if layer.type == "f" else dummy2 for layer in layers], dummy2)
-        self.Bs = _pad([layer.b.reshape(1, -1) if layer.type in "cf" else dummy2
-                        for layer in layers], dummy2)
+        self.Bs = _pad(
+            [layer.b.reshape(1, -1) if layer.type in "cf" else dummy2 for layer in layers], dummy2
+        )
         # the update writes K through Ps (2-D views: W itself, or K as one row)
-        self.Ps = _pad([layer.W if layer.type == "f" else
-                        layer.K.reshape(1, -1) if layer.type == "c" else dummy2
-                        for layer in layers], dummy2)
-        self._params = tuple(id(getattr(layer, name, None))
-                             for layer in layers for name in ("K", "W", "b"))
+        self.Ps = _pad(
+            [
+                layer.W
+                if layer.type == "f"
+                else layer.K.reshape(1, -1)
+                if layer.type == "c"
+                else dummy2
+                for layer in layers
+            ],
+            dummy2,
+        )
+        self._params = tuple(
+            id(getattr(layer, name, None)) for layer in layers for name in ("K", "W", "b")
+        )
 
     def _load(self, x):
         self.A[0][...] = x.reshape(x.shape[0], -1)
@@ -806,8 +908,18 @@ class FusedNet:
         """
         self.sync_params()
         self._load(x)
-        _forward(self.spec, self.cst, self.At, self.Z, self.F, self.Ks, self.Bs, self.Ws,
-                 self.one, self.leak)
+        _forward(
+            self.spec,
+            self.cst,
+            self.At,
+            self.Z,
+            self.F,
+            self.Ks,
+            self.Bs,
+            self.Ws,
+            self.one,
+            self.leak,
+        )
         o = self.A[-1]
         if self.net.layers[-1].type == "f":
             return o
@@ -829,10 +941,28 @@ class FusedNet:
         last = net.layers[-1]
         d3 = faithful and last.type == "c"
         loss_kind = 1 if net.loss_func == "cros" else 0
-        _examples(self.spec, self.cst, self.At, self.Z, self.F, self.E, self.Ks, self.Bs, self.Ws,
-                  self.PK, self.PB, y, self.perm, loss_kind,
-                  bool(net.calc_last_layer_act_derivative), faithful, d3, self.one, self.leak,
-                  self.lp)
+        _examples(
+            self.spec,
+            self.cst,
+            self.At,
+            self.Z,
+            self.F,
+            self.E,
+            self.Ks,
+            self.Bs,
+            self.Ws,
+            self.PK,
+            self.PB,
+            y,
+            self.perm,
+            loss_kind,
+            bool(net.calc_last_layer_act_derivative),
+            faithful,
+            d3,
+            self.one,
+            self.leak,
+            self.lp,
+        )
         # the loss as bpcnn computes it (the same NumPy code on the exposed outputs, so
         # it is bit-identical to what compute_loss gives for them); self.lp holds the
         # per-example terms (their sum in example order / 2N or -1/N: the same to round-off)
@@ -845,10 +975,27 @@ class FusedNet:
         net = self.net
         faithful = net.mode == "faithful"
         d3 = faithful and net.layers[-1].type == "c"
-        lr = self.dtype.type(net.learning_rate) if self.dtype == np.float32 \
+        lr = (
+            self.dtype.type(net.learning_rate)
+            if self.dtype == np.float32
             else float(net.learning_rate)
-        _update(self.tasks, self.At, self.F, self.E, self.Ps, self.Bs, self.PK, self.PB,
-                self.DP, self.DB, self.spec, self.N, lr, d3)
+        )
+        _update(
+            self.tasks,
+            self.At,
+            self.F,
+            self.E,
+            self.Ps,
+            self.Bs,
+            self.PK,
+            self.PB,
+            self.DP,
+            self.DB,
+            self.spec,
+            self.N,
+            lr,
+            d3,
+        )
 
     def expose(self):
         """Set the layers' runtime fields to views of the fused buffers (see module notes)."""
@@ -881,8 +1028,7 @@ class FusedNet:
                     layer.db = self.DB[l][0]
         top = layers[last]
         if top.type in "cf":
-            top.z = self.Z if top.type == "f" else self.Z.reshape(
-                (N, top.n_maps) + top.map_shape)
+            top.z = self.Z if top.type == "f" else self.Z.reshape((N, top.n_maps) + top.map_shape)
         if top.type != "f":
             o = np.empty((N, self.perm.size), self.dtype)
             o[:, self.perm] = self.A[last]

@@ -67,18 +67,24 @@ class GradCheckReport:
 
     def to_markdown(self):
         """The report as a Markdown table."""
-        rows = ["| layer | type | param | checked | max abs diff | max rel diff | norm rel | pass |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        rows = [
+            "| layer | type | param | checked | max abs diff | max rel diff | norm rel | pass |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for c in self.checks:
-            rows.append(f"| {c.layer} | {c.layer_type} | {c.param} | {c.n_checked} | "
-                        f"{c.max_abs:.2e} | {c.max_rel:.2e} | {c.norm_rel:.2e} | "
-                        f"{'yes' if c.passed else '**no**'} |")
+            rows.append(
+                f"| {c.layer} | {c.layer_type} | {c.param} | {c.n_checked} | "
+                f"{c.max_abs:.2e} | {c.max_rel:.2e} | {c.norm_rel:.2e} | "
+                f"{'yes' if c.passed else '**no**'} |"
+            )
         return "\n".join(rows)
 
     def __str__(self):
-        head = (f"gradient check ({self.mode} mode, loss {self.loss_func}, flag "
-                f"{int(self.flag)}, epsilon {self.epsilon:g}, tolerance {self.tol:g} abs): "
-                f"{'PASS' if self.passed else 'FAIL'}")
+        head = (
+            f"gradient check ({self.mode} mode, loss {self.loss_func}, flag "
+            f"{int(self.flag)}, epsilon {self.epsilon:g}, tolerance {self.tol:g} abs): "
+            f"{'PASS' if self.passed else 'FAIL'}"
+        )
         return head + "\n" + self.to_markdown()
 
 
@@ -86,8 +92,9 @@ _GRAD = {"K": "dK", "W": "dW", "b": "db"}
 _KIND = {"f": "FF", "c": "Conv"}
 
 
-def gradient_checker(net, x, y, *, epsilon=1e-4, tol=1e-7, raise_on_fail=False,
-                     max_per_array=None, seed=0):
+def gradient_checker(
+    net, x, y, *, epsilon=1e-4, tol=1e-7, raise_on_fail=False, max_per_array=None, seed=0
+):
     """Compare ``bpcnn``'s gradients with central differences of the loss.
 
     For every parameter, ``(loss(p + eps) - loss(p - eps)) / (2 eps)`` with the
@@ -124,11 +131,15 @@ def gradient_checker(net, x, y, *, epsilon=1e-4, tol=1e-7, raise_on_fail=False,
     prepare_loss_and_flag(work, work.calc_last_layer_act_derivative)
     _forward(work, x)
     bpcnn(work, y)
-    analytic = {(i, p): getattr(work.layers[i], _GRAD[p]).copy()
-                for i, p, _ in work.parameters()}
+    analytic = {(i, p): getattr(work.layers[i], _GRAD[p]).copy() for i, p, _ in work.parameters()}
     rng = np.random.default_rng(seed)
-    report = GradCheckReport(tol=tol, epsilon=epsilon, mode=work.mode,
-                             flag=work.calc_last_layer_act_derivative, loss_func=work.loss_func)
+    report = GradCheckReport(
+        tol=tol,
+        epsilon=epsilon,
+        mode=work.mode,
+        flag=work.calc_last_layer_act_derivative,
+        loss_func=work.loss_func,
+    )
 
     def loss_at(arr, idx, value):
         old = arr[idx]
@@ -156,16 +167,25 @@ def gradient_checker(net, x, y, *, epsilon=1e-4, tol=1e-7, raise_on_fail=False,
                 raise GradientCheckError(
                     f"gradient checking fail for {_KIND[layer.type]} layer {name}"
                     f"{_matlab_index(layer, name, idx)} at layer {i + 1}: analytic {a[t]:.6g}, "
-                    f"numeric {n[t]:.6g}, difference {abs(n[t] - a[t]):.3g} > {tol:g}")
+                    f"numeric {n[t]:.6g}, difference {abs(n[t] - a[t]):.3g} > {tol:g}"
+                )
         d = np.abs(a - n)
         denom = np.maximum(np.abs(a), np.abs(n))
         rel = np.divide(d, denom, out=np.zeros_like(d), where=denom > 0)
         norm = np.linalg.norm(a) + np.linalg.norm(n)
-        report.checks.append(ArrayCheck(
-            layer=i + 1, layer_type=layer.type, param=name, n_checked=len(indices),
-            max_abs=float(d.max()), max_rel=float(rel.max()),
-            norm_rel=float(np.linalg.norm(a - n) / norm) if norm > 0 else 0.0,
-            worst=indices[int(d.argmax())], passed=bool(d.max() <= tol)))
+        report.checks.append(
+            ArrayCheck(
+                layer=i + 1,
+                layer_type=layer.type,
+                param=name,
+                n_checked=len(indices),
+                max_abs=float(d.max()),
+                max_rel=float(rel.max()),
+                norm_rel=float(np.linalg.norm(a - n) / norm) if norm > 0 else 0.0,
+                worst=indices[int(d.argmax())],
+                passed=bool(d.max() <= tol),
+            )
+        )
     return report
 
 

@@ -99,7 +99,9 @@ class DivergenceGuard:
         if loss > self.bound():
             raise DivergenceError(
                 f"{where}: loss {loss:.3g} > {LOSS_GROWTH:g} x the first ({self.start:.3g}); "
-                f"largest weight: {layer} {name} {value:.3g}; {hint}")
+                f"largest weight: {layer} {name} {value:.3g}; {hint}"
+            )
         if value > WEIGHT_LIMIT:
-            raise DivergenceError(f"{where}: {layer} {name} holds a weight of {value:.3g} "
-                                  f"> {WEIGHT_LIMIT:g}; {hint}")
+            raise DivergenceError(
+                f"{where}: {layer} {name} holds a weight of {value:.3g} > {WEIGHT_LIMIT:g}; {hint}"
+            )

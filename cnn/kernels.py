@@ -63,6 +63,7 @@ ACT_CODES = {"sigm": 0, "tanh": 1, "rect": 2, "none": 3, "plus": 4}
 
 # --------------------------------------------------------------------------- helpers
 
+
 def _float_dtype(*arrays, out=None):
     """The dtype to compute in: ``out``'s when given, else the inputs' (float64 for
     anything that is not float32/float64)."""
@@ -81,12 +82,15 @@ def _output(out, shape, dtype, name="out"):
     if out is None:
         return np.empty(shape, dtype=dtype)
     if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array of shape "
-                         f"{tuple(shape)}, got {out.dtype.name} {out.shape}")
+        raise ValueError(
+            f"{name} must be a C-contiguous {np.dtype(dtype).name} array of shape "
+            f"{tuple(shape)}, got {out.dtype.name} {out.shape}"
+        )
     return out
 
 
 # --------------------------------------------------------------------------- valid correlation
+
 
 @_jit_serial
 def _shifted_columns(xn, Wo, xb):
@@ -96,13 +100,13 @@ def _shifted_columns(xn, Wo, xb):
     for k in range(P):
         for b in range(kw):
             for r in range(H):
-                src = xn[k, r, b:b + Wo]
-                dst = xb[k, b, r * Wo:(r + 1) * Wo]
+                src = xn[k, r, b : b + Wo]
+                dst = xb[k, b, r * Wo : (r + 1) * Wo]
                 for q in range(Wo):
                     dst[q] = src[q]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _conv_valid_impl(kh, kw):
     """The compiled loop of :func:`conv_valid` for ``kh x kw`` kernels.
 
@@ -121,32 +125,32 @@ def _conv_valid_impl(kh, kw):
         Ho, Wo = z.shape[2], z.shape[3]
         S = Ho * Wo
         npair = (M + 1) // 2
-        for n in nb.prange(N):                 # independent outputs: example n
+        for n in nb.prange(N):  # independent outputs: example n
             xb = np.empty((P, kw, H * Wo), dtype=z.dtype)
-            _shifted_columns(x[n], Wo, xb)     # xb[k, b, r*Wo + q] = x[n, k, r, q+b]
-            for jp in range(npair):            # two maps j0, j1 per pass
+            _shifted_columns(x[n], Wo, xb)  # xb[k, b, r*Wo + q] = x[n, k, r, q+b]
+            for jp in range(npair):  # two maps j0, j1 per pass
                 j0 = 2 * jp
-                j1 = min(j0 + 1, M - 1)        # odd M: the last pair is map M-1 twice
-                z0 = z[n, j0].reshape(S)       # output position i = p*Wo + q
+                j1 = min(j0 + 1, M - 1)  # odd M: the last pair is map M-1 twice
+                z0 = z[n, j0].reshape(S)  # output position i = p*Wo + q
                 z1 = z[n, j1].reshape(S)
                 for i in range(S):
                     z0[i] = 0
                     z1[i] = 0
-                for k in range(P):             # input maps in order
-                    for a in range(kh):        # kernel rows in order
+                for k in range(P):  # input maps in order
+                    for a in range(kh):  # kernel rows in order
                         w0 = K[j0, k, a]
                         w1 = K[j1, k, a]
-                        xs = xb[k, :, a * Wo:a * Wo + S]   # xs[b, i] = x[n, k, p+a, q+b]
+                        xs = xb[k, :, a * Wo : a * Wo + S]  # xs[b, i] = x[n, k, p+a, q+b]
                         for i in range(S):
                             s0 = z0[i]
                             s1 = z1[i]
-                            for b in range(kw):            # unrolled: taps in order
+                            for b in range(kw):  # unrolled: taps in order
                                 c = xs[b, i]
                                 s0 += w0[b] * c
                                 s1 += w1[b] * c
                             z0[i] = s0
                             z1[i] = s1
-                b0 = bias[j0]                  # the sum over maps, then + b(j)
+                b0 = bias[j0]  # the sum over maps, then + b(j)
                 for i in range(S):
                     z0[i] += b0
                 if j1 != j0:
@@ -189,6 +193,7 @@ def conv_valid(x, K, bias=None, *, out=None):
 
 # --------------------------------------------------------------------------- full convolution
 
+
 @_jit
 def _conv_full(e, Kt, kh, kw, g):
     # e (N, M, Ho, Wo) ; Kt (P*kh*kw, M): Kt[(k, a, b), j] = K[j, k, a, b] (flipped or not)
@@ -204,13 +209,13 @@ def _conv_full(e, Kt, kh, kw, g):
         gn = g[n]
         gn[:] = 0
         t = 0
-        for k in range(P):                 # g[k, p+a, q+b] += cols[(k, a, b), (p, q)]
+        for k in range(P):  # g[k, p+a, q+b] += cols[(k, a, b), (p, q)]
             for a in range(kh):
                 for b in range(kw):
                     c = cols[t]
                     for p in range(Ho):
-                        row = gn[k, p + a, b:b + Wo]
-                        cp = c[p * Wo:(p + 1) * Wo]
+                        row = gn[k, p + a, b : b + Wo]
+                        cp = c[p * Wo : (p + 1) * Wo]
                         for q in range(Wo):
                             row[q] += cp[q]
                     t += 1
@@ -254,6 +259,7 @@ def conv_full(e, K, flip=False, *, out=None):
 
 # --------------------------------------------------------------------------- kernel gradient
 
+
 @_jit_dot
 def _kernel_grad_parts(x, e, part):
     # x (N, P, H, W) ; e (N, M, Ho, Wo) ; part (N, M, P, kh, kw): one sum per example
@@ -262,22 +268,22 @@ def _kernel_grad_parts(x, e, part):
     kh, kw = part.shape[3], part.shape[4]
     S = Ho * Wo
     zero = part.dtype.type(0)
-    for n in nb.prange(N):                     # independent outputs: example n
+    for n in nb.prange(N):  # independent outputs: example n
         xb = np.empty((P, kw, H * Wo), dtype=part.dtype)
-        _shifted_columns(x[n], Wo, xb)         # xb[k, b, r*Wo + q] = x[n, k, r, q+b]
-        for j in range(0, M, 2):               # two maps per pass
+        _shifted_columns(x[n], Wo, xb)  # xb[k, b, r*Wo + q] = x[n, k, r, q+b]
+        for j in range(0, M, 2):  # two maps per pass
             j1 = min(j + 1, M - 1)
-            e0 = e[n, j].reshape(S)            # position i = p*Wo + q
+            e0 = e[n, j].reshape(S)  # position i = p*Wo + q
             e1 = e[n, j1].reshape(S)
             for k in range(P):
                 for a in range(kh):
                     b = 0
-                    while b < kw:              # three taps per pass (the last repeated at the end)
+                    while b < kw:  # three taps per pass (the last repeated at the end)
                         b1 = min(b + 1, kw - 1)
                         b2 = min(b + 2, kw - 1)
-                        y0 = xb[k, b, a * Wo:a * Wo + S]
-                        y1 = xb[k, b1, a * Wo:a * Wo + S]
-                        y2 = xb[k, b2, a * Wo:a * Wo + S]
+                        y0 = xb[k, b, a * Wo : a * Wo + S]
+                        y1 = xb[k, b1, a * Wo : a * Wo + S]
+                        y2 = xb[k, b2, a * Wo : a * Wo + S]
                         s00 = zero
                         s01 = zero
                         s02 = zero
@@ -382,6 +388,7 @@ def map_sums(e, *, out=None):
 
 # --------------------------------------------------------------------------- pooling
 
+
 @_jit
 def _mean_pool(x, r, c, y):
     N, M, h, w = y.shape
@@ -393,7 +400,9 @@ def _mean_pool(x, r, c, y):
                     x0 = x[n, m, 2 * p]
                     x1 = x[n, m, 2 * p + 1]
                     for q in range(w):
-                        yr[q] = x0[2 * q] * c + x0[2 * q + 1] * c + x1[2 * q] * c + x1[2 * q + 1] * c
+                        yr[q] = (
+                            x0[2 * q] * c + x0[2 * q + 1] * c + x1[2 * q] * c + x1[2 * q + 1] * c
+                        )
                 else:
                     for q in range(w):
                         yr[q] = 0
@@ -491,6 +500,7 @@ def upsample(e, r, out_hw, divide=True, *, out=None):
 
 # --------------------------------------------------------------------------- activations
 
+
 @_jit
 def _act_forward(z, code, one, leak, a):
     # z, a: (N, S) ; code as ACT_CODES
@@ -498,20 +508,20 @@ def _act_forward(z, code, one, leak, a):
     for n in nb.prange(N):
         zn = z[n]
         an = a[n]
-        if code == 0:        # sigm: 1 / (1 + exp(-z))
+        if code == 0:  # sigm: 1 / (1 + exp(-z))
             for i in range(S):
                 an[i] = one / (one + np.exp(-zn[i]))
-        elif code == 1:      # tanh
+        elif code == 1:  # tanh
             for i in range(S):
                 an[i] = np.tanh(zn[i])
-        elif code == 2:      # rect: z * (leak + (1 - leak) * (z > 0)), i.e. z or leak*z
+        elif code == 2:  # rect: z * (leak + (1 - leak) * (z > 0)), i.e. z or leak*z
             for i in range(S):
                 v = zn[i]
                 an[i] = v if v > 0 else v * leak
-        elif code == 3:      # none
+        elif code == 3:  # none
             for i in range(S):
                 an[i] = zn[i]
-        else:                # plus: log(1 + exp(z)) = logaddexp(0, z)
+        else:  # plus: log(1 + exp(z)) = logaddexp(0, z)
             for i in range(S):
                 v = zn[i]
                 if v > 0:
@@ -556,25 +566,25 @@ def _act_backward(a, code, faithful, one, leak, g, e):
         an = a[n]
         gn = g[n]
         en = e[n]
-        if code == 0:        # sigm: a (1 - a) g
+        if code == 0:  # sigm: a (1 - a) g
             for i in range(S):
                 v = an[i]
                 en[i] = v * (one - v) * gn[i]
-        elif code == 1:      # tanh: (1 - a^2) g
+        elif code == 1:  # tanh: (1 - a^2) g
             for i in range(S):
                 v = an[i]
                 en[i] = (one - v * v) * gn[i]
-        elif code == 2:      # rect: (leak + (1 - leak) (a > 0)) g
+        elif code == 2:  # rect: (leak + (1 - leak) (a > 0)) g
             for i in range(S):
                 en[i] = gn[i] if an[i] > 0 else leak * gn[i]
-        elif code == 3:      # none: a g (faithful, D2) or g
+        elif code == 3:  # none: a g (faithful, D2) or g
             if faithful:
                 for i in range(S):
                     en[i] = an[i] * gn[i]
             else:
                 for i in range(S):
                     en[i] = gn[i]
-        else:                # plus: sigmoid(z) g = (1 - exp(-a)) g
+        else:  # plus: sigmoid(z) g = (1 - exp(-a)) g
             for i in range(S):
                 en[i] = -np.expm1(-an[i]) * gn[i]
 
@@ -603,6 +613,7 @@ def act_backward(a, act, g, faithful=True, leak=0.01, *, out=None):
     e = _output(out, a.shape, dt)
     if g.shape != a.shape:
         raise ValueError(f"err {g.shape} and a {a.shape} differ in shape")
-    _act_backward(_rows(a), ACT_CODES[act], bool(faithful), dt.type(1), dt.type(leak),
-                  _rows(g), _rows(e))
+    _act_backward(
+        _rows(a), ACT_CODES[act], bool(faithful), dt.type(1), dt.type(leak), _rows(g), _rows(e)
+    )
     return e

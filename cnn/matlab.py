@@ -34,8 +34,7 @@ import scipy.io
 from . import matv5
 from .activations import ACTIVATIONS
 from .atomic import atomic_write
-from .network import (CNN, LOSSES, MODES, POOL_METHODS, ConvLayer, FCLayer, InputLayer,
-                      PoolLayer)
+from .network import CNN, LOSSES, MODES, POOL_METHODS, ConvLayer, FCLayer, InputLayer, PoolLayer
 from .safeio import describe_file, open_regular, size_limit
 
 EXPECTED = "a .npz written by cnn or a MAT-file holding the network struct"
@@ -70,6 +69,7 @@ class DeclaredArray:
 
 
 # --------------------------------------------------------------------------- layouts
+
 
 def kernels_to_matlab(K):
     """``(M, P, kh, kw)`` -> MATLAB ``kh x kw x (M*P)``, slice ``j*P + k`` is ``K[j, k]``."""
@@ -110,6 +110,7 @@ def _cell(items):
 
 # --------------------------------------------------------------------------- save
 
+
 def to_matlab_struct(net, runtime=True):
     """The network as a dict that ``scipy.io.savemat`` writes as the original's struct.
 
@@ -140,29 +141,45 @@ def to_matlab_struct(net, runtime=True):
     for i, layer in enumerate(net.layers):
         d = {"type": layer.type}
         if layer.type == "i":
-            d.update(no_featuremaps=float(layer.n_maps), featuremap_width=float(layer.width),
-                     featuremap_height=float(layer.height), prev_layer_no_featuremaps=0.0)
+            d.update(
+                no_featuremaps=float(layer.n_maps),
+                featuremap_width=float(layer.width),
+                featuremap_height=float(layer.height),
+                prev_layer_no_featuremaps=0.0,
+            )
         elif layer.type == "c":
-            d.update(no_featuremaps=float(layer.n_maps),
-                     kernel_width=float(layer.kernel_width),
-                     kernel_height=float(layer.kernel_height),
-                     featuremap_width=float(layer.width), featuremap_height=float(layer.height),
-                     prev_layer_no_featuremaps=float(layer.n_prev_maps),
-                     K=kernels_to_matlab(np.asarray(layer.K, np.float64)),
-                     b=np.asarray(layer.b, np.float64)[None, :], act_func=layer.act_func)
+            d.update(
+                no_featuremaps=float(layer.n_maps),
+                kernel_width=float(layer.kernel_width),
+                kernel_height=float(layer.kernel_height),
+                featuremap_width=float(layer.width),
+                featuremap_height=float(layer.height),
+                prev_layer_no_featuremaps=float(layer.n_prev_maps),
+                K=kernels_to_matlab(np.asarray(layer.K, np.float64)),
+                b=np.asarray(layer.b, np.float64)[None, :],
+                act_func=layer.act_func,
+            )
             if runtime and layer.dK is not None:
                 d["dK"] = kernels_to_matlab(np.asarray(layer.dK, np.float64))
                 d["db"] = np.asarray(layer.db, np.float64)[None, :]
         elif layer.type == "p":
-            d.update(subsample_rate=float(layer.rate), subsample_method=layer.method,
-                     no_featuremaps=float(layer.n_maps), featuremap_width=float(layer.width),
-                     featuremap_height=float(layer.height), act_func="none")
+            d.update(
+                subsample_rate=float(layer.rate),
+                subsample_method=layer.method,
+                no_featuremaps=float(layer.n_maps),
+                featuremap_width=float(layer.width),
+                featuremap_height=float(layer.height),
+                act_func="none",
+            )
         else:
-            d.update(no_of_nodes=float(layer.n_nodes), act_func=layer.act_func,
-                     no_of_inputs=float(layer.n_inputs),
-                     convert_input_to_1D=float(net.layers[i - 1].type != "f"),
-                     W=np.asarray(layer.W, np.float64),
-                     b=np.asarray(layer.b, np.float64)[:, None])
+            d.update(
+                no_of_nodes=float(layer.n_nodes),
+                act_func=layer.act_func,
+                no_of_inputs=float(layer.n_inputs),
+                convert_input_to_1D=float(net.layers[i - 1].type != "f"),
+                W=np.asarray(layer.W, np.float64),
+                b=np.asarray(layer.b, np.float64)[:, None],
+            )
             if runtime and layer.dW is not None:
                 d["dW"] = np.asarray(layer.dW, np.float64)
                 d["db"] = np.asarray(layer.db, np.float64)[:, None]
@@ -208,6 +225,7 @@ def save_cnn(path, net, var="cnn", *, runtime=True):
 
 
 # --------------------------------------------------------------------------- load
+
 
 def _get(d, key, where, required=True):
     if key in d:
@@ -281,8 +299,10 @@ class _Budget:
     def take(self, nbytes, what):
         self.used += nbytes
         if self.limit is not None and self.used > self.limit:
-            raise CNNFileError(f"{what} would need {self.used / 2**20:.1f} MiB, more than the "
-                               f"{self.limit / 2**20:.1f} MiB a file of this size may hold")
+            raise CNNFileError(
+                f"{what} would need {self.used / 2**20:.1f} MiB, more than the "
+                f"{self.limit / 2**20:.1f} MiB a file of this size may hold"
+            )
 
 
 def _param(d, key, where, shape, budget):
@@ -298,10 +318,10 @@ def _param(d, key, where, shape, budget):
     if dtype.kind not in "biuf":
         raise CNNFileError(f"{where}.{key} must hold real numbers, got {dtype} values")
     if _squeezed(got) != _squeezed(shape) or math.prod(got) != math.prod(shape):
-        hint = (" (stored transposed?)" if len(got) == 2 and got == tuple(shape[::-1])
-                else "")
-        raise CNNFileError(f"{where}.{key} has shape {_shape_text(got)}, expected "
-                           f"{_shape_text(shape)}{hint}")
+        hint = " (stored transposed?)" if len(got) == 2 and got == tuple(shape[::-1]) else ""
+        raise CNNFileError(
+            f"{where}.{key} has shape {_shape_text(got)}, expected {_shape_text(shape)}{hint}"
+        )
     budget.take(8 * math.prod(shape), f"{where}.{key}")
     a = np.asarray(read(), dtype=np.float64).reshape(shape, order="F")
     if not np.isfinite(a).all():
@@ -314,14 +334,15 @@ def _loss_array(v, budget):
     shape, dtype, read = _declared(v, "cnn", "loss_array")
     n = math.prod(shape)
     if dtype.kind not in "biuf" or (n and len(_squeezed(shape)) > 1):
-        raise CNNFileError(f"cnn.loss_array must be a vector of real numbers, got "
-                           f"{_shape_text(shape)} of {dtype}")
+        raise CNNFileError(
+            f"cnn.loss_array must be a vector of real numbers, got {_shape_text(shape)} of {dtype}"
+        )
     budget.take(8 * n, "cnn.loss_array")
     return [float(x) for x in np.asarray(read(), dtype=np.float64).ravel(order="F")]
 
 
 def from_matlab_struct(s, *, mode=None, dtype=np.float64, seed=None, limit=None):
-    """Build a :class:`CNN` from a struct loaded with ``scipy.io.loadmat(..., simplify_cells=True)``.
+    """Build a :class:`CNN` from a struct read by ``scipy.io.loadmat(..., simplify_cells=True)``.
 
     Only the construction fields and parameters are read (plus ``loss_func``,
     ``learning_rate``, ``CalcLastLayerActDerivative`` and ``loss_array`` when
@@ -343,8 +364,9 @@ def from_matlab_struct(s, *, mode=None, dtype=np.float64, seed=None, limit=None)
         raise CNNFileError("cnn.layers must be a non-empty cell array of structs")
     n_layers = _num(s, "no_of_layers", "cnn", required=False, minimum=1)
     if n_layers is not None and n_layers != len(layers_in):
-        raise CNNFileError(f"cnn.no_of_layers = {n_layers} but cnn.layers has "
-                           f"{len(layers_in)} entries")
+        raise CNNFileError(
+            f"cnn.no_of_layers = {n_layers} but cnn.layers has {len(layers_in)} entries"
+        )
     file_mode = s.get("mode")
     if mode is None:
         mode = file_mode if isinstance(file_mode, str) and file_mode in MODES else "faithful"
@@ -373,44 +395,77 @@ def from_matlab_struct(s, *, mode=None, dtype=np.float64, seed=None, limit=None)
             P = prev.n_maps  # savecnn drops prev_layer_no_featuremaps: derive it
             p_file = _num(L, "prev_layer_no_featuremaps", where, required=False)
             if p_file is not None and p_file != P:
-                raise CNNFileError(f"{where}.prev_layer_no_featuremaps = {p_file}, but the "
-                                   f"layer below has {P} maps")
+                raise CNNFileError(
+                    f"{where}.prev_layer_no_featuremaps = {p_file}, but the "
+                    f"layer below has {P} maps"
+                )
             H, W = prev.map_shape
             if kh > H or kw > W:
                 raise CNNFileError(f"{where}: kernel {kh}x{kw} larger than its input {H}x{W}")
             act = _text(L, "act_func", where, valid=ACTIVATIONS)
-            K = kernels_from_matlab(_param(L, "K", where, (kh, kw, M * P), budget),
-                                    M, P, kh, kw)
+            K = kernels_from_matlab(_param(L, "K", where, (kh, kw, M * P), budget), M, P, kh, kw)
             b = _param(L, "b", where, (1, M), budget).ravel()
-            layers.append(ConvLayer(act_func=act, n_maps=M, n_prev_maps=P, kernel_height=kh,
-                                    kernel_width=kw, height=H - kh + 1, width=W - kw + 1,
-                                    K=K.astype(dtype), b=b.astype(dtype)))
+            layers.append(
+                ConvLayer(
+                    act_func=act,
+                    n_maps=M,
+                    n_prev_maps=P,
+                    kernel_height=kh,
+                    kernel_width=kw,
+                    height=H - kh + 1,
+                    width=W - kw + 1,
+                    K=K.astype(dtype),
+                    b=b.astype(dtype),
+                )
+            )
         elif t == "p":
             r = _num(L, "subsample_rate", where, minimum=1)
             method = _text(L, "subsample_method", where, valid=POOL_METHODS)
             H, W = prev.map_shape
             if r > H or r > W:
                 raise CNNFileError(f"{where}: rate {r} larger than its input {H}x{W}")
-            layers.append(PoolLayer(act_func="none", rate=r, method=method,
-                                    n_maps=prev.n_maps, height=H // r, width=W // r))
+            layers.append(
+                PoolLayer(
+                    act_func="none",
+                    rate=r,
+                    method=method,
+                    n_maps=prev.n_maps,
+                    height=H // r,
+                    width=W // r,
+                )
+            )
         else:
             n = _num(L, "no_of_nodes", where, minimum=1)
             n_in = prev.n_nodes if prev.type == "f" else prev.n_maps * prev.height * prev.width
             n_file = _num(L, "no_of_inputs", where, required=False)
             if n_file is not None and n_file != n_in:
-                raise CNNFileError(f"{where}.no_of_inputs = {n_file}, but the layer below "
-                                   f"gives {n_in}")
+                raise CNNFileError(
+                    f"{where}.no_of_inputs = {n_file}, but the layer below gives {n_in}"
+                )
             act = _text(L, "act_func", where, valid=ACTIVATIONS)
             Wm = _param(L, "W", where, (n, n_in), budget)
             b = _param(L, "b", where, (n, 1), budget).ravel()
-            layers.append(FCLayer(act_func=act, n_nodes=n, n_inputs=n_in,
-                                  W=np.ascontiguousarray(Wm, dtype=dtype), b=b.astype(dtype)))
+            layers.append(
+                FCLayer(
+                    act_func=act,
+                    n_nodes=n,
+                    n_inputs=n_in,
+                    W=np.ascontiguousarray(Wm, dtype=dtype),
+                    b=b.astype(dtype),
+                )
+            )
     lr = _num(s, "learning_rate", "cnn", required=False, integer=False)
     if lr is not None and not lr > 0:
         raise CNNFileError(f"cnn.learning_rate must be positive, got {lr}")
     loss_func = _text(s, "loss_func", "cnn", valid=LOSSES) if "loss_func" in s else "auto"
-    net = CNN(layers=layers, mode=mode, learning_rate=0.01 if lr is None else lr,
-              loss_func=loss_func, rng=np.random.default_rng(seed), dtype=np.dtype(dtype).type)
+    net = CNN(
+        layers=layers,
+        mode=mode,
+        learning_rate=0.01 if lr is None else lr,
+        loss_func=loss_func,
+        rng=np.random.default_rng(seed),
+        dtype=np.dtype(dtype).type,
+    )
     flag = _num(s, "CalcLastLayerActDerivative", "cnn", required=False)
     if flag is not None:
         if flag not in (0, 1):
@@ -453,16 +508,18 @@ def loadmat_checked(path, variable_names=None, **kwargs):
             matv5.scan(fh, size, size_limit(size), variable_names)
         except matv5.NotMatV5Error:
             fh.seek(0)
-            raise CNNFileError(f"{path} is {describe_file(fh.read(1024))}, not a MAT-file") \
-                from None
+            raise CNNFileError(
+                f"{path} is {describe_file(fh.read(1024))}, not a MAT-file"
+            ) from None
         except matv5.MatScanError as exc:
             raise CNNFileError(f"{path}: refused: {exc}") from None
         fh.seek(0)
         try:
             return scipy.io.loadmat(fh, variable_names=variable_names, **kwargs)
         except Exception as exc:  # corrupt data the header scan cannot see
-            raise CNNFileError(f"{path}: cannot read it ({type(exc).__name__}: "
-                               f"{_short(str(exc))})") from None
+            raise CNNFileError(
+                f"{path}: cannot read it ({type(exc).__name__}: {_short(str(exc))})"
+            ) from None
 
 
 def read_struct(path, var="cnn"):
@@ -485,22 +542,29 @@ def read_struct(path, var="cnn"):
             names = matv5.scan(fh, size, limit, var)
         except matv5.NotMatV5Error:
             fh.seek(0)
-            raise CNNFileError(f"{path} is {describe_file(fh.read(1024))}, not a MAT-file "
-                               f"(expected {EXPECTED})") from None
+            raise CNNFileError(
+                f"{path} is {describe_file(fh.read(1024))}, not a MAT-file (expected {EXPECTED})"
+            ) from None
         except matv5.MatScanError as exc:
             raise CNNFileError(f"{path}: refused: {exc}") from None
         if var not in names:
-            hint = (" (the original's savecnn writes 'cnn1': pass var='cnn1')"
-                    if "cnn1" in names else "")
+            hint = (
+                " (the original's savecnn writes 'cnn1': pass var='cnn1')"
+                if "cnn1" in names
+                else ""
+            )
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            raise CNNFileError(f"{path} is a MAT-file but has no variable {var!r}; it holds: "
-                               f"{shown or 'nothing'}{hint}")
+            raise CNNFileError(
+                f"{path} is a MAT-file but has no variable {var!r}; it holds: "
+                f"{shown or 'nothing'}{hint}"
+            )
         fh.seek(0)
         try:
             d = scipy.io.loadmat(fh, variable_names=[var], simplify_cells=True)
         except Exception as exc:  # corrupt data the header scan cannot see
-            raise CNNFileError(f"{path}: cannot read variable {var!r} "
-                               f"({type(exc).__name__}: {_short(str(exc))})") from None
+            raise CNNFileError(
+                f"{path}: cannot read variable {var!r} ({type(exc).__name__}: {_short(str(exc))})"
+            ) from None
     if var not in d:
         raise CNNFileError(f"{path}: cannot read variable {var!r}")
     return d[var], limit

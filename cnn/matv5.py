@@ -64,8 +64,10 @@ class _Budget:
     def spend(self, n, what):
         self.bytes += n
         if self.bytes > self.limit:
-            raise MatScanError(f"{what} declares {_size(self.bytes)} of arrays in all, more than "
-                               f"the {_size(self.limit)} a file of this size may hold")
+            raise MatScanError(
+                f"{what} declares {_size(self.bytes)} of arrays in all, more than "
+                f"the {_size(self.limit)} a file of this size may hold"
+            )
 
     def count(self, n=1):
         self.nodes += n
@@ -155,7 +157,7 @@ def _tag(s, e):
         n = mdtype >> 16
         if n > 4:
             raise MatScanError("corrupt small data element")
-        return mdtype & 0xFFFF, n, raw[4:4 + n]
+        return mdtype & 0xFFFF, n, raw[4 : 4 + n]
     return mdtype, nbytes, None
 
 
@@ -252,8 +254,9 @@ def _walk(s, e, budget, deep, label):
             raise MatScanError(f"{label} holds {what}, which is not supported")
         if children:
             if children > MAX_NODES or 8 * children > end - s.pos:
-                raise MatScanError(f"{label}: a cell or struct declares {children} elements "
-                                   f"but holds fewer")
+                raise MatScanError(
+                    f"{label}: a cell or struct declares {children} elements but holds fewer"
+                )
             budget.spend(8 * children, label)  # SciPy's object array of them
             stack.append([children, end])
         else:
@@ -317,8 +320,7 @@ def scan(fh, file_size, limit, var=None):
             elif mdtype == miMATRIX:
                 s = _FileStream(fh, pos, pos + 8 + nbytes)
             else:
-                raise MatScanError(f"variable {len(names) + 1}: unexpected element type "
-                                   f"{mdtype}")
+                raise MatScanError(f"variable {len(names) + 1}: unexpected element type {mdtype}")
             name = _walk(s, e, budget, deep, f"variable {len(names) + 1}")
             if not deep:
                 names.append(name)

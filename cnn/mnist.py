@@ -227,9 +227,17 @@ def _open_regular(path):
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            what = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                    else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            what = (
+                "a folder"
+                if stat.S_ISDIR(mode)
+                else "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "a device"
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket"
+                if stat.S_ISSOCK(mode)
+                else "not a regular file"
+            )
             raise MNISTError(f"{path} is {what}, not an IDX file")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
@@ -588,8 +596,11 @@ def cache_dir():
 def _source_checkout():
     """True when the package runs from a source checkout (not an installed copy)."""
     parts = set(REPO_ROOT.parts)
-    return ((REPO_ROOT / "pyproject.toml").is_file() and "site-packages" not in parts
-            and "dist-packages" not in parts)
+    return (
+        (REPO_ROOT / "pyproject.toml").is_file()
+        and "site-packages" not in parts
+        and "dist-packages" not in parts
+    )
 
 
 def default_mnist_dir():
@@ -639,8 +650,7 @@ def _missing_error(directory, missing, reason=None):
     else:
         head = f"MNIST file(s) missing in {directory}: {listed}"
     hint = f"put them there, or set {ENV_VAR} to a folder holding them"
-    return MNISTNotFoundError(f"{head}; {hint}", directory=directory, missing=names,
-                              reason=reason)
+    return MNISTNotFoundError(f"{head}; {hint}", directory=directory, missing=names, reason=reason)
 
 
 def _locate(directory, kinds, download, progress):
@@ -650,8 +660,12 @@ def _locate(directory, kinds, download, progress):
     if missing and download:
         # MIRRORS and CHECKSUMS are looked up now, so patching the module constants works.
         try:
-            download_mnist(directory, mirrors=MIRRORS, progress=progress,
-                           files=[STANDARD_NAMES[k] for k in missing])
+            download_mnist(
+                directory,
+                mirrors=MIRRORS,
+                progress=progress,
+                files=[STANDARD_NAMES[k] for k in missing],
+            )
         except MNISTNotFoundError as exc:
             raise _missing_error(directory, missing, exc.reason or str(exc)) from None
         found = {k: find_file(directory, k) for k in kinds}
@@ -757,10 +771,10 @@ def load_mnist(data_dir=None, *, download=True, progress=True, verify=True):
     """
     directory = mnist_dir(data_dir)
     found = _locate(directory, KINDS, download, progress)
-    train_x, train_y = _load_pair(found["train-images"], found["train-labels"],
-                                  SPLITS["train"], verify)
-    test_x, test_y = _load_pair(found["t10k-images"], found["t10k-labels"],
-                                SPLITS["test"], verify)
+    train_x, train_y = _load_pair(
+        found["train-images"], found["train-labels"], SPLITS["train"], verify
+    )
+    test_x, test_y = _load_pair(found["t10k-images"], found["t10k-labels"], SPLITS["test"], verify)
     return train_x, train_y, test_x, test_y
 
 
@@ -829,8 +843,7 @@ def verify_file(path, name=None, checksums=None):
             f"{path}: size mismatch for {name}: expected {want.size} bytes, found {size}"
         )
     if md5 != want.md5.lower():
-        raise MNISTVerifyError(
-            f"{path}: md5 mismatch for {name}: expected {want.md5}, found {md5}")
+        raise MNISTVerifyError(f"{path}: md5 mismatch for {name}: expected {want.md5}, found {md5}")
     if want.sha256 and sha256 != want.sha256.lower():
         raise MNISTVerifyError(
             f"{path}: sha256 mismatch for {name}: expected {want.sha256}, found {sha256}"
@@ -910,7 +923,8 @@ def check_file(path, kind):
     if st.st_size != want.size or _cached_sha256(path, st) != want.sha256:
         raise MNISTVerifyError(
             f"{path} is not the published {name} (size {st.st_size} bytes or sha256 differ): "
-            "an edited, truncated or swapped file")
+            "an edited, truncated or swapped file"
+        )
     return path
 
 
@@ -949,13 +963,16 @@ class _Downloader:
         bar = None
         got = 0
         try:
-            with _open_url(url, min(READ_TIMEOUT, self.timeout)) as resp, \
-                    open(output_file, "wb") as out:
+            with (
+                _open_url(url, min(READ_TIMEOUT, self.timeout)) as resp,
+                open(output_file, "wb") as out,
+            ):
                 read = getattr(resp, "read1", None) or resp.read
                 while True:
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"not complete after {self.timeout:g} s "
-                                           f"({got} of {self.size} bytes)")
+                        raise TimeoutError(
+                            f"not complete after {self.timeout:g} s ({got} of {self.size} bytes)"
+                        )
                     b = read(min(_CHUNK, self.size + 1 - got) or 1)
                     if not b:
                         break
@@ -1068,8 +1085,12 @@ def download_mnist(
             lock = folder_lock(dest, "MNIST download")
             lock.__enter__()
         except FolderBusyError as exc:
-            raise MNISTNotFoundError(str(exc), directory=dest, missing=todo,
-                                     reason="another process is downloading into it") from None
+            raise MNISTNotFoundError(
+                str(exc),
+                directory=dest,
+                missing=todo,
+                reason="another process is downloading into it",
+            ) from None
         try:
             logger.setLevel("WARNING")
             staging = dest / ".download"
@@ -1077,8 +1098,16 @@ def download_mnist(
             staging.mkdir()
             try:
                 for name in todo:
-                    _download_one(pooch, name, staging, dest, mirrors,
-                                  _as_checksum(checksums[name]), progress, timeout)
+                    _download_one(
+                        pooch,
+                        name,
+                        staging,
+                        dest,
+                        mirrors,
+                        _as_checksum(checksums[name]),
+                        progress,
+                        timeout,
+                    )
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         finally:
@@ -1105,9 +1134,13 @@ def _download_one(pooch, name, staging, dest, mirrors, want, progress, timeout):
         url = (base if base.endswith("/") else base + "/") + name
         try:
             got = pooch.retrieve(
-                url, known_hash=f"sha256:{want.sha256}" if want.sha256 else None, fname=name,
-                path=staging, downloader=_Downloader(want.size, name, progress, timeout),
-                progressbar=False)
+                url,
+                known_hash=f"sha256:{want.sha256}" if want.sha256 else None,
+                fname=name,
+                path=staging,
+                downloader=_Downloader(want.size, name, progress, timeout),
+                progressbar=False,
+            )
             verify_file(got, name, {name: want})
             os.replace(got, dest / name)
             return
@@ -1118,7 +1151,10 @@ def _download_one(pooch, name, staging, dest, mirrors, want, progress, timeout):
     raise MNISTNotFoundError(
         f"could not download {name} into {dest}; tried: {tried}; without network access, put "
         f"the files there by hand or set {ENV_VAR} to a folder holding them",
-        directory=dest, missing=[name], reason=reason)
+        directory=dest,
+        missing=[name],
+        reason=reason,
+    )
 
 
 def verify_mnist(data_dir=None):

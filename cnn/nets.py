@@ -12,23 +12,46 @@ import numpy as np
 from . import network
 
 GRADCHECK_NETS = {
-    "small": ("c(tanh 2 maps 3x3)-p2-f(tanh 6)-f(sigm 3) on 8x8", (8, 8),
-              [("c", 2, 3, "tanh"), ("p", 2), ("f", 6, "tanh"), ("f", 3, "sigm")]),
-    "c2": ("two conv layers, c(tanh 2, 3x3)-p2-c(tanh 3, 2x2)-p2-f(tanh 6)-f(sigm 3) on 12x12 "
-           "(D1: faithful fails on the lower conv layer)", (12, 12),
-           [("c", 2, 3, "tanh"), ("p", 2), ("c", 3, 2, "tanh"), ("p", 2), ("f", 6, "tanh"),
-            ("f", 3, "sigm")]),
-    "none-hidden": ("c(sigm 2, 3x3)-p2-f(none 5)-f(sigm 3) on 8x8 (D2: hidden 'none')", (8, 8),
-                    [("c", 2, 3, "sigm"), ("p", 2), ("f", 5, "none"), ("f", 3, "sigm")]),
-    "none-conv": ("c(none 2, 3x3)-p2-f(sigm 3) on 8x8 (D2 in a conv layer)", (8, 8),
-                  [("c", 2, 3, "none"), ("p", 2), ("f", 3, "sigm")]),
-    "conv-last": ("c(sigm 2, 3x3) on 6x6, the conv layer last (D3)", (6, 6),
-                  [("c", 2, 3, "sigm")]),
-    "pool-last": ("c(sigm 2, 3x3)-p2 on 8x8, the pool layer last (D4)", (8, 8),
-                  [("c", 2, 3, "sigm"), ("p", 2)]),
-    "original": ("c(plus 3, 5x5)-p2-f(tanh 15)-f(soft 6) on 10x10, the network of "
-                 "Example_gradientchecking_CNN.m", (10, 10),
-                 [("c", 3, 5, "plus"), ("p", 2), ("f", 15, "tanh"), ("f", 6, "soft")]),
+    "small": (
+        "c(tanh 2 maps 3x3)-p2-f(tanh 6)-f(sigm 3) on 8x8",
+        (8, 8),
+        [("c", 2, 3, "tanh"), ("p", 2), ("f", 6, "tanh"), ("f", 3, "sigm")],
+    ),
+    "c2": (
+        "two conv layers, c(tanh 2, 3x3)-p2-c(tanh 3, 2x2)-p2-f(tanh 6)-f(sigm 3) on 12x12 "
+        "(D1: faithful fails on the lower conv layer)",
+        (12, 12),
+        [
+            ("c", 2, 3, "tanh"),
+            ("p", 2),
+            ("c", 3, 2, "tanh"),
+            ("p", 2),
+            ("f", 6, "tanh"),
+            ("f", 3, "sigm"),
+        ],
+    ),
+    "none-hidden": (
+        "c(sigm 2, 3x3)-p2-f(none 5)-f(sigm 3) on 8x8 (D2: hidden 'none')",
+        (8, 8),
+        [("c", 2, 3, "sigm"), ("p", 2), ("f", 5, "none"), ("f", 3, "sigm")],
+    ),
+    "none-conv": (
+        "c(none 2, 3x3)-p2-f(sigm 3) on 8x8 (D2 in a conv layer)",
+        (8, 8),
+        [("c", 2, 3, "none"), ("p", 2), ("f", 3, "sigm")],
+    ),
+    "conv-last": ("c(sigm 2, 3x3) on 6x6, the conv layer last (D3)", (6, 6), [("c", 2, 3, "sigm")]),
+    "pool-last": (
+        "c(sigm 2, 3x3)-p2 on 8x8, the pool layer last (D4)",
+        (8, 8),
+        [("c", 2, 3, "sigm"), ("p", 2)],
+    ),
+    "original": (
+        "c(plus 3, 5x5)-p2-f(tanh 15)-f(soft 6) on 10x10, the network of "
+        "Example_gradientchecking_CNN.m",
+        (10, 10),
+        [("c", 3, 5, "plus"), ("p", 2), ("f", 15, "tanh"), ("f", 6, "soft")],
+    ),
     "fc-only": ("f(tanh 6)-f(sigm 3) on 4x4", (4, 4), [("f", 6, "tanh"), ("f", 3, "sigm")]),
 }
 """``--net`` choices of ``gradcheck`` and ``step``: name -> (description, image size

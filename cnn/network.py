@@ -20,7 +20,6 @@ Arrays are batch-first inside (see ``kernels.py``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -38,9 +37,9 @@ class Layer:
     type = "?"
     act_func: str = "none"
     # runtime fields, filled by ffcnn / bpcnn (None until then)
-    featuremaps: Optional[np.ndarray] = field(default=None, repr=False)
-    outputs: Optional[np.ndarray] = field(default=None, repr=False)
-    er: Optional[np.ndarray] = field(default=None, repr=False)
+    featuremaps: np.ndarray | None = field(default=None, repr=False)
+    outputs: np.ndarray | None = field(default=None, repr=False)
+    er: np.ndarray | None = field(default=None, repr=False)
 
     def clear_runtime(self):
         """Drop the arrays that ffcnn/bpcnn store (maps, outputs, errors, gradients)."""
@@ -74,11 +73,11 @@ class ConvLayer(Layer):
     kernel_width: int = 1
     height: int = 0
     width: int = 0
-    K: Optional[np.ndarray] = field(default=None, repr=False)
-    b: Optional[np.ndarray] = field(default=None, repr=False)
-    dK: Optional[np.ndarray] = field(default=None, repr=False)
-    db: Optional[np.ndarray] = field(default=None, repr=False)
-    z: Optional[np.ndarray] = field(default=None, repr=False)
+    K: np.ndarray | None = field(default=None, repr=False)
+    b: np.ndarray | None = field(default=None, repr=False)
+    dK: np.ndarray | None = field(default=None, repr=False)
+    db: np.ndarray | None = field(default=None, repr=False)
+    z: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def map_shape(self):
@@ -108,11 +107,11 @@ class FCLayer(Layer):
     type = "f"
     n_nodes: int = 1
     n_inputs: int = 1
-    W: Optional[np.ndarray] = field(default=None, repr=False)
-    b: Optional[np.ndarray] = field(default=None, repr=False)
-    dW: Optional[np.ndarray] = field(default=None, repr=False)
-    db: Optional[np.ndarray] = field(default=None, repr=False)
-    z: Optional[np.ndarray] = field(default=None, repr=False)
+    W: np.ndarray | None = field(default=None, repr=False)
+    b: np.ndarray | None = field(default=None, repr=False)
+    dW: np.ndarray | None = field(default=None, repr=False)
+    db: np.ndarray | None = field(default=None, repr=False)
+    z: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(eq=False)
@@ -145,10 +144,10 @@ class CNN:
     learning_rate: float = 0.01
     loss_func: str = "auto"
     regularization_const: float = 0.0  # the original sets it and never reads it
-    calc_last_layer_act_derivative: Optional[bool] = None
-    loss: Optional[float] = None
+    calc_last_layer_act_derivative: bool | None = None
+    loss: float | None = None
     loss_array: list = field(default_factory=list)
-    rng: Optional[np.random.Generator] = field(default=None, repr=False)
+    rng: np.random.Generator | None = field(default=None, repr=False)
     dtype: type = np.float64
 
     @property
@@ -197,8 +196,10 @@ class CNN:
             if L.type == "i":
                 s = f"{i + 1} i      {L.n_maps} x {L.height}x{L.width}"
             elif L.type == "c":
-                s = (f"{i + 1} c {L.act_func} {L.n_maps} maps {L.kernel_height}x{L.kernel_width}"
-                     f" -> {L.height}x{L.width}")
+                s = (
+                    f"{i + 1} c {L.act_func} {L.n_maps} maps {L.kernel_height}x{L.kernel_width}"
+                    f" -> {L.height}x{L.width}"
+                )
             elif L.type == "p":
                 s = f"{i + 1} p {L.method} rate {L.rate} -> {L.height}x{L.width}"
             else:
@@ -208,8 +209,10 @@ class CNN:
 
     def __repr__(self):
         kinds = "".join(L.type for L in self.layers)
-        return (f"CNN(layers={kinds!r}, mode={self.mode!r}, loss_func={self.loss_func!r}, "
-                f"learning_rate={self.learning_rate}, flag={self.calc_last_layer_act_derivative})")
+        return (
+            f"CNN(layers={kinds!r}, mode={self.mode!r}, loss_func={self.loss_func!r}, "
+            f"learning_rate={self.learning_rate}, flag={self.calc_last_layer_act_derivative})"
+        )
 
 
 def _positive_int(value, name):
@@ -238,8 +241,9 @@ def _uniform(shape, rng):
     return (0.5 * u - 0.25).reshape(shape, order="F")
 
 
-def initcnn(image_size, learning_rate=0.01, *, mode="faithful", seed=None, rng=None,
-            dtype=np.float64):
+def initcnn(
+    image_size, learning_rate=0.01, *, mode="faithful", seed=None, rng=None, dtype=np.float64
+):
     """Create a network with only its input layer (MATLAB ``initcnn``).
 
     Parameters
@@ -280,8 +284,7 @@ def initcnn(image_size, learning_rate=0.01, *, mode="faithful", seed=None, rng=N
     if not np.isfinite(lr) or lr <= 0:
         raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
     layer = InputLayer(n_maps=C, height=H, width=W)
-    return CNN(layers=[layer], mode=mode, learning_rate=lr, rng=_make_rng(rng, seed),
-               dtype=dtype)
+    return CNN(layers=[layer], mode=mode, learning_rate=lr, rng=_make_rng(rng, seed), dtype=dtype)
 
 
 def _check_net(net):
@@ -292,8 +295,10 @@ def _check_net(net):
 def _map_layer_below(net, what):
     prev = net.layers[-1]
     if prev.type == "f":
-        raise ValueError(f"a {what} layer cannot follow a fully connected layer "
-                         "(the original supports FC layers only at the end)")
+        raise ValueError(
+            f"a {what} layer cannot follow a fully connected layer "
+            "(the original supports FC layers only at the end)"
+        )
     return prev
 
 
@@ -333,17 +338,27 @@ def add_conv_layer(net, n_maps, kernel_size, act, *, seed=None, rng=None):
     prev = _map_layer_below(net, "convolution")
     H, W = prev.map_shape
     if kh > H or kw > W:
-        raise ValueError(f"kernel_size {kh}x{kw} is larger than its input maps {H}x{W} "
-                         f"(layer {net.no_of_layers})")
+        raise ValueError(
+            f"kernel_size {kh}x{kw} is larger than its input maps {H}x{W} "
+            f"(layer {net.no_of_layers})"
+        )
     P = prev.n_maps
     gen = net.rng if (seed is None and rng is None) else _make_rng(rng, seed)
     K = np.empty((M, P, kh, kw), dtype=np.float64)
     for j in range(M):
         for k in range(P):
             K[j, k] = _uniform((kh, kw), gen)
-    layer = ConvLayer(act_func=act, n_maps=M, n_prev_maps=P, kernel_height=kh,
-                      kernel_width=kw, height=H - kh + 1, width=W - kw + 1,
-                      K=K.astype(net.dtype), b=np.zeros(M, dtype=net.dtype))
+    layer = ConvLayer(
+        act_func=act,
+        n_maps=M,
+        n_prev_maps=P,
+        kernel_height=kh,
+        kernel_width=kw,
+        height=H - kh + 1,
+        width=W - kw + 1,
+        K=K.astype(net.dtype),
+        b=np.zeros(M, dtype=net.dtype),
+    )
     net.layers.append(layer)
     return net
 
@@ -370,15 +385,20 @@ def add_pool_layer(net, rate, method="mean"):
     _check_net(net)
     r = _positive_int(rate, "rate")
     if method not in POOL_METHODS:
-        raise ValueError(f"method={method!r} is not a known pool method; valid: "
-                         f"{', '.join(POOL_METHODS)}")
+        raise ValueError(
+            f"method={method!r} is not a known pool method; valid: {', '.join(POOL_METHODS)}"
+        )
     prev = _map_layer_below(net, "pooling")
     H, W = prev.map_shape
     if r > H or r > W:
-        raise ValueError(f"rate {r} is larger than its input maps {H}x{W} "
-                         f"(layer {net.no_of_layers})")
-    net.layers.append(PoolLayer(act_func="none", rate=r, method=method, n_maps=prev.n_maps,
-                                height=H // r, width=W // r))
+        raise ValueError(
+            f"rate {r} is larger than its input maps {H}x{W} (layer {net.no_of_layers})"
+        )
+    net.layers.append(
+        PoolLayer(
+            act_func="none", rate=r, method=method, n_maps=prev.n_maps, height=H // r, width=W // r
+        )
+    )
     return net
 
 
@@ -415,14 +435,21 @@ def add_fc_layer(net, n_nodes, act, *, seed=None, rng=None):
     gen = net.rng if (seed is None and rng is None) else _make_rng(rng, seed)
     W = _uniform((n, n_in), gen)
     b = _uniform((n, 1), gen)[:, 0]
-    net.layers.append(FCLayer(act_func=act, n_nodes=n, n_inputs=n_in,
-                              W=np.ascontiguousarray(W, dtype=net.dtype),
-                              b=b.astype(net.dtype)))
+    net.layers.append(
+        FCLayer(
+            act_func=act,
+            n_nodes=n,
+            n_inputs=n_in,
+            W=np.ascontiguousarray(W, dtype=net.dtype),
+            b=b.astype(net.dtype),
+        )
+    )
     return net
 
 
-def example_network(example=3, *, seed=None, rng=None, mode="faithful", learning_rate=0.01,
-                    dtype=np.float64):
+def example_network(
+    example=3, *, seed=None, rng=None, mode="faithful", learning_rate=0.01, dtype=np.float64
+):
     """The networks of ``Example_MNIST_CNN.m`` for 28 x 28 images.
 
     Parameters

@@ -32,13 +32,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
-__all__ = ["loss_curves", "first_layer_kernels", "feature_maps", "confusion",
-           "confusion_matrix", "confusion_counts", "error_by_setting", "grad_norm_ratio",
-           "moving_average", "feature_maps_figure", "first_layer_kernels_figure",
-           "map_grid", "save"]
+__all__ = [
+    "loss_curves",
+    "first_layer_kernels",
+    "feature_maps",
+    "confusion",
+    "confusion_matrix",
+    "confusion_counts",
+    "error_by_setting",
+    "grad_norm_ratio",
+    "moving_average",
+    "feature_maps_figure",
+    "first_layer_kernels_figure",
+    "map_grid",
+    "save",
+]
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def save(fig, path, dpi=110):
     """Write ``fig`` to ``path`` as PNG atomically (:mod:`cnn.atomic`), close it; the Path."""
@@ -98,8 +110,7 @@ def _as_runs(value):
             return [value.astype(float)]
         if value.ndim == 2:
             return [row.astype(float) for row in value]
-        raise ValueError(f"a curve must be 1-D (or 2-D: one row per run), got shape "
-                         f"{value.shape}")
+        raise ValueError(f"a curve must be 1-D (or 2-D: one row per run), got shape {value.shape}")
     value = list(value)
     if value and np.ndim(value[0]) >= 1:
         runs = [np.asarray(v, dtype=float).ravel() for v in value]
@@ -126,14 +137,18 @@ def _band(ax, x, runs, color, label, smooth, raw_alpha=0.3, raw_label=None):
     if smooth <= 1:
         ax.plot(x, mean, color=color, lw=1.8, label=f"{label}{seeds}")
         if len(runs) > 1:
-            ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), color=color, alpha=0.2,
-                            lw=0)
+            ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), color=color, alpha=0.2, lw=0)
         return
     ax.plot(x, mean, color=color, alpha=raw_alpha, lw=0.6, label=raw_label)
-    xs = moving_average(x, smooth, valid=True)           # the centre of each window
+    xs = moving_average(x, smooth, valid=True)  # the centre of each window
     sm = np.vstack([moving_average(r, smooth, valid=True) for r in stack])
-    ax.plot(xs, sm.mean(axis=0), color=color, lw=1.8,
-            label=f"{label}: moving average of {smooth}{seeds}")
+    ax.plot(
+        xs,
+        sm.mean(axis=0),
+        color=color,
+        lw=1.8,
+        label=f"{label}: moving average of {smooth}{seeds}",
+    )
     if len(runs) > 1:
         ax.fill_between(xs, sm.min(axis=0), sm.max(axis=0), color=color, alpha=0.2, lw=0)
 
@@ -147,8 +162,19 @@ def _colors(labels, colors=None):
 
 # --------------------------------------------------------------------------- curves
 
-def loss_curves(curves, path, *, title=None, smooth=50, ylabel="minibatch loss",
-                xlabel="minibatch", x=None, logy=False, colors=None):
+
+def loss_curves(
+    curves,
+    path,
+    *,
+    title=None,
+    smooth=50,
+    ylabel="minibatch loss",
+    xlabel="minibatch",
+    x=None,
+    logy=False,
+    colors=None,
+):
     """Minibatch loss (or any per-step quantity) per setting.
 
     Parameters
@@ -196,8 +222,17 @@ def loss_curves(curves, path, *, title=None, smooth=50, ylabel="minibatch loss",
     return save(fig, path)
 
 
-def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
-                    ylabel="||dW_last|| flag on / flag off", xlabel="minibatch", colors=None):
+def grad_norm_ratio(
+    curves,
+    path,
+    *,
+    steps=None,
+    title=None,
+    bound=0.25,
+    ylabel="||dW_last|| flag on / flag off",
+    xlabel="minibatch",
+    colors=None,
+):
     """Ratio of last-layer gradient norms, flag on over flag off, along training.
 
     Each value compares the two gradients of the same network state and the
@@ -236,7 +271,9 @@ def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
         _band(ax, x, runs, color, str(label), 1)
         top = max(top, max(float(np.nanmax(r)) for r in runs))
     if bound is not None:
-        ax.axhline(bound, color="k", ls="--", lw=1, label=f"max of a(1-a) = {bound:g} (per output error)")
+        ax.axhline(
+            bound, color="k", ls="--", lw=1, label=f"max of a(1-a) = {bound:g} (per output error)"
+        )
         top = max(top, bound)
     ax.set_ylim(0, top * 1.12 if top > 0 else 1)
     ax.set_xlabel(xlabel)
@@ -248,8 +285,17 @@ def grad_norm_ratio(curves, path, *, steps=None, title=None, bound=0.25,
     return save(fig, path)
 
 
-def error_by_setting(errors, path, *, title=None, ylabel="test error", reference=None,
-                     percent=True, colors=None, reference_label="Octave run (seed 59223)"):
+def error_by_setting(
+    errors,
+    path,
+    *,
+    title=None,
+    ylabel="test error",
+    reference=None,
+    percent=True,
+    colors=None,
+    reference_label="Octave run (seed 59223)",
+):
     """Test error per setting: one point per seed, the mean with +-1 std bars.
 
     Parameters
@@ -283,22 +329,48 @@ def error_by_setting(errors, path, *, title=None, ylabel="test error", reference
         if v.size == 0:
             continue
         jitter = rng.uniform(-0.12, 0.12, v.size) if v.size > 1 else np.zeros(1)
-        ax.scatter(i + jitter, v, color=color, s=22, alpha=0.75, zorder=3,
-                   label=None if labelled else "each seed")
+        ax.scatter(
+            i + jitter,
+            v,
+            color=color,
+            s=22,
+            alpha=0.75,
+            zorder=3,
+            label=None if labelled else "each seed",
+        )
         mean = v.mean()
         std = v.std(ddof=1) if v.size > 1 else 0.0
-        ax.errorbar(i + 0.28, mean, yerr=std, fmt="o", color="k", ms=5, capsize=4, zorder=4,
-                    label=None if labelled else "mean +- std")
+        ax.errorbar(
+            i + 0.28,
+            mean,
+            yerr=std,
+            fmt="o",
+            color="k",
+            ms=5,
+            capsize=4,
+            zorder=4,
+            label=None if labelled else "mean +- std",
+        )
         labelled = True
-        ax.annotate(f"{mean:.2f}" if percent else f"{mean:.4f}", (i + 0.34, mean),
-                    fontsize="small", va="center")
+        ax.annotate(
+            f"{mean:.2f}" if percent else f"{mean:.4f}",
+            (i + 0.34, mean),
+            fontsize="small",
+            va="center",
+        )
     if reference:
         first = True
         for label, value in reference.items():
             if str(label) in labels and value is not None:
-                ax.scatter(labels.index(str(label)) - 0.28, float(value) * scale, marker="*",
-                           s=120, color="crimson", zorder=5,
-                           label=reference_label if first else None)
+                ax.scatter(
+                    labels.index(str(label)) - 0.28,
+                    float(value) * scale,
+                    marker="*",
+                    s=120,
+                    color="crimson",
+                    zorder=5,
+                    label=reference_label if first else None,
+                )
                 first = False
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=15, ha="right")
@@ -314,6 +386,7 @@ def error_by_setting(errors, path, *, title=None, ylabel="test error", reference
 
 
 # --------------------------------------------------------------------------- confusion
+
 
 def _labels(a, name):
     a = np.asarray(a)
@@ -349,7 +422,8 @@ def confusion(true_labels, pred_labels, n_classes=10):
         if a.size and (a.min() < 0 or a.max() >= n_classes):
             raise ValueError(f"{name} must lie in 0..{n_classes - 1}")
     return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(
-        n_classes, n_classes)
+        n_classes, n_classes
+    )
 
 
 def confusion_counts(counts, path, *, title=None, class_names=None):
@@ -374,9 +448,15 @@ def confusion_counts(counts, path, *, title=None, class_names=None):
     for i in range(n):
         for j in range(n):
             if c[i, j]:
-                ax.text(j, i, str(int(c[i, j])), ha="center", va="center",
-                        fontsize=7 if n <= 12 else 5,
-                        color="white" if frac[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(int(c[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=7 if n <= 12 else 5,
+                    color="white" if frac[i, j] > 0.5 else "black",
+                )
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xticklabels(names)
@@ -391,8 +471,9 @@ def confusion_counts(counts, path, *, title=None, class_names=None):
     total = c.sum()
     err = 1 - np.trace(c) / total if total else float("nan")
     head = f"{title}\n" if title else ""
-    ax.set_title(f"{head}error {err:.2%} ({int(total - np.trace(c))} of {int(total)})",
-                 fontsize="medium")
+    ax.set_title(
+        f"{head}error {err:.2%} ({int(total - np.trace(c))} of {int(total)})", fontsize="medium"
+    )
     return save(fig, path)
 
 
@@ -407,6 +488,7 @@ def confusion_matrix(true_labels, pred_labels, path, *, n_classes=10, title=None
 
 
 # --------------------------------------------------------------------------- network views
+
 
 def _first_conv(net):
     for i, layer in enumerate(net.layers):
@@ -445,8 +527,14 @@ def map_grid(blocks, *, ncols=10, cell=1.05, title=None):
     ncols = max(ncols, 3)
     height = cell * 1.15 * sum(heights) + 0.8
     fig = plt.figure(figsize=(cell * ncols + 2.6, height))
-    grid = fig.add_gridspec(sum(heights), ncols + 1, width_ratios=[1] * ncols + [0.12],
-                            hspace=0.55, wspace=0.15, top=1 - 0.6 / height)
+    grid = fig.add_gridspec(
+        sum(heights),
+        ncols + 1,
+        width_ratios=[1] * ncols + [0.12],
+        hspace=0.55,
+        wspace=0.15,
+        top=1 - 0.6 / height,
+    )
     row = 0
     for b, h in zip(blocks, heights, strict=True):
         v = np.asarray(b["maps"], dtype=float)
@@ -460,8 +548,7 @@ def map_grid(blocks, *, ncols=10, cell=1.05, title=None):
         names = b.get("names") or [str(j + 1) for j in range(len(v))]
         if v.ndim == 1:
             ax = fig.add_subplot(grid[row, :ncols])
-            im = ax.imshow(v[None, :], cmap=cmap, norm=norm, aspect="auto",
-                           interpolation="nearest")
+            im = ax.imshow(v[None, :], cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
             ax.set_yticks([])
             ax.set_xticks(np.arange(v.size), names if v.size <= 30 else None)
             if v.size > 30:
@@ -478,7 +565,7 @@ def map_grid(blocks, *, ncols=10, cell=1.05, title=None):
                 ax.set_title(names[j], fontsize=6, pad=2)
                 if j == 0:
                     ax.set_ylabel(b["label"], fontsize=7, rotation=0, ha="right", va="center")
-        cax = fig.add_subplot(grid[row:row + h, ncols])
+        cax = fig.add_subplot(grid[row : row + h, ncols])
         cb = fig.colorbar(im, cax=cax)
         cb.ax.tick_params(labelsize=6)
         cb.set_label(b.get("cbar", "value"), fontsize=6)
@@ -501,10 +588,11 @@ def first_layer_kernels_figure(net, *, title=None):
     else:
         nrows, ncols = M, P
         cells = [(j, k) for j in range(M) for k in range(P)]
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.1 * ncols + 1.2, 1.1 * nrows + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(1.1 * ncols + 1.2, 1.1 * nrows + 0.6), squeeze=False
+    )
     im = None
-    norm = matplotlib.colors.Normalize(-vmax, vmax)   # one symmetric scale for all
+    norm = matplotlib.colors.Normalize(-vmax, vmax)  # one symmetric scale for all
     for ax in axes.ravel():
         ax.axis("off")
     for t, (j, k) in enumerate(cells):
@@ -513,8 +601,12 @@ def first_layer_kernels_figure(net, *, title=None):
         ax.set_title(f"map {j + 1}" if P == 1 else f"{j + 1},{k + 1}", fontsize=7)
     cb = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
     cb.set_label("kernel weight")
-    fig.suptitle(title or f"layer {i + 1} kernels ({layer.act_func}, {M} maps x {P} inputs, "
-                          f"{K.shape[2]}x{K.shape[3]})", fontsize="medium")
+    fig.suptitle(
+        title
+        or f"layer {i + 1} kernels ({layer.act_func}, {M} maps x {P} inputs, "
+        f"{K.shape[2]}x{K.shape[3]})",
+        fontsize="medium",
+    )
     return fig
 
 
@@ -532,8 +624,7 @@ def first_layer_kernels(net, path, *, title=None):
     return save(first_layer_kernels_figure(net, title=title), path)
 
 
-def feature_maps_figure(net, image, *, title=None, true_label=None, class_names=None,
-                        ncols=10):
+def feature_maps_figure(net, image, *, title=None, true_label=None, class_names=None, ncols=10):
     """The figure of :func:`feature_maps` (not saved); see there."""
     from .forward import ffcnn, output_matrix
 
@@ -545,8 +636,9 @@ def feature_maps_figure(net, image, *, title=None, true_label=None, class_names=
     work = net.copy()
     ffcnn(work, img[None])
     out = np.asarray(output_matrix(work)[0], dtype=float)
-    names = ([str(c) for c in range(out.size)] if class_names is None
-             else [str(c) for c in class_names])
+    names = (
+        [str(c) for c in range(out.size)] if class_names is None else [str(c) for c in class_names]
+    )
     blocks = []
     for l, layer in enumerate(work.layers):
         if layer.type in "icp" and layer.featuremaps is not None:
@@ -557,18 +649,33 @@ def feature_maps_figure(net, image, *, title=None, true_label=None, class_names=
             else:
                 label = f"layer {l + 1}\npool {layer.rate}"
             maps = np.asarray(layer.featuremaps[0], dtype=float)
-            blocks.append({"label": label, "maps": maps,
-                           "cbar": "pixel" if layer.type == "i" else "activation"})
+            blocks.append(
+                {
+                    "label": label,
+                    "maps": maps,
+                    "cbar": "pixel" if layer.type == "i" else "activation",
+                }
+            )
     last = work.layers[-1]
     if last.type == "f":
-        blocks.append({"label": f"layer {len(work.layers)}\nfc {last.act_func}", "maps": out,
-                       "names": names, "cbar": "output", "signed": False,
-                       "strip_title": "outputs by class"})
+        blocks.append(
+            {
+                "label": f"layer {len(work.layers)}\nfc {last.act_func}",
+                "maps": out,
+                "names": names,
+                "cbar": "output",
+                "signed": False,
+                "strip_title": "outputs by class",
+            }
+        )
     pred = int(np.argmax(out))
     head = f"true {names[int(true_label)]}, " if true_label is not None else ""
     what = f"{head}predicted {names[pred]} (output {out[pred]:.3g})"
-    return map_grid(blocks, ncols=ncols,
-                    title=f"{title}\n{what}" if title else f"feature maps of one image: {what}")
+    return map_grid(
+        blocks,
+        ncols=ncols,
+        title=f"{title}\n{what}" if title else f"feature maps of one image: {what}",
+    )
 
 
 def feature_maps(net, image, path, *, title=None, true_label=None, class_names=None):
@@ -595,5 +702,9 @@ def feature_maps(net, image, path, *, title=None, true_label=None, class_names=N
     -------
     Path
     """
-    return save(feature_maps_figure(net, image, title=title, true_label=true_label,
-                                    class_names=class_names), path)
+    return save(
+        feature_maps_figure(
+            net, image, title=title, true_label=true_label, class_names=class_names
+        ),
+        path,
+    )

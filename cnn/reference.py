@@ -27,8 +27,17 @@ from scipy.signal import convolve2d, correlate2d
 
 from .kernels import ACT_CODES
 
-__all__ = ["ACT_CODES", "act_backward", "act_forward", "conv_full", "conv_valid",
-           "kernel_grad", "map_sums", "mean_pool", "upsample"]
+__all__ = [
+    "ACT_CODES",
+    "act_backward",
+    "act_forward",
+    "conv_full",
+    "conv_valid",
+    "kernel_grad",
+    "map_sums",
+    "mean_pool",
+    "upsample",
+]
 
 
 def _dtype(*arrays, out=None):
@@ -66,8 +75,13 @@ def conv_valid(x, K, bias=None, *, out=None):
     dt = _dtype(x, K, out=out)
     N, P = x.shape[:2]
     M = K.shape[0]
-    z = np.array([[sum(correlate2d(x[n, k], K[j, k], mode="valid") for k in range(P))
-                   for j in range(M)] for n in range(N)], dtype=np.float64)
+    z = np.array(
+        [
+            [sum(correlate2d(x[n, k], K[j, k], mode="valid") for k in range(P)) for j in range(M)]
+            for n in range(N)
+        ],
+        dtype=np.float64,
+    )
     if bias is not None:
         z += np.reshape(bias, (1, M, 1, 1))
     return _result(z, dt, out)
@@ -99,8 +113,13 @@ def conv_full(e, K, flip=False, *, out=None):
     N, M = e.shape[:2]
     P = K.shape[1]
     Kf = np.rot90(K, 2, axes=(2, 3)) if flip else K
-    g = np.array([[sum(convolve2d(e[n, j], Kf[j, k], mode="full") for j in range(M))
-                   for k in range(P)] for n in range(N)], dtype=np.float64)
+    g = np.array(
+        [
+            [sum(convolve2d(e[n, j], Kf[j, k], mode="full") for j in range(M)) for k in range(P)]
+            for n in range(N)
+        ],
+        dtype=np.float64,
+    )
     return _result(g, dt, out)
 
 
@@ -126,8 +145,13 @@ def kernel_grad(x, e, kernel_shape, *, out=None):
     dt = _dtype(x, e, out=out)
     N, P = x.shape[:2]
     M = e.shape[1]
-    dK = np.array([[sum(correlate2d(x[n, k], e[n, j], mode="valid") for n in range(N))
-                    for k in range(P)] for j in range(M)], dtype=np.float64)
+    dK = np.array(
+        [
+            [sum(correlate2d(x[n, k], e[n, j], mode="valid") for n in range(N)) for k in range(P)]
+            for j in range(M)
+        ],
+        dtype=np.float64,
+    )
     if dK.shape[2:] != tuple(kernel_shape):
         raise ValueError(f"errors {e.shape} do not match maps {x.shape} and kernel {kernel_shape}")
     return _result(dK, dt, out)
@@ -169,7 +193,7 @@ def mean_pool(x, r, *, out=None):
     """
     N, M, H, W = x.shape
     h, w = H // r, W // r
-    windows = x[:, :, :h * r, :w * r].reshape(N, M, h, r, w, r).astype(np.float64)
+    windows = x[:, :, : h * r, : w * r].reshape(N, M, h, r, w, r).astype(np.float64)
     return _result(windows.mean(axis=(3, 5)), _dtype(x, out=out), out)
 
 
@@ -198,7 +222,7 @@ def upsample(e, r, out_hw, divide=True, *, out=None):
     if H // r != h or W // r != w:
         raise ValueError(f"out_hw {(H, W)} with rate {r} does not give {(h, w)}")
     g = np.zeros((N, M, H, W))
-    g[:, :, :h * r, :w * r] = np.kron(e.astype(np.float64), np.ones((r, r)))
+    g[:, :, : h * r, : w * r] = np.kron(e.astype(np.float64), np.ones((r, r)))
     if divide:
         g /= r * r
     return _result(g, _dtype(e, out=out), out)
@@ -223,11 +247,13 @@ def act_forward(z, act, leak=0.01, *, out=None):
     """
     z64 = np.asarray(z, dtype=np.float64)
     with np.errstate(over="ignore"):
-        a = {"sigm": lambda: 1 / (1 + np.exp(-z64)),
-             "tanh": lambda: np.tanh(z64),
-             "rect": lambda: np.where(z64 > 0, z64, leak * z64),
-             "none": lambda: z64,
-             "plus": lambda: np.logaddexp(0, z64)}[act]()
+        a = {
+            "sigm": lambda: 1 / (1 + np.exp(-z64)),
+            "tanh": lambda: np.tanh(z64),
+            "rect": lambda: np.where(z64 > 0, z64, leak * z64),
+            "none": lambda: z64,
+            "plus": lambda: np.logaddexp(0, z64),
+        }[act]()
     return _result(a, _dtype(z, out=out), out)
 
 
@@ -251,9 +277,11 @@ def act_backward(a, act, g, faithful=True, leak=0.01, *, out=None):
     """
     a64 = np.asarray(a, dtype=np.float64)
     g64 = np.asarray(g, dtype=np.float64)
-    d = {"sigm": lambda: a64 * (1 - a64),
-         "tanh": lambda: 1 - a64 ** 2,
-         "rect": lambda: np.where(a64 > 0, 1.0, leak),
-         "none": lambda: a64 if faithful else np.ones_like(a64),
-         "plus": lambda: -np.expm1(-a64)}[act]()
+    d = {
+        "sigm": lambda: a64 * (1 - a64),
+        "tanh": lambda: 1 - a64**2,
+        "rect": lambda: np.where(a64 > 0, 1.0, leak),
+        "none": lambda: a64 if faithful else np.ones_like(a64),
+        "plus": lambda: -np.expm1(-a64),
+    }[act]()
     return _result(d * g64, _dtype(a, g, out=out), out)

@@ -133,7 +133,7 @@ def describe_file(head):
     sample, text = head[:512], None
     for cut in range(4):  # the sample may end inside a multi-byte character
         try:
-            text = sample[:len(sample) - cut].decode("utf-8")
+            text = sample[: len(sample) - cut].decode("utf-8")
             break
         except UnicodeDecodeError:
             continue

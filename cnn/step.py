@@ -31,45 +31,43 @@ import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 # Lines of the original bpcnn.m (File Exchange 59223) for each step of the backward pass.
 MATLAB_LINES = {
-    "flatten": "5-12",           # a last conv/pool layer's maps flattened into its outputs
-    "error": "13",               # er = ( cnn.layers{cnn.no_of_layers}.outputs - yy)
-    "loss_cros": "15-17, 27",    # cross-entropy (sigmoid only), cnn.loss = sum(er1)/N
+    "flatten": "5-12",  # a last conv/pool layer's maps flattened into its outputs
+    "error": "13",  # er = ( cnn.layers{cnn.no_of_layers}.outputs - yy)
+    "loss_cros": "15-17, 27",  # cross-entropy (sigmoid only), cnn.loss = sum(er1)/N
     "loss_cros_other": "18-20",  # any other output: error('cross entropy is implemented ...')
-    "loss_quad": "30-31",        # er1 = er.^2; cnn.loss = sum(er1(:))/(2*N)
-    "flag": "35",                # if cnn.CalcLastLayerActDerivative ==1
-    "flag_apply": "36",          # er = applyactfunccnn(outputs, act_func, 1, er)
-    "last_f": "41-44",           # er{1} = er (42), dW (43), db (44)
-    "last_p": "45-76",           # cut into maps (47-52), upsample without ./(r*r) (68-76)
+    "loss_quad": "30-31",  # er1 = er.^2; cnn.loss = sum(er1(:))/(2*N)
+    "flag": "35",  # if cnn.CalcLastLayerActDerivative ==1
+    "flag_apply": "36",  # er = applyactfunccnn(outputs, act_func, 1, er)
+    "last_f": "41-44",  # er{1} = er (42), dW (43), db (44)
+    "last_p": "45-76",  # cut into maps (47-52), upsample without ./(r*r) (68-76)
     "last_p_upsample": "68-76",
-    "last_c": "81-97",           # cut into maps (83-88), dK (90-95), db (96)
+    "last_c": "81-97",  # cut into maps (83-88), dK (90-95), db (96)
     "last_c_cut": "83-88",
     "last_c_dK": "90-95",
     "last_c_db": "96",
-    "loop": "102",               # for i=cnn.no_of_layers-1:-1:1
-    "f_er": "105-106",           # W{i+1}' * er{i+1}, then f'(outputs) .*
+    "loop": "102",  # for i=cnn.no_of_layers-1:-1:1
+    "f_er": "105-106",  # W{i+1}' * er{i+1}, then f'(outputs) .*
     "f_dW": "107",
     "f_db": "108",
-    "p_from_f": "112-120",       # W' * er, cut into maps
-    "p_from_c": "121-132",       # sum of convn(er{j}, rot90(K,2), 'full') (130)
+    "p_from_f": "112-120",  # W' * er, cut into maps
+    "p_from_c": "121-132",  # sum of convn(er{j}, rot90(K,2), 'full') (130)
     "p_from_c_line": "130",
-    "p_from_p": "133-136",       # the pool layer above's er, as is
-    "p_upsample": "138-148",     # repeat rows/columns, ./(zz*zz) (147)
+    "p_from_p": "133-136",  # the pool layer above's er, as is
+    "p_upsample": "138-148",  # repeat rows/columns, ./(zz*zz) (147)
     "c_from_f": "157-166",
-    "c_from_c": "167-168",       # error('not implemented yet- convolution layer with ...')
+    "c_from_c": "167-168",  # error('not implemented yet- convolution layer with ...')
     "c_from_p": "169-171",
     "c_act_soft": "172-180",
-    "c_act": "181-185",          # er{j} = applyactfunccnn(featuremaps{j}, act, 1, er{j})
-    "c_dK": "189-205",           # convn(X{j}, flip(er{ii}) in 3-D, 'valid') ./ N (201, 204)
+    "c_act": "181-185",  # er{j} = applyactfunccnn(featuremaps{j}, act, 1, er{j})
+    "c_dK": "189-205",  # convn(X{j}, flip(er{ii}) in 3-D, 'valid') ./ N (201, 204)
     "c_db": "206",
 }
 """Line numbers of the original ``bpcnn.m`` for each step (see :func:`step_report`)."""
-
 
 
 class DebuggerQuit(Exception):
@@ -77,6 +75,7 @@ class DebuggerQuit(Exception):
 
 
 # --------------------------------------------------------------------------- report
+
 
 @dataclass
 class Line:
@@ -100,8 +99,8 @@ class LayerStep:
     act_func: str
     title: str
     branch: str
-    er_shape: Optional[tuple] = None
-    er_norm: Optional[float] = None
+    er_shape: tuple | None = None
+    er_norm: float | None = None
     grad_norms: dict = field(default_factory=dict)
     grad_shapes: dict = field(default_factory=dict)
     matlab_shape: str = ""
@@ -133,7 +132,7 @@ class StepReport:
     e_before: np.ndarray
     e_after: np.ndarray
     layers: list
-    flag_source_line: Optional[int] = None
+    flag_source_line: int | None = None
     data: str = ""
 
     def layer(self, number):
@@ -145,13 +144,15 @@ class StepReport:
 
     def format(self, n_values=5):
         """The report as text (what ``python -m cnn step`` prints)."""
-        out = [f"bpcnn, step by step: {self.description}",
-               f"{self.mode} mode; {self.n_examples} examples"
-               + (f" ({self.data})" if self.data else "")
-               + f"; loss {self.loss_func}; CalcLastLayerActDerivative = {int(self.flag)}",
-               "Lines 'bpcnn.m:N' are the original MATLAB file's; Python: cnn/backward.py "
-               "bpcnn (see docs/backprop.md). Norms are Frobenius norms over the whole batch.",
-               ""]
+        out = [
+            f"bpcnn, step by step: {self.description}",
+            f"{self.mode} mode; {self.n_examples} examples"
+            + (f" ({self.data})" if self.data else "")
+            + f"; loss {self.loss_func}; CalcLastLayerActDerivative = {int(self.flag)}",
+            "Lines 'bpcnn.m:N' are the original MATLAB file's; Python: cnn/backward.py "
+            "bpcnn (see docs/backprop.md). Norms are Frobenius norms over the whole batch.",
+            "",
+        ]
         for s in self.layers:
             out.append(f"layer {s.layer}  {s.title}  [{s.branch}]")
             for ln in s.lines:
@@ -164,8 +165,9 @@ class StepReport:
                 nums = [f"er {_shape(s.er_shape)} ({s.matlab_shape}) norm {s.er_norm:.6e}"]
                 for name in ("dK", "dW", "db"):
                     if name in s.grad_norms:
-                        nums.append(f"{name} {_shape(s.grad_shapes[name])} norm "
-                                    f"{s.grad_norms[name]:.6e}")
+                        nums.append(
+                            f"{name} {_shape(s.grad_shapes[name])} norm {s.grad_norms[name]:.6e}"
+                        )
                 out.append(f"  {'=':<22} " + "; ".join(nums))
             for d in s.defects:
                 out.append(f"  {'!':<22} {d}")
@@ -283,68 +285,118 @@ def report_from_net(net, y, *, description=None, data=""):
     elif last.type == "c":
         e_after = np.asarray(flatten_maps(last.er), dtype=np.float64)
     else:  # a pool layer's er is stored upsampled: apply the flag again (act 'none')
-        e_after = (activations.backward(o, last.act_func, e_before, net.mode)
-                   if flag else e_before.copy())
+        e_after = (
+            activations.backward(o, last.act_func, e_before, net.mode) if flag else e_before.copy()
+        )
     py_flag = source_line(bpcnn, FLAG_NEEDLE)
 
     steps = []
     # ---------------------------------------------------------------- last layer
-    s = LayerStep(layer=L, type=last.type, act_func=last.act_func, title=_title(last),
-                  branch="the last layer")
+    s = LayerStep(
+        layer=L, type=last.type, act_func=last.act_func, title=_title(last), branch="the last layer"
+    )
     if last.type != "f":
-        s.lines.append(Line(MATLAB_LINES["flatten"], "its maps flattened (column-major, map by "
-                            "map) into outputs", f"outputs {_shape(o.shape)} (MATLAB "
-                            f"{o.shape[1]} x {N})"))
-    s.lines.append(Line(MATLAB_LINES["error"], "er = outputs - yy   (before the flag)",
-                        f"norm {_norm(e_before):.6e}; example 1: {_values(e_before[0], 5)}"))
+        s.lines.append(
+            Line(
+                MATLAB_LINES["flatten"],
+                "its maps flattened (column-major, map by map) into outputs",
+                f"outputs {_shape(o.shape)} (MATLAB {o.shape[1]} x {N})",
+            )
+        )
+    s.lines.append(
+        Line(
+            MATLAB_LINES["error"],
+            "er = outputs - yy   (before the flag)",
+            f"norm {_norm(e_before):.6e}; example 1: {_values(e_before[0], 5)}",
+        )
+    )
     if net.loss_func == "cros":
-        what = ("cnn.loss = -sum(y log o + (1-y) log(1-o)) / N (cross-entropy)"
-                if last.act_func == "sigm" else
-                "cnn.loss = -sum(y log o) / N (categorical; the original stops at lines "
-                f"{MATLAB_LINES['loss_cros_other']}, D8)")
+        what = (
+            "cnn.loss = -sum(y log o + (1-y) log(1-o)) / N (cross-entropy)"
+            if last.act_func == "sigm"
+            else "cnn.loss = -sum(y log o) / N (categorical; the original stops at lines "
+            f"{MATLAB_LINES['loss_cros_other']}, D8)"
+        )
         s.lines.append(Line(MATLAB_LINES["loss_cros"], what, f"loss {net.loss:.6g}"))
     else:
-        s.lines.append(Line(MATLAB_LINES["loss_quad"], "cnn.loss = sum((o - y).^2) / (2N)",
-                            f"loss {net.loss:.6g}"))
+        s.lines.append(
+            Line(
+                MATLAB_LINES["loss_quad"],
+                "cnn.loss = sum((o - y).^2) / (2N)",
+                f"loss {net.loss:.6g}",
+            )
+        )
     where = f" (cnn/backward.py:{py_flag})" if py_flag else ""
     if flag:
         act = last.act_func
-        deriv = {"sigm": "o(1-o)", "tanh": "1-o^2", "rect": "0.01+0.99[o>0]",
-                 "none": "o (D2)" if faithful else "1", "soft": "softmax Jacobian",
-                 "plus": "1-exp(-o)"}[act]
-        s.lines.append(Line(f"{MATLAB_LINES['flag']}-{MATLAB_LINES['flag_apply']}",
-                            f"if cnn.CalcLastLayerActDerivative == 1: flag 1, er = "
-                            f"applyactfunccnn(outputs, '{act}', 1, er) = {deriv} .* er{where}",
-                            f"after the flag: norm {_norm(e_after):.6e}; example 1: "
-                            f"{_values(e_after[0], 5)}"))
+        deriv = {
+            "sigm": "o(1-o)",
+            "tanh": "1-o^2",
+            "rect": "0.01+0.99[o>0]",
+            "none": "o (D2)" if faithful else "1",
+            "soft": "softmax Jacobian",
+            "plus": "1-exp(-o)",
+        }[act]
+        s.lines.append(
+            Line(
+                f"{MATLAB_LINES['flag']}-{MATLAB_LINES['flag_apply']}",
+                f"if cnn.CalcLastLayerActDerivative == 1: flag 1, er = "
+                f"applyactfunccnn(outputs, '{act}', 1, er) = {deriv} .* er{where}",
+                f"after the flag: norm {_norm(e_after):.6e}; example 1: {_values(e_after[0], 5)}",
+            )
+        )
     else:
-        s.lines.append(Line(MATLAB_LINES["flag"], f"if cnn.CalcLastLayerActDerivative == 1: "
-                            f"flag 0, er stays outputs - yy{where}",
-                            f"after the flag: norm {_norm(e_after):.6e} (unchanged)"))
+        s.lines.append(
+            Line(
+                MATLAB_LINES["flag"],
+                f"if cnn.CalcLastLayerActDerivative == 1: flag 0, er stays outputs - yy{where}",
+                f"after the flag: norm {_norm(e_after):.6e} (unchanged)",
+            )
+        )
     if last.type == "f":
-        s.lines.append(Line(MATLAB_LINES["last_f"], "FC last: er{1} = er; dW = er{1} * "
-                            f"outputs{{{L - 1}}}' / N; db = mean(er{{1}}, 2)"))
+        s.lines.append(
+            Line(
+                MATLAB_LINES["last_f"],
+                "FC last: er{1} = er; dW = er{1} * "
+                f"outputs{{{L - 1}}}' / N; db = mean(er{{1}}, 2)",
+            )
+        )
         _grads(s, last, ("dW", "db"))
     elif last.type == "p":
-        s.lines.append(Line(MATLAB_LINES["last_p"], f"pool last: er cut into {last.n_maps} "
-                            f"maps, each row and column repeated {last.rate} times"
-                            + ("" if faithful else f", divided by {last.rate}^2")))
+        s.lines.append(
+            Line(
+                MATLAB_LINES["last_p"],
+                f"pool last: er cut into {last.n_maps} "
+                f"maps, each row and column repeated {last.rate} times"
+                + ("" if faithful else f", divided by {last.rate}^2"),
+            )
+        )
         if faithful:
-            s.defects.append(f"D4 (faithful): not divided by r^2 = {last.rate ** 2} "
-                             f"(bpcnn.m:{MATLAB_LINES['last_p_upsample']}); every gradient "
-                             f"below is {last.rate ** 2} times too large")
+            s.defects.append(
+                f"D4 (faithful): not divided by r^2 = {last.rate**2} "
+                f"(bpcnn.m:{MATLAB_LINES['last_p_upsample']}); every gradient "
+                f"below is {last.rate**2} times too large"
+            )
     else:
-        s.lines.append(Line(MATLAB_LINES["last_c_cut"], f"conv last: er cut into "
-                            f"{last.n_maps} maps"))
-        s.lines.append(Line(MATLAB_LINES["last_c_dK"], "dK(:,:,kk) = mean(convn(X{j}, "
-                            "rot90(er{i},2), 'valid'), 3)" if faithful else
-                            "dK = sum_n X{j}(:,:,n) * er{i}(:,:,n) (valid correlation) / N"))
+        s.lines.append(
+            Line(MATLAB_LINES["last_c_cut"], f"conv last: er cut into {last.n_maps} maps")
+        )
+        s.lines.append(
+            Line(
+                MATLAB_LINES["last_c_dK"],
+                "dK(:,:,kk) = mean(convn(X{j}, rot90(er{i},2), 'valid'), 3)"
+                if faithful
+                else "dK = sum_n X{j}(:,:,n) * er{i}(:,:,n) (valid correlation) / N",
+            )
+        )
         s.lines.append(Line(MATLAB_LINES["last_c_db"], "db(i) = sum(er{i}(:)) / N"))
         _grads(s, last, ("dK", "db"))
         if faithful:
-            s.defects.append(f"D3 (faithful): the 3-D convn pairs example n with the error "
-                             f"of example N+1-n and does not divide by N "
-                             f"(bpcnn.m:{MATLAB_LINES['last_c_dK']})")
+            s.defects.append(
+                f"D3 (faithful): the 3-D convn pairs example n with the error "
+                f"of example N+1-n and does not divide by N "
+                f"(bpcnn.m:{MATLAB_LINES['last_c_dK']})"
+            )
     _er(s, last)
     steps.append(s)
 
@@ -353,96 +405,179 @@ def report_from_net(net, y, *, description=None, data=""):
     for l in range(L - 2, 0, -1):
         layer, above = layers[l], layers[l + 1]
         i = l + 1  # MATLAB layer number
-        s = LayerStep(layer=i, type=layer.type, act_func=layer.act_func, title=_title(layer),
-                      branch=f"{layer.type} <- {above.type}")
+        s = LayerStep(
+            layer=i,
+            type=layer.type,
+            act_func=layer.act_func,
+            title=_title(layer),
+            branch=f"{layer.type} <- {above.type}",
+        )
         s.lines.append(Line(MATLAB_LINES["loop"], f"for i = no_of_layers-1 : -1 : 1  (i = {i})"))
         if layer.type == "f":
-            s.lines.append(Line(MATLAB_LINES["f_er"], f"er{{1}} = f'(outputs) .* (W{{{i + 1}}}' "
-                                f"* er{{{i + 1}}}{{1}}), f' of '{layer.act_func}' from the "
-                                f"outputs"))
+            s.lines.append(
+                Line(
+                    MATLAB_LINES["f_er"],
+                    f"er{{1}} = f'(outputs) .* (W{{{i + 1}}}' "
+                    f"* er{{{i + 1}}}{{1}}), f' of '{layer.act_func}' from the "
+                    f"outputs",
+                )
+            )
             s.lines.append(Line(MATLAB_LINES["f_dW"], f"dW = er{{1}} * outputs{{{i - 1}}}' / N"))
             s.lines.append(Line(MATLAB_LINES["f_db"], "db = mean(er{1}, 2)"))
             _grads(s, layer, ("dW", "db"))
             if layer.act_func == "none" and faithful:
-                s.defects.append("D2 (faithful): the derivative of 'none' multiplies by the "
-                                 "output instead of 1: this layer's and every lower gradient "
-                                 "is wrong")
+                s.defects.append(
+                    "D2 (faithful): the derivative of 'none' multiplies by the "
+                    "output instead of 1: this layer's and every lower gradient "
+                    "is wrong"
+                )
         elif layer.type == "p":
             if above.type == "f":
-                s.lines.append(Line(MATLAB_LINES["p_from_f"], f"W{{{i + 1}}}' * er{{{i + 1}}}"
-                                    f"{{1}} cut into {layer.n_maps} maps "
-                                    f"{layer.height}x{layer.width}"))
+                s.lines.append(
+                    Line(
+                        MATLAB_LINES["p_from_f"],
+                        f"W{{{i + 1}}}' * er{{{i + 1}}}"
+                        f"{{1}} cut into {layer.n_maps} maps "
+                        f"{layer.height}x{layer.width}",
+                    )
+                )
             elif above.type == "c":
-                s.lines.append(Line(MATLAB_LINES["p_from_c"], "er{k} = sum over j of "
-                                    "convn(er{j}, rot90(K(:,:,kk),2), 'full')" if faithful else
-                                    "er{k} = sum over j of the full convolution of er{j} "
-                                    "with K(:,:,kk) (not rotated)"))
+                s.lines.append(
+                    Line(
+                        MATLAB_LINES["p_from_c"],
+                        "er{k} = sum over j of convn(er{j}, rot90(K(:,:,kk),2), 'full')"
+                        if faithful
+                        else "er{k} = sum over j of the full convolution of er{j} "
+                        "with K(:,:,kk) (not rotated)",
+                    )
+                )
                 if faithful:
-                    s.defects.append(f"D1 (faithful): the kernel is rotated by 180 degrees "
-                                     f"(bpcnn.m:{MATLAB_LINES['p_from_c_line']}); every conv "
-                                     f"layer below this point gets a wrong gradient")
+                    s.defects.append(
+                        f"D1 (faithful): the kernel is rotated by 180 degrees "
+                        f"(bpcnn.m:{MATLAB_LINES['p_from_c_line']}); every conv "
+                        f"layer below this point gets a wrong gradient"
+                    )
             else:
-                s.lines.append(Line(MATLAB_LINES["p_from_p"], f"er = er of layer {i + 1} "
-                                    f"(already at this size)"))
+                s.lines.append(
+                    Line(
+                        MATLAB_LINES["p_from_p"], f"er = er of layer {i + 1} (already at this size)"
+                    )
+                )
             below = layers[l - 1]
-            s.lines.append(Line(MATLAB_LINES["p_upsample"], f"upsample: rows and columns "
-                                f"repeated {layer.rate} times, ./(r*r) = /{layer.rate ** 2} -> "
-                                f"{below.height}x{below.width}"))
+            s.lines.append(
+                Line(
+                    MATLAB_LINES["p_upsample"],
+                    f"upsample: rows and columns "
+                    f"repeated {layer.rate} times, ./(r*r) = /{layer.rate**2} -> "
+                    f"{below.height}x{below.width}",
+                )
+            )
         elif layer.type == "c":
             if above.type == "f":
-                s.lines.append(Line(MATLAB_LINES["c_from_f"], f"W{{{i + 1}}}' * er{{{i + 1}}}"
-                                    f"{{1}} cut into {layer.n_maps} maps "
-                                    f"{layer.height}x{layer.width}"))
+                s.lines.append(
+                    Line(
+                        MATLAB_LINES["c_from_f"],
+                        f"W{{{i + 1}}}' * er{{{i + 1}}}"
+                        f"{{1}} cut into {layer.n_maps} maps "
+                        f"{layer.height}x{layer.width}",
+                    )
+                )
             elif above.type == "c":
-                s.lines.append(Line(MATLAB_LINES["c_from_c"], "conv <- conv: the original "
-                                    "stops here ('not implemented yet'); the port uses the "
-                                    "full convolution with K"
-                                    + (" rotated by 180 degrees, as the rate-1 pool "
-                                       "workaround does (D1)" if faithful else "")))
+                s.lines.append(
+                    Line(
+                        MATLAB_LINES["c_from_c"],
+                        "conv <- conv: the original "
+                        "stops here ('not implemented yet'); the port uses the "
+                        "full convolution with K"
+                        + (
+                            " rotated by 180 degrees, as the rate-1 pool workaround does (D1)"
+                            if faithful
+                            else ""
+                        ),
+                    )
+                )
                 if faithful:
-                    s.defects.append("D1 (faithful): error from the conv layer above with the "
-                                     "kernel rotated by 180 degrees")
+                    s.defects.append(
+                        "D1 (faithful): error from the conv layer above with the "
+                        "kernel rotated by 180 degrees"
+                    )
             else:
-                s.lines.append(Line(MATLAB_LINES["c_from_p"], f"er = er of pool layer {i + 1} "
-                                    f"(already upsampled)"))
+                s.lines.append(
+                    Line(
+                        MATLAB_LINES["c_from_p"],
+                        f"er = er of pool layer {i + 1} (already upsampled)",
+                    )
+                )
             if layer.act_func == "soft":
-                s.lines.append(Line(MATLAB_LINES["c_act_soft"], "softmax over maps: er{j} = "
-                                    "a{j} .* (er{j} - sum_k er{k} .* a{k})"))
+                s.lines.append(
+                    Line(
+                        MATLAB_LINES["c_act_soft"],
+                        "softmax over maps: er{j} = a{j} .* (er{j} - sum_k er{k} .* a{k})",
+                    )
+                )
             else:
-                s.lines.append(Line(MATLAB_LINES["c_act"], f"er{{j}} = f'(featuremaps{{j}}) "
-                                    f".* er{{j}}, f' of '{layer.act_func}' from the outputs"))
-            s.lines.append(Line(MATLAB_LINES["c_dK"], f"dK(:,:,kk) = sum_n X{{j}} (valid "
-                                f"correlation) er{{ii}} / N, X = maps of layer {i - 1}"))
+                s.lines.append(
+                    Line(
+                        MATLAB_LINES["c_act"],
+                        f"er{{j}} = f'(featuremaps{{j}}) "
+                        f".* er{{j}}, f' of '{layer.act_func}' from the outputs",
+                    )
+                )
+            s.lines.append(
+                Line(
+                    MATLAB_LINES["c_dK"],
+                    f"dK(:,:,kk) = sum_n X{{j}} (valid "
+                    f"correlation) er{{ii}} / N, X = maps of layer {i - 1}",
+                )
+            )
             s.lines.append(Line(MATLAB_LINES["c_db"], "db(ii) = sum(er{ii}(:)) / N"))
             _grads(s, layer, ("dK", "db"))
             if layer.act_func == "none" and faithful:
-                s.defects.append("D2 (faithful): the derivative of 'none' multiplies by the "
-                                 "output instead of 1")
+                s.defects.append(
+                    "D2 (faithful): the derivative of 'none' multiplies by the output instead of 1"
+                )
             if conv_above and faithful:
-                s.defects.append("wrong gradient in faithful mode: a conv layer above passed "
-                                 "its error down with the rotated kernel (D1)")
+                s.defects.append(
+                    "wrong gradient in faithful mode: a conv layer above passed "
+                    "its error down with the rotated kernel (D1)"
+                )
             conv_above = True
         _er(s, layer)
         steps.append(s)
 
     inp = layers[0]
     s = LayerStep(layer=1, type="i", act_func="none", title=_title(inp), branch="input")
-    s.lines.append(Line(MATLAB_LINES["loop"], "for i = ... : 1 (i = 1): no branch for an "
-                        "input layer, nothing is computed"))
+    s.lines.append(
+        Line(
+            MATLAB_LINES["loop"],
+            "for i = ... : 1 (i = 1): no branch for an input layer, nothing is computed",
+        )
+    )
     steps.append(s)
 
-    return StepReport(description=description or _describe(net), mode=net.mode,
-                      loss_func=net.loss_func, flag=flag, loss=float(net.loss), n_examples=N,
-                      e_before=e_before, e_after=e_after, layers=steps,
-                      flag_source_line=py_flag, data=data)
+    return StepReport(
+        description=description or _describe(net),
+        mode=net.mode,
+        loss_func=net.loss_func,
+        flag=flag,
+        loss=float(net.loss),
+        n_examples=N,
+        e_before=e_before,
+        e_after=e_after,
+        layers=steps,
+        flag_source_line=py_flag,
+        data=data,
+    )
 
 
 def _title(layer):
     if layer.type == "i":
         return f"i  input {layer.n_maps} x {layer.height}x{layer.width}"
     if layer.type == "c":
-        return (f"c {layer.act_func}  {layer.n_maps} maps {layer.kernel_height}x"
-                f"{layer.kernel_width} -> {layer.height}x{layer.width}")
+        return (
+            f"c {layer.act_func}  {layer.n_maps} maps {layer.kernel_height}x"
+            f"{layer.kernel_width} -> {layer.height}x{layer.width}"
+        )
     if layer.type == "p":
         return f"p {layer.method}  rate {layer.rate} -> {layer.height}x{layer.width}"
     return f"f {layer.act_func}  {layer.n_nodes} nodes"
@@ -450,10 +585,14 @@ def _title(layer):
 
 def _describe(net):
     return "-".join(
-        {"i": lambda L: f"{L.height}x{L.width}",
-         "c": lambda L: f"c({L.act_func} {L.n_maps}, {L.kernel_height}x{L.kernel_width})",
-         "p": lambda L: f"p{L.rate}",
-         "f": lambda L: f"f({L.act_func} {L.n_nodes})"}[L.type](L) for L in net.layers)
+        {
+            "i": lambda L: f"{L.height}x{L.width}",
+            "c": lambda L: f"c({L.act_func} {L.n_maps}, {L.kernel_height}x{L.kernel_width})",
+            "p": lambda L: f"p{L.rate}",
+            "f": lambda L: f"f({L.act_func} {L.n_nodes})",
+        }[L.type](L)
+        for L in net.layers
+    )
 
 
 def _grads(s, layer, names):
@@ -472,6 +611,7 @@ def _er(s, layer):
 
 
 # --------------------------------------------------------------------------- debugger
+
 
 def debug_bpcnn(net, y, *, stdin=None, stdout=None):
     """Run ``bpcnn(net, y)`` under :class:`pdb.Pdb`, stopping at the flag line.
@@ -501,9 +641,13 @@ def debug_bpcnn(net, y, *, stdin=None, stdout=None):
     # means "run until a breakpoint" (pdb.Pdb.runcall would stop at bpcnn's first line).
     dbg.botframe = sys._getframe()
     dbg.set_continue()
-    print(f"pdb: stopping in cnn.backward.bpcnn at {Path(path).name}:{line}, the flag test "
-          f"(bpcnn.m:{MATLAB_LINES['flag']}). Try: p e[:2], p net.calc_last_layer_act_derivative"
-          f", n, s, l, c (continue), q (quit)", file=stdout or sys.stdout, flush=True)
+    print(
+        f"pdb: stopping in cnn.backward.bpcnn at {Path(path).name}:{line}, the flag test "
+        f"(bpcnn.m:{MATLAB_LINES['flag']}). Try: p e[:2], p net.calc_last_layer_act_derivative"
+        f", n, s, l, c (continue), q (quit)",
+        file=stdout or sys.stdout,
+        flush=True,
+    )
     sys.settrace(dbg.trace_dispatch)
     try:
         backward.bpcnn(net, y)
@@ -516,6 +660,7 @@ def debug_bpcnn(net, y, *, stdin=None, stdout=None):
 
 
 # --------------------------------------------------------------------------- plot
+
 
 def plot_error_norms(reports, path, *, title=None):
     """Bar chart of each layer's ``||er||`` (log scale), one bar group per report.
@@ -536,8 +681,7 @@ def plot_error_norms(reports, path, *, title=None):
     labels = list(reports)
     first = reports[labels[0]]
     layers = [s for s in first.layers if s.er_norm is not None]
-    names = [f"{s.layer}\n{s.type} {s.act_func if s.type in 'cf' else ''}".strip()
-             for s in layers]
+    names = [f"{s.layer}\n{s.type} {s.act_func if s.type in 'cf' else ''}".strip() for s in layers]
     width = 0.8 / len(labels)
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(layers), 3.6))
     for k, label in enumerate(labels):
@@ -568,18 +712,33 @@ def error_maps_figure(net, *, example=0, max_maps=None, title=None, ncols=10):
         er = np.asarray(layer.er, dtype=np.float64)[example]
         kind = f"{layer.type} {layer.act_func}" if layer.type != "p" else f"p rate {layer.rate}"
         label = f"layer {l}\n{kind}\nmax|er| {float(np.abs(er).max()):.2g}"
-        if er.ndim == 1:   # an FC layer: er{1}(:, n), outputs numbered from 1 as in MATLAB
-            blocks.append({"label": label, "maps": er, "signed": True, "cbar": "er",
-                           "names": [str(i + 1) for i in range(er.size)],
-                           "strip_title": f"er{{1}}: {er.size} values"})
+        if er.ndim == 1:  # an FC layer: er{1}(:, n), outputs numbered from 1 as in MATLAB
+            blocks.append(
+                {
+                    "label": label,
+                    "maps": er,
+                    "signed": True,
+                    "cbar": "er",
+                    "names": [str(i + 1) for i in range(er.size)],
+                    "strip_title": f"er{{1}}: {er.size} values",
+                }
+            )
         else:
             m = er.shape[0] if max_maps is None else min(max_maps, er.shape[0])
-            blocks.append({"label": label, "maps": er[:m], "signed": True, "cbar": "er",
-                           "names": [f"er{{{j + 1}}}" for j in range(m)]})
+            blocks.append(
+                {
+                    "label": label,
+                    "maps": er[:m],
+                    "signed": True,
+                    "cbar": "er",
+                    "names": [f"er{{{j + 1}}}" for j in range(m)],
+                }
+            )
     if not blocks:
         raise ValueError("plot_error_maps needs a network after bpcnn(net, y)")
-    return plots.map_grid(blocks, ncols=ncols,
-                          title=title or f"er of example {example + 1} per layer")
+    return plots.map_grid(
+        blocks, ncols=ncols, title=title or f"er of example {example + 1} per layer"
+    )
 
 
 def plot_error_maps(net, path, *, example=0, max_maps=None, title=None):
@@ -610,5 +769,4 @@ def plot_error_maps(net, path, *, example=0, max_maps=None, title=None):
     """
     from . import plots
 
-    return plots.save(error_maps_figure(net, example=example, max_maps=max_maps, title=title),
-                      path)
+    return plots.save(error_maps_figure(net, example=example, max_maps=max_maps, title=title), path)

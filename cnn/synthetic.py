@@ -20,14 +20,28 @@ SYNTHETIC_TEST_SEED = 59224
 
 # Seven-segment strokes in a unit box (x to the right, y down), and the strokes of each digit.
 _SEGMENTS = {
-    "a": (0.0, 0.0, 1.0, 0.0), "b": (1.0, 0.0, 1.0, 0.5), "c": (1.0, 0.5, 1.0, 1.0),
-    "d": (0.0, 1.0, 1.0, 1.0), "e": (0.0, 0.5, 0.0, 1.0), "f": (0.0, 0.0, 0.0, 0.5),
+    "a": (0.0, 0.0, 1.0, 0.0),
+    "b": (1.0, 0.0, 1.0, 0.5),
+    "c": (1.0, 0.5, 1.0, 1.0),
+    "d": (0.0, 1.0, 1.0, 1.0),
+    "e": (0.0, 0.5, 0.0, 1.0),
+    "f": (0.0, 0.0, 0.0, 0.5),
     "g": (0.0, 0.5, 1.0, 0.5),
-    "s": (1.0, 0.0, 0.35, 1.0),   # the slanted stroke of a 7
-    "m": (0.5, 0.0, 0.5, 1.0),    # the middle stroke of a 1
+    "s": (1.0, 0.0, 0.35, 1.0),  # the slanted stroke of a 7
+    "m": (0.5, 0.0, 0.5, 1.0),  # the middle stroke of a 1
 }
-_DIGIT_STROKES = ("abcdef", "m", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "as",
-                  "abcdefg", "abcdfg")
+_DIGIT_STROKES = (
+    "abcdef",
+    "m",
+    "abged",
+    "abgcd",
+    "fgbc",
+    "afgcd",
+    "afgedc",
+    "as",
+    "abcdefg",
+    "abcdfg",
+)
 
 
 def synthetic_digits(n, *, seed=SYNTHETIC_TRAIN_SEED, size=(28, 28)):
@@ -76,15 +90,16 @@ def synthetic_digits(n, *, seed=SYNTHETIC_TRAIN_SEED, size=(28, 28)):
         sel = np.array([name in _DIGIT_STROKES[d] for d in labels])
         if not sel.any():
             continue
-        u = np.array(_SEGMENTS[name])[None, :] + jitter[sel, s]       # (k, 4) unit coordinates
+        u = np.array(_SEGMENTS[name])[None, :] + jitter[sel, s]  # (k, 4) unit coordinates
         bw, bh, sl = box_w[sel, None], box_h[sel, None], slant[sel, None]
         x0 = cx[sel, None] + (u[:, [0]] - 0.5) * bw + sl * (u[:, [1]] - 0.5) * bh
         x1 = cx[sel, None] + (u[:, [2]] - 0.5) * bw + sl * (u[:, [3]] - 0.5) * bh
         y0 = cy[sel, None] + (u[:, [1]] - 0.5) * bh
         y1 = cy[sel, None] + (u[:, [3]] - 0.5) * bh
         dx, dy = x1 - x0, y1 - y0
-        t = np.clip(((px - x0) * dx + (py - y0) * dy) / np.maximum(dx * dx + dy * dy, 1e-12),
-                    0.0, 1.0)
+        t = np.clip(
+            ((px - x0) * dx + (py - y0) * dy) / np.maximum(dx * dx + dy * dy, 1e-12), 0.0, 1.0
+        )
         d = np.hypot(px - x0 - t * dx, py - y0 - t * dy)
         ink = np.clip(width[sel, None] / 2 + 0.5 - d, 0.0, 1.0)
         img[sel] = np.maximum(img[sel], ink)

@@ -50,9 +50,17 @@ from .synthetic import SYNTHETIC_TEST_SEED, SYNTHETIC_TRAIN_SEED, synthetic_digi
 
 CHECKPOINT_FORMAT = "cnn-train-checkpoint-1"
 DEFAULTS = {
-    "epochs": 1, "batch_size": 50, "learning_rate": 0.01, "flag": "auto", "mode": "faithful",
-    "example": 3, "loss": "auto", "dtype": "float64", "init_var": "cnn",
-    "out": "runs/train", "checkpoint_every": 200,
+    "epochs": 1,
+    "batch_size": 50,
+    "learning_rate": 0.01,
+    "flag": "auto",
+    "mode": "faithful",
+    "example": 3,
+    "loss": "auto",
+    "dtype": "float64",
+    "init_var": "cnn",
+    "out": "runs/train",
+    "checkpoint_every": 200,
 }
 """Defaults of the options; the example's own values (Example_MNIST_CNN.m)."""
 
@@ -90,6 +98,7 @@ class _StopAtBoundary(Exception):
 
 # --------------------------------------------------------------------------- configuration
 
+
 @dataclass
 class TrainConfig:
     """Settings of one training run. ``None`` means "not given": the default applies
@@ -102,10 +111,10 @@ class TrainConfig:
     batch_size: int | None = None
     learning_rate: float | None = None
     seed: int | None = None
-    flag: str | None = None            # "auto", "on", "off"
-    mode: str | None = None            # "faithful", "corrected"
-    example: int | None = None         # 1, 2, 3
-    loss: str | None = None            # "auto", "quad", "cros"
+    flag: str | None = None  # "auto", "on", "off"
+    mode: str | None = None  # "faithful", "corrected"
+    example: int | None = None  # 1, 2, 3
+    loss: str | None = None  # "auto", "quad", "cros"
     train_subset: int | None = None
     test_subset: int | None = None
     init: str | None = None
@@ -117,7 +126,7 @@ class TrainConfig:
     resume: str | None = None
     plots: str | None = None
     progress: bool = True
-    dtype: str | None = None           # "float64", "float32"
+    dtype: str | None = None  # "float64", "float32"
     synthetic: int | None = None
     verbose: bool = True
     overwrite: bool = False
@@ -129,8 +138,20 @@ _RESUMED_OPTIONS = ("checkpoint_every", "plots", "data_dir")
 
 
 # Settings that define the computation: fixed by a checkpoint when resuming.
-_RUN_SETTINGS = ("batch_size", "learning_rate", "seed", "flag", "mode", "example", "loss",
-                 "train_subset", "init", "init_var", "dtype", "synthetic")
+_RUN_SETTINGS = (
+    "batch_size",
+    "learning_rate",
+    "seed",
+    "flag",
+    "mode",
+    "example",
+    "loss",
+    "train_subset",
+    "init",
+    "init_var",
+    "dtype",
+    "synthetic",
+)
 
 
 @dataclass
@@ -141,8 +162,8 @@ class TrainResult:
     test_error: float
     misclassified: int
     n_test: int
-    train_time: float          # seconds of training in this call
-    total_train_time: float    # including earlier sessions of a resumed run
+    train_time: float  # seconds of training in this call
+    total_train_time: float  # including earlier sessions of a resumed run
     test_time: float
     batches_done: int
     out: Path
@@ -150,6 +171,7 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def _say(cfg, *lines):
     if cfg.verbose:
@@ -177,9 +199,17 @@ def load_network_file(path, var, mode, dtype):
     return load_cnn(path, var, mode=mode, dtype=dtype)
 
 
-
-def load_data(split, *, synthetic=None, subset=None, data_dir=None, download=True,
-              progress=True, size=(28, 28), verify=True):
+def load_data(
+    split,
+    *,
+    synthetic=None,
+    subset=None,
+    data_dir=None,
+    download=True,
+    progress=True,
+    size=(28, 28),
+    verify=True,
+):
     """Training or test data for a run: MNIST (first ``subset`` examples) or synthetic.
 
     Returns ``(x, y, description)``: ``x`` (N, H, W) float64 in [0, 1], ``y`` (N, 10)
@@ -192,13 +222,13 @@ def load_data(split, *, synthetic=None, subset=None, data_dir=None, download=Tru
         return x, y, f"synthetic digits ({split} set, {x.shape[0]} images)"
     from . import mnist
 
-    x, y = mnist.load_split(split, data_dir, download=download, progress=progress,
-                            verify=verify)
+    x, y = mnist.load_split(split, data_dir, download=download, progress=progress, verify=verify)
     where = mnist.mnist_dir(data_dir)
     if subset is not None:
         if subset > x.shape[0]:
-            raise UsageError(f"--{split}-subset {subset} is larger than the {x.shape[0]} "
-                             f"MNIST {split} images")
+            raise UsageError(
+                f"--{split}-subset {subset} is larger than the {x.shape[0]} MNIST {split} images"
+            )
         x, y = x[:subset], y[:subset]
     return x, y, f"MNIST {split} set from {where} ({x.shape[0]} images)"
 
@@ -229,15 +259,17 @@ def prepare_output_folder(path, option="--out"):
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create the {option} folder {out}: "
-                         f"{exc.strerror or exc}") from None
+        raise UsageError(
+            f"cannot create the {option} folder {out}: {exc.strerror or exc}"
+        ) from None
     try:
         fd, probe = tempfile.mkstemp(dir=out, prefix=".cnn-write-test-")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise UsageError(f"cannot write into the {option} folder {out}: "
-                         f"{exc.strerror or exc}") from None
+        raise UsageError(
+            f"cannot write into the {option} folder {out}: {exc.strerror or exc}"
+        ) from None
     return out
 
 
@@ -261,8 +293,12 @@ def _sigint_to_flag(state):
         if state["stop"]:
             raise KeyboardInterrupt
         state["stop"] = True
-        print("\ncnn: Ctrl-C: stopping after the current minibatch and writing a checkpoint "
-              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        print(
+            "\ncnn: Ctrl-C: stopping after the current minibatch and writing a checkpoint "
+            "(press Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -272,6 +308,7 @@ def _sigint_to_flag(state):
 
 
 # --------------------------------------------------------------------------- the run
+
 
 def _resolve(cfg):
     """Settings of the run: explicit options, else the checkpoint's, else the defaults."""
@@ -285,21 +322,26 @@ def _resolve(cfg):
             raise UsageError(f"no such checkpoint: {path}")
         meta = load_npz_meta(path)
         if meta.get("format") != CHECKPOINT_FORMAT:
-            raise UsageError(f"{path} is not a training checkpoint (written by 'cnn train'); "
-                             f"to start from a network file use --init")
+            raise UsageError(
+                f"{path} is not a training checkpoint (written by 'cnn train'); "
+                f"to start from a network file use --init"
+            )
         _check_meta(meta, path)
         stored = meta["settings"]
         for name in _RUN_SETTINGS:
             given = getattr(cfg, name)
             if given is not None and given != stored.get(name):
                 opt = "--" + ("lr" if name == "learning_rate" else name.replace("_", "-"))
-                raise UsageError(f"{path} was made with {opt} {stored.get(name)}; resuming "
-                                 f"with {opt} {given} would not continue the same run "
-                                 f"(leave the option out)")
+                raise UsageError(
+                    f"{path} was made with {opt} {stored.get(name)}; resuming "
+                    f"with {opt} {given} would not continue the same run "
+                    f"(leave the option out)"
+                )
             settings[name] = stored.get(name)
         settings["epochs"] = cfg.epochs if cfg.epochs is not None else stored["epochs"]
-        settings["test_subset"] = (cfg.test_subset if cfg.test_subset is not None
-                                   else stored.get("test_subset"))
+        settings["test_subset"] = (
+            cfg.test_subset if cfg.test_subset is not None else stored.get("test_subset")
+        )
         settings["out"] = cfg.out if cfg.out is not None else str(path.resolve().parent)
     else:
         for name in _RUN_SETTINGS + ("epochs", "out", "test_subset"):
@@ -339,44 +381,66 @@ def _resolve(cfg):
 
 def _check_meta(meta, path):
     """The fields of a checkpoint's meta that resuming relies on, with sane values."""
+
     def count(value, minimum):
-        return (isinstance(value, int) and not isinstance(value, bool)
-                and minimum <= value <= 2**31)
+        return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= 2**31
 
     def number(value):  # a finite float >= 0 (JSON gives int or float)
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and 0 <= value < float("inf"))
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and 0 <= value < float("inf")
+        )
 
     settings = meta.get("settings")
     problems = []
     if not isinstance(settings, dict):
         problems.append("settings")
         settings = {}
-    for name, value, minimum in (("batches_done", meta.get("batches_done"), 0),
-                                 ("train_examples", meta.get("train_examples"), 1),
-                                 ("settings.epochs", settings.get("epochs"), 0),
-                                 ("settings.batch_size", settings.get("batch_size"), 1)):
+    for name, value, minimum in (
+        ("batches_done", meta.get("batches_done"), 0),
+        ("train_examples", meta.get("train_examples"), 1),
+        ("settings.epochs", settings.get("epochs"), 0),
+        ("settings.batch_size", settings.get("batch_size"), 1),
+    ):
         if not count(value, minimum):
             problems.append(name)
     if not isinstance(meta.get("data_sha256"), str):
         problems.append("data_sha256")
     # every stored setting that resuming uses: None where allowed, else its type and range
-    valid = {"flag": ("auto", "on", "off"), "mode": ("faithful", "corrected"),
-             "loss": ("auto", "quad", "cros"), "dtype": ("float64", "float32")}
-    problems += [f"settings.{k}" for k, ok in valid.items()
-                 if not isinstance(settings.get(k), str) or settings.get(k) not in ok]
-    optional = {"synthetic": lambda v: count(v, 1), "train_subset": lambda v: count(v, 1),
-                "test_subset": lambda v: count(v, 1), "seed": lambda v: count(v, 0),
-                "example": lambda v: count(v, 1) and v <= 3, "init": lambda v: isinstance(v, str),
-                "init_var": lambda v: isinstance(v, str),
-                "learning_rate": lambda v: number(v) and v > 0}
-    problems += [f"settings.{k}" for k, ok in optional.items()
-                 if settings.get(k) is not None and not ok(settings.get(k))]
+    valid = {
+        "flag": ("auto", "on", "off"),
+        "mode": ("faithful", "corrected"),
+        "loss": ("auto", "quad", "cros"),
+        "dtype": ("float64", "float32"),
+    }
+    problems += [
+        f"settings.{k}"
+        for k, ok in valid.items()
+        if not isinstance(settings.get(k), str) or settings.get(k) not in ok
+    ]
+    optional = {
+        "synthetic": lambda v: count(v, 1),
+        "train_subset": lambda v: count(v, 1),
+        "test_subset": lambda v: count(v, 1),
+        "seed": lambda v: count(v, 0),
+        "example": lambda v: count(v, 1) and v <= 3,
+        "init": lambda v: isinstance(v, str),
+        "init_var": lambda v: isinstance(v, str),
+        "learning_rate": lambda v: number(v) and v > 0,
+    }
+    problems += [
+        f"settings.{k}"
+        for k, ok in optional.items()
+        if settings.get(k) is not None and not ok(settings.get(k))
+    ]
     if not number(meta.get("train_time", 0.0)):
         problems.append("train_time")
     if problems:
-        raise UsageError(f"{path}: the checkpoint's meta has no valid {', '.join(problems)}; "
-                         f"it cannot be resumed")
+        raise UsageError(
+            f"{path}: the checkpoint's meta has no valid {', '.join(problems)}; "
+            f"it cannot be resumed"
+        )
 
 
 def run_training(cfg, *, callback: Callable | None = None):
@@ -433,8 +497,10 @@ def _run_locked(cfg, s, meta, out, callback):
         net = load_npz(resumed_from)
         start = int(meta["batches_done"])
         if len(net.loss_array) != start:
-            raise UsageError(f"{resumed_from}: loss_array has {len(net.loss_array)} entries "
-                             f"but the checkpoint says {start} minibatches were done")
+            raise UsageError(
+                f"{resumed_from}: loss_array has {len(net.loss_array)} entries "
+                f"but the checkpoint says {start} minibatches were done"
+            )
         what = f"resumed from {resumed_from} after minibatch {start}"
     else:
         start = 0
@@ -445,44 +511,71 @@ def _run_locked(cfg, s, meta, out, callback):
             s["learning_rate"] = net.learning_rate
             what = f"from {s['init']}"
         else:
-            net = example_network(s["example"], seed=s["seed"], mode=s["mode"],
-                                  learning_rate=s["learning_rate"], dtype=dtype)
+            net = example_network(
+                s["example"],
+                seed=s["seed"],
+                mode=s["mode"],
+                learning_rate=s["learning_rate"],
+                dtype=dtype,
+            )
             what = f"Example {s['example']}, seed {s['seed']}"
         net.loss_func = s["loss"]
     C, H, W = net.input_shape
     if C != 1 or net.n_outputs != 10:
-        raise UsageError(f"the network takes {C} x {H}x{W} inputs and gives {net.n_outputs} "
-                         f"outputs; MNIST needs 1 x HxW inputs and 10 outputs")
+        raise UsageError(
+            f"the network takes {C} x {H}x{W} inputs and gives {net.n_outputs} "
+            f"outputs; MNIST needs 1 x HxW inputs and 10 outputs"
+        )
     if s["synthetic"] is None and (H, W) != (28, 28):
-        raise UsageError(f"the network takes {H}x{W} images; MNIST images are 28x28 "
-                         f"(use --synthetic N for other sizes)")
+        raise UsageError(
+            f"the network takes {H}x{W} images; MNIST images are 28x28 "
+            f"(use --synthetic N for other sizes)"
+        )
 
     # ---- the data
     progress = cfg.progress and cfg.verbose
-    x, y, train_desc = load_data("train", synthetic=s["synthetic"], subset=s["train_subset"],
-                                 data_dir=s["data_dir"], download=cfg.download,
-                                 progress=progress, size=(H, W), verify=s["verify"])
+    x, y, train_desc = load_data(
+        "train",
+        synthetic=s["synthetic"],
+        subset=s["train_subset"],
+        data_dir=s["data_dir"],
+        download=cfg.download,
+        progress=progress,
+        size=(H, W),
+        verify=s["verify"],
+    )
     n_test = s["test_subset"]
     if s["synthetic"] is not None and n_test is None:
         n_test = max(10, s["synthetic"] // 5)
-    tx, ty, test_desc = load_data("test", synthetic=n_test if s["synthetic"] else None,
-                                  subset=n_test, data_dir=s["data_dir"], download=cfg.download,
-                                  progress=progress, size=(H, W), verify=s["verify"])
+    tx, ty, test_desc = load_data(
+        "test",
+        synthetic=n_test if s["synthetic"] else None,
+        subset=n_test,
+        data_dir=s["data_dir"],
+        download=cfg.download,
+        progress=progress,
+        size=(H, W),
+        verify=s["verify"],
+    )
     m = x.shape[0]
     B = s["batch_size"]
     if m % B:
         opt = "--synthetic" if s["synthetic"] is not None else "--train-subset"
-        raise UsageError(f"--batch-size {B} does not divide the {m} training examples "
-                         f"(the original needs a whole number of minibatches); try "
-                         f"{opt} {m - m % B if m >= B else B}")
+        raise UsageError(
+            f"--batch-size {B} does not divide the {m} training examples "
+            f"(the original needs a whole number of minibatches); try "
+            f"{opt} {m - m % B if m >= B else B}"
+        )
     n_batches = m // B
     digest = _data_digest(x, y)
     if meta is not None:
         if meta.get("train_examples") != m or meta.get("data_sha256") != digest:
-            raise UsageError(f"{resumed_from} was made with other training data "
-                             f"({meta.get('train_examples')} examples, sha256 "
-                             f"{str(meta.get('data_sha256'))[:12]}...); now {m} examples, "
-                             f"sha256 {digest[:12]}...")
+            raise UsageError(
+                f"{resumed_from} was made with other training data "
+                f"({meta.get('train_examples')} examples, sha256 "
+                f"{str(meta.get('data_sha256'))[:12]}...); now {m} examples, "
+                f"sha256 {digest[:12]}..."
+            )
 
     # ---- loss and flag, as traincnn will set them
     last_act = net.layers[-1].act_func
@@ -497,8 +590,10 @@ def _run_locked(cfg, s, meta, out, callback):
     epochs = s["epochs"]
     total = epochs * n_batches
     if start > total:
-        raise UsageError(f"{resumed_from} is at minibatch {start}, past the end of "
-                         f"{epochs} epoch(s) of {n_batches}; raise --epochs")
+        raise UsageError(
+            f"{resumed_from} is at minibatch {start}, past the end of "
+            f"{epochs} epoch(s) of {n_batches}; raise --epochs"
+        )
 
     prefix = out / "checkpoint"
     ckpt = prefix.with_name("checkpoint.npz")
@@ -506,27 +601,37 @@ def _run_locked(cfg, s, meta, out, callback):
     earlier_time = float(meta.get("train_time", 0.0)) if meta else 0.0
 
     if s["kept_options"]:
-        _say(cfg, "resuming with the options of the run: " + ", ".join(s["kept_options"])
-             + " (give an option again to change it)")
-    _say(cfg,
-         f"data: {train_desc}; test: {test_desc}",
-         f"network ({what}; {net.mode} mode, {np.dtype(net.dtype).name}):",
-         *("  " + line for line in net.describe().splitlines()),
-         f"loss {loss}{' (auto)' if net.loss_func == 'auto' else ''}, "
-         f"CalcLastLayerActDerivative = {int(flag)}"
-         f"{' (derived as traincnn does)' if setting is None else ' (forced)'}, "
-         f"learning rate {net.learning_rate:g}",
-         f"{epochs} epoch(s) of {n_batches} minibatches of {B}"
-         + (f"; checkpoints every {every} minibatches" if every else "")
-         + f" -> {ckpt}")
+        _say(
+            cfg,
+            "resuming with the options of the run: "
+            + ", ".join(s["kept_options"])
+            + " (give an option again to change it)",
+        )
+    _say(
+        cfg,
+        f"data: {train_desc}; test: {test_desc}",
+        f"network ({what}; {net.mode} mode, {np.dtype(net.dtype).name}):",
+        *("  " + line for line in net.describe().splitlines()),
+        f"loss {loss}{' (auto)' if net.loss_func == 'auto' else ''}, "
+        f"CalcLastLayerActDerivative = {int(flag)}"
+        f"{' (derived as traincnn does)' if setting is None else ' (forced)'}, "
+        f"learning rate {net.learning_rate:g}",
+        f"{epochs} epoch(s) of {n_batches} minibatches of {B}"
+        + (f"; checkpoints every {every} minibatches" if every else "")
+        + f" -> {ckpt}",
+    )
 
     stored_settings = {k: s[k] for k in _RUN_SETTINGS}
     stored_settings["epochs"] = epochs
     stored_settings["test_subset"] = s["test_subset"]
     options = {name: s[name] for name in _RESUMED_OPTIONS}
     options["verify"] = s["verify"]
-    state = {"stop": False, "last_ckpt": resumed_from if start else None,
-             "last_done": start, "t0": time.perf_counter()}
+    state = {
+        "stop": False,
+        "last_ckpt": resumed_from if start else None,
+        "last_done": start,
+        "t0": time.perf_counter(),
+    }
 
     def checkpoint(done, finished=False):
         for i, name, arr in net.parameters():  # never store a network that cannot go on
@@ -534,13 +639,23 @@ def _run_locked(cfg, s, meta, out, callback):
                 raise training.NonFiniteError(
                     f"NaN/Inf in layer {i + 1} ({net.layers[i].type}) {name} after the update "
                     f"of minibatch {done} (epoch {(done - 1) // n_batches + 1}); try a smaller "
-                    f"learning rate")
+                    f"learning rate"
+                )
         meta_out = {
-            "format": CHECKPOINT_FORMAT, "batches_done": done, "n_batches_per_epoch": n_batches,
-            "epoch": done // n_batches, "batch_in_epoch": done % n_batches,
-            "epochs": epochs, "batch_size": B, "finished": finished,
-            "train_examples": m, "data_sha256": digest, "data": train_desc,
-            "loss_func": loss, "flag": bool(flag), "settings": stored_settings,
+            "format": CHECKPOINT_FORMAT,
+            "batches_done": done,
+            "n_batches_per_epoch": n_batches,
+            "epoch": done // n_batches,
+            "batch_in_epoch": done % n_batches,
+            "epochs": epochs,
+            "batch_size": B,
+            "finished": finished,
+            "train_examples": m,
+            "data_sha256": digest,
+            "data": train_desc,
+            "loss_func": loss,
+            "flag": bool(flag),
+            "settings": stored_settings,
             "options": options,
             "train_time": earlier_time + time.perf_counter() - state["t0"],
             "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -548,8 +663,9 @@ def _run_locked(cfg, s, meta, out, callback):
         try:
             write_checkpoint(prefix, net, meta_out)
         except OSError as exc:
-            raise TrainingError(f"cannot write the checkpoint {exc.filename or ckpt}: "
-                                f"{exc.strerror or exc}") from exc
+            raise TrainingError(
+                f"cannot write the checkpoint {exc.filename or ckpt}: {exc.strerror or exc}"
+            ) from exc
         state["last_ckpt"], state["last_done"] = ckpt, done
 
     def on_batch(net_, epoch, batch):
@@ -566,29 +682,46 @@ def _run_locked(cfg, s, meta, out, callback):
     state["t0"] = t0
     try:
         # NaN/Inf is reported by traincnn (NonFiniteError), not by numpy's warnings
-        with _sigint_to_flag(state), np.errstate(over="ignore", invalid="ignore",
-                                                 divide="ignore"):
-            training.traincnn(net, x, y, epochs, B, calc_last_layer_act_derivative=flag,
-                              verbose=cfg.verbose, progress=progress, callback=on_batch,
-                              start_batch=start)
+        with _sigint_to_flag(state), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            training.traincnn(
+                net,
+                x,
+                y,
+                epochs,
+                B,
+                calc_last_layer_act_derivative=flag,
+                verbose=cfg.verbose,
+                progress=progress,
+                callback=on_batch,
+                start_batch=start,
+            )
             checkpoint(total, finished=True)
     except _StopAtBoundary:
         done = state["last_done"]
         cmd = resume_command(ckpt, cfg.out)
-        raise Interrupted(f"interrupted after minibatch {done} of {total}; checkpoint written "
-                          f"to {ckpt}. Resume with: {cmd}", ckpt, done, cmd) from None
+        raise Interrupted(
+            f"interrupted after minibatch {done} of {total}; checkpoint written "
+            f"to {ckpt}. Resume with: {cmd}",
+            ckpt,
+            done,
+            cmd,
+        ) from None
     except KeyboardInterrupt:
         if state["last_ckpt"] is not None:
             cmd = resume_command(state["last_ckpt"], cfg.out)
-            msg = (f"interrupted; the last checkpoint ({state['last_ckpt']}, minibatch "
-                   f"{state['last_done']}) is kept. Resume with: {cmd}")
+            msg = (
+                f"interrupted; the last checkpoint ({state['last_ckpt']}, minibatch "
+                f"{state['last_done']}) is kept. Resume with: {cmd}"
+            )
         else:
             cmd, msg = None, "interrupted before the first checkpoint; nothing was saved"
         raise Interrupted(msg, state["last_ckpt"], state["last_done"], cmd) from None
     except training.NonFiniteError as exc:
         if state["last_ckpt"] is not None:
-            note = (f" (the last good checkpoint, minibatch {state['last_done']}, is "
-                    f"{state['last_ckpt']})")
+            note = (
+                f" (the last good checkpoint, minibatch {state['last_done']}, is "
+                f"{state['last_ckpt']})"
+            )
         else:
             note = " (no checkpoint was written)"
         raise type(exc)(str(exc) + note) from None
@@ -607,28 +740,59 @@ def _run_locked(cfg, s, meta, out, callback):
         files["mat"] = out / "net.mat"
         save_cnn(files["mat"], net)
         files["npz"] = out / "net.npz"
-        save_npz(files["npz"], net, {"test_error": err, "misclassified": wrong,
-                                     "n_test": int(tx.shape[0]), "settings": stored_settings,
-                                     "train_time": total_time})
+        save_npz(
+            files["npz"],
+            net,
+            {
+                "test_error": err,
+                "misclassified": wrong,
+                "n_test": int(tx.shape[0]),
+                "settings": stored_settings,
+                "train_time": total_time,
+            },
+        )
     except OSError as exc:
         raise TrainingError(f"cannot save the network into {out}: {exc}") from exc
     files.update(_write_plots(net, out, s["plots"], tx, true, pred, loss))
-    files["summary"] = _write_summary(out / "run.json", {
-        "test_error": err, "misclassified": wrong, "n_test": int(tx.shape[0]),
-        "train_time": total_time, "test_time": test_time, "batches_done": total,
-        "data": train_desc, "test_data": test_desc, "loss_func": loss, "flag": bool(flag),
-        "settings": stored_settings, "loss_array_last": net.loss_array[-1:],
-    })
+    files["summary"] = _write_summary(
+        out / "run.json",
+        {
+            "test_error": err,
+            "misclassified": wrong,
+            "n_test": int(tx.shape[0]),
+            "train_time": total_time,
+            "test_time": test_time,
+            "batches_done": total,
+            "data": train_desc,
+            "test_data": test_desc,
+            "loss_func": loss,
+            "flag": bool(flag),
+            "settings": stored_settings,
+            "loss_array_last": net.loss_array[-1:],
+        },
+    )
     if train_time < total_time - 1e-9:
         _say(cfg, f"training time: {train_time:.1f} s ({total_time:.1f} s in all sessions)")
     else:
         _say(cfg, f"training time: {train_time:.1f} s")
-    _say(cfg, f"test error is {err:.4f} ({wrong} of {tx.shape[0]} misclassified); "
-              f"test time {test_time:.1f} s",
-         "saved: " + ", ".join(str(p) for p in files.values()))
-    return TrainResult(net=net, test_error=err, misclassified=wrong, n_test=int(tx.shape[0]),
-                       train_time=train_time, total_train_time=total_time, test_time=test_time,
-                       batches_done=total, out=out, files=files)
+    _say(
+        cfg,
+        f"test error is {err:.4f} ({wrong} of {tx.shape[0]} misclassified); "
+        f"test time {test_time:.1f} s",
+        "saved: " + ", ".join(str(p) for p in files.values()),
+    )
+    return TrainResult(
+        net=net,
+        test_error=err,
+        misclassified=wrong,
+        n_test=int(tx.shape[0]),
+        train_time=train_time,
+        total_train_time=total_time,
+        test_time=test_time,
+        batches_done=total,
+        out=out,
+        files=files,
+    )
 
 
 def _refuse_to_overwrite(folder, out):
@@ -645,17 +809,20 @@ def _refuse_to_overwrite(folder, out):
             meta = load_npz_meta(ckpt)
         except (CNNFileError, OSError):
             meta = None  # not a readable checkpoint: nothing to resume from
-    if isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT and meta.get(
-            "finished"):
+    if isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT and meta.get("finished"):
         finished.append("checkpoint.npz")
     if finished:
-        raise UsageError(f"--out {folder} holds a finished run ({', '.join(finished)}); give "
-                         f"another --out, or --overwrite to replace it")
+        raise UsageError(
+            f"--out {folder} holds a finished run ({', '.join(finished)}); give "
+            f"another --out, or --overwrite to replace it"
+        )
     if isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT:
-        raise UsageError(f"{ckpt} holds an unfinished run (minibatch {meta.get('batches_done')} "
-                         f"of {meta.get('epochs')} epoch(s) x {meta.get('n_batches_per_epoch')}"
-                         f"); resume it with: {resume_command(ckpt, out)}; or give another "
-                         f"--out, or --overwrite to start again")
+        raise UsageError(
+            f"{ckpt} holds an unfinished run (minibatch {meta.get('batches_done')} "
+            f"of {meta.get('epochs')} epoch(s) x {meta.get('n_batches_per_epoch')}"
+            f"); resume it with: {resume_command(ckpt, out)}; or give another "
+            f"--out, or --overwrite to start again"
+        )
 
 
 def _write_summary(path, summary):
@@ -679,10 +846,15 @@ def _write_plots(net, out, plots_dir, tx, true, pred, loss):
         return files
     ylabel = "cross-entropy" if loss == "cros" else "quadratic loss"
     if net.loss_array:
-        files["loss_png"] = Path(plots.loss_curves(
-            {"minibatch loss": list(net.loss_array)}, out / "loss.png",
-            smooth=min(50, max(1, len(net.loss_array) // 20)),
-            title="training loss (each minibatch, before its update)", ylabel=ylabel))
+        files["loss_png"] = Path(
+            plots.loss_curves(
+                {"minibatch loss": list(net.loss_array)},
+                out / "loss.png",
+                smooth=min(50, max(1, len(net.loss_array) // 20)),
+                title="training loss (each minibatch, before its update)",
+                ylabel=ylabel,
+            )
+        )
     if plots_dir is not None:
         files.update(write_test_plots(net, plots_dir, tx, true, pred))
     return files
@@ -694,11 +866,19 @@ def write_test_plots(net, plots_dir, tx, true, pred):
 
     d = Path(plots_dir)
     d.mkdir(parents=True, exist_ok=True)
-    files = {"confusion_png": Path(plots.confusion_matrix(
-        true, pred, d / "confusion.png",
-        title=f"test error {np.count_nonzero(true != pred) / len(true):.4f}"))}
+    files = {
+        "confusion_png": Path(
+            plots.confusion_matrix(
+                true,
+                pred,
+                d / "confusion.png",
+                title=f"test error {np.count_nonzero(true != pred) / len(true):.4f}",
+            )
+        )
+    }
     if any(layer.type == "c" for layer in net.layers):
         files["kernels_png"] = Path(plots.first_layer_kernels(net, d / "kernels.png"))
-    files["feature_maps_png"] = Path(plots.feature_maps(net, tx[0], d / "feature_maps.png",
-                                                        true_label=int(true[0])))
+    files["feature_maps_png"] = Path(
+        plots.feature_maps(net, tx[0], d / "feature_maps.png", true_label=int(true[0]))
+    )
     return files

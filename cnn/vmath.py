@@ -61,9 +61,9 @@ def _bits_f64(typingctx, i):
 
 
 _INV_LN2 = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01   # ln 2 with 32 trailing zero bits
-_LN2_LO = 1.90821492927058770002e-10   # ln 2 - _LN2_HI
-_MAGIC = 4503599627371519.0            # 2^52 + 1023: k + _MAGIC has k + 1023 in its low bits
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 with 32 trailing zero bits
+_LN2_LO = 1.90821492927058770002e-10  # ln 2 - _LN2_HI
+_MAGIC = 4503599627371519.0  # 2^52 + 1023: k + _MAGIC has k + 1023 in its low bits
 
 _inline = nb.njit(cache=True, inline="always", fastmath={"contract"}, error_model="numpy")
 
@@ -88,7 +88,7 @@ def _exp_reduced(y):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    scale = _bits_f64(_f64_bits(kf + _MAGIC) << 52)   # 2^k
+    scale = _bits_f64(_f64_bits(kf + _MAGIC) << 52)  # 2^k
     return p * scale
 
 
@@ -117,11 +117,11 @@ def tanh(x):
     q = q * x2 - 0.053968253968253968254
     q = q * x2 + 0.13333333333333333333
     q = q * x2 - 0.33333333333333333333
-    small = math.copysign(x + x * (x2 * q), x)     # keeps -0.0
+    small = math.copysign(x + x * (x2 * q), x)  # keeps -0.0
     t = _exp_reduced(2.0 * min(max(ax, 0.5), 19.5))
     big = math.copysign(1.0 - 2.0 / (t + 1.0), x)
     res = small if ax < 0.55 else big
-    return x if math.isnan(x) else res         # NaN in, NaN out
+    return x if math.isnan(x) else res  # NaN in, NaN out
 
 
 @nb.njit(cache=True, fastmath={"contract"}, error_model="numpy")

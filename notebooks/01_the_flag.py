@@ -37,7 +37,7 @@ import numpy as np
 from IPython.display import Image, display
 
 ROOT = Path.cwd().resolve()
-while not (ROOT / "cnn").is_dir() and ROOT != ROOT.parent:   # the checkout's package
+while not (ROOT / "cnn").is_dir() and ROOT != ROOT.parent:  # the checkout's package
     ROOT = ROOT.parent
 sys.path.insert(0, str(ROOT))
 
@@ -101,19 +101,21 @@ cnn.add_fc_layer(net, 3, "sigm")
 # weights set by hand (larger than the initial ones) so that the outputs are not all near 1/2
 net.layers[-1].W = np.random.default_rng(3).normal(0.0, 0.7, (3, 16))
 x = np.random.default_rng(2).random((1, 4, 4))
-y = np.array([[0.0, 1.0, 0.0]])          # the true class is output 2 (1-based)
+y = np.array([[0.0, 1.0, 0.0]])  # the true class is output 2 (1-based)
 
 W, b = net.layers[-1].W, net.layers[-1].b
-x_flat = x[0].T.ravel()                  # column-major, as x(:) in MATLAB
+x_flat = x[0].T.ravel()  # column-major, as x(:) in MATLAB
 z = W @ x_flat + b
 o = 1 / (1 + np.exp(-z))
 e_off = o - y[0]
 e_on = e_off * o * (1 - o)
-i = 1                                    # output 2, the true class
+i = 1  # output 2, the true class
 print(f"z = {z[i]:.6f}, o = sigma(z) = {o[i]:.6f}, y = {y[0, i]:.0f}")
 print(f"flag off: delta = o - y           = {e_off[i]: .6f}")
-print(f"flag on:  delta = (o - y) o (1-o) = {e_off[i]: .6f} x {o[i] * (1 - o[i]):.6f} "
-      f"= {e_on[i]: .6f}")
+print(
+    f"flag on:  delta = (o - y) o (1-o) = {e_off[i]: .6f} x {o[i] * (1 - o[i]):.6f} "
+    f"= {e_on[i]: .6f}"
+)
 
 for flag, by_hand in ((False, e_off), (True, e_on)):
     work = net.copy()
@@ -133,6 +135,7 @@ for flag, by_hand in ((False, e_off), (True, e_on)):
 # $\bigl(J(p+\varepsilon) - J(p-\varepsilon)\bigr)/2\varepsilon$ of the reported loss,
 # $\varepsilon = 10^{-4}$, absolute tolerance $10^{-7}$. A small c(tanh)-p2-f(tanh)-f(sigm)
 # network, four random images, faithful mode.
+
 
 # %%
 def small_net(loss):
@@ -154,8 +157,10 @@ for loss, flag in (("cros", None), ("cros", True), ("quad", None)):
     report = cnn.gradient_checker(n, xs, ys)
     worst = max(c.norm_rel for c in report.checks)
     rows.append((loss, n.calc_last_layer_act_derivative, report.passed, worst))
-    print(f"loss {loss}, flag {int(n.calc_last_layer_act_derivative)}: "
-          f"{'PASS' if report.passed else 'FAIL'} (largest norm-relative difference {worst:.2e})")
+    print(
+        f"loss {loss}, flag {int(n.calc_last_layer_act_derivative)}: "
+        f"{'PASS' if report.passed else 'FAIL'} (largest norm-relative difference {worst:.2e})"
+    )
 
 assert rows[0][2], "flag off must pass against the cross-entropy"
 assert not rows[1][2], "flag on must fail against the cross-entropy"
@@ -173,10 +178,16 @@ for loss, flag in (("cros", True), ("quad", None)):
     cnn.backward.prepare_loss_and_flag(n, flag)
     cnn.ffcnn(n, xs)
     cnn.bpcnn(n, ys)
-    grads[loss] = [np.copy(getattr(layer, g)) for layer in n.layers
-                   for g in ("dK", "dW", "db") if getattr(layer, g, None) is not None]
-    print(f"loss_func {loss!r}, flag {int(n.calc_last_layer_act_derivative)}: "
-          f"reported loss {n.loss:.6f}")
+    grads[loss] = [
+        np.copy(getattr(layer, g))
+        for layer in n.layers
+        for g in ("dK", "dW", "db")
+        if getattr(layer, g, None) is not None
+    ]
+    print(
+        f"loss_func {loss!r}, flag {int(n.calc_last_layer_act_derivative)}: "
+        f"reported loss {n.loss:.6f}"
+    )
 diff = max(float(np.abs(a - b).max()) for a, b in zip(grads["cros"], grads["quad"], strict=True))
 print(f"largest difference between the two sets of gradients: {diff}")
 assert diff == 0.0
@@ -198,15 +209,18 @@ for label, flag in (("flag off (derived)", None), ("flag on (forced)", True)):
     cnn.traincnn(n, tx, ty, 3, 50, calc_last_layer_act_derivative=flag, verbose=False)
     results[label] = (n.loss_array, cnn.testcnn(n, vx, vy))
     print(f"{label}: test error {results[label][1]:.4f}")
-assert results["flag off (derived)"][1] < 0.3   # clearly better than chance (0.9)
+assert results["flag off (derived)"][1] < 0.3  # clearly better than chance (0.9)
 
 fig, ax = plt.subplots(figsize=(7, 3.5))
 for (label, (loss, err)), color in zip(results.items(), ("C0", "C3"), strict=True):
     steps = np.arange(1, len(loss) + 1)
     ax.plot(steps, loss, color=color, alpha=0.25, lw=0.7)
-    ax.plot(plots.moving_average(steps, 20, valid=True),
-            plots.moving_average(loss, 20, valid=True), color=color,
-            label=f"{label}: moving average of 20 (test error {err:.3f})")
+    ax.plot(
+        plots.moving_average(steps, 20, valid=True),
+        plots.moving_average(loss, 20, valid=True),
+        color=color,
+        label=f"{label}: moving average of 20 (test error {err:.3f})",
+    )
 ax.set_xlabel("minibatch")
 ax.set_ylabel("cross-entropy (reported)")
 ax.set_title("the faint lines: each minibatch")
@@ -230,8 +244,10 @@ summary = {}
 for key, run in res["runs"].items():
     err = 100 * np.asarray(run["test_error"])
     summary[key] = err.mean()
-    print(f"{res['settings'][key]['label']:24s} {err.mean():30.2f} ± {err.std(ddof=1):.2f}   "
-          + " ".join(f"{v:.2f}" for v in err))
+    print(
+        f"{res['settings'][key]['label']:24s} {err.mean():30.2f} ± {err.std(ddof=1):.2f}   "
+        + " ".join(f"{v:.2f}" for v in err)
+    )
 assert summary["off"] < summary["on"]
 assert np.allclose(res["runs"]["on"]["test_error"], res["runs"]["quad"]["test_error"])
 
@@ -251,8 +267,12 @@ ax1.set_xlabel("minibatch")
 ax1.set_ylabel(f"cross-entropy, mean of blocks of {block} minibatches")
 ax1.set_title("mean over 5 seeds, band: min-max")
 ax1.legend(fontsize=8)
-ax2.set_xticks(range(len(res["runs"])),
-               [res["settings"][k]["label"] for k in res["runs"]], rotation=20, ha="right")
+ax2.set_xticks(
+    range(len(res["runs"])),
+    [res["settings"][k]["label"] for k in res["runs"]],
+    rotation=20,
+    ha="right",
+)
 ax2.set_ylabel("test error (%)")
 ax2.set_title("each seed, and mean ± std")
 ax2.set_ylim(bottom=0)

@@ -41,7 +41,7 @@ import numpy as np
 from IPython.display import Image, display
 
 ROOT = Path.cwd().resolve()
-while not (ROOT / "cnn").is_dir() and ROOT != ROOT.parent:   # the checkout's package
+while not (ROOT / "cnn").is_dir() and ROOT != ROOT.parent:  # the checkout's package
     ROOT = ROOT.parent
 sys.path.insert(0, str(ROOT))
 
@@ -81,8 +81,7 @@ def same(name, ours, theirs, tol=1e-12):
 
 def maps(title, arrays, signed=True):
     """The maps of example 1 of one or more layers, one colour bar per layer."""
-    blocks = [{"label": label, "maps": a, "signed": signed, "cbar": "value"}
-              for label, a in arrays]
+    blocks = [{"label": label, "maps": a, "signed": signed, "cbar": "value"} for label, a in arrays]
     show(plots.map_grid(blocks, ncols=10, cell=0.8, title=title))
 
 
@@ -97,10 +96,10 @@ def maps(title, arrays, signed=True):
 net = cnn.example_network(3, seed=0)
 x, y = synthetic_split("train", 10)
 N = x.shape[0]
-loss_func, flag = backward.prepare_loss_and_flag(net)     # what traincnn does first
+loss_func, flag = backward.prepare_loss_and_flag(net)  # what traincnn does first
 cnn.ffcnn(net, x)
-cnn.bpcnn(net, y)                                       # the arrays each step is checked against
-L = net.layers                                          # L[l - 1] is MATLAB layer l
+cnn.bpcnn(net, y)  # the arrays each step is checked against
+L = net.layers  # L[l - 1] is MATLAB layer l
 for l, layer in enumerate(L, start=1):
     a = layer.featuremaps if layer.type in "icp" else layer.outputs
     act = layer.act_func if layer.type in "cf" else ""
@@ -179,8 +178,10 @@ port("return unflatten_maps(g, maps[1:]", backward._error_at_outputs)
 g5 = unflatten_maps(d6 @ L[5].W, (20, 4, 4))
 d5 = ref.upsample(g5, 2, (8, 8))
 same("delta^5", d5, L[4].er)
-maps("example 1: g^5 (at the pool outputs) and delta^5 (upsampled)",
-     [("g^5, 4x4", g5[0]), ("delta^5, 8x8", d5[0])])
+maps(
+    "example 1: g^5 (at the pool outputs) and delta^5 (upsampled)",
+    [("g^5, 4x4", g5[0]), ("delta^5, 8x8", d5[0])],
+)
 
 # %% [markdown]
 # ## Step 6 · the upper conv layer
@@ -216,14 +217,16 @@ print("K^4:", L[3].K.shape, "(maps j, input maps k, kh, kw)")
 
 # %%
 port("ops().conv_full(above.er, above.K", backward._error_at_outputs)
-g3_faithful = ref.conv_full(d4, L[3].K, flip=True)     # what the original computes
-g3_correct = ref.conv_full(d4, L[3].K, flip=False)     # the true gradient
+g3_faithful = ref.conv_full(d4, L[3].K, flip=True)  # what the original computes
+g3_correct = ref.conv_full(d4, L[3].K, flip=False)  # the true gradient
 d3 = ref.upsample(g3_faithful, 2, (20, 20))
 same("delta^3", d3, L[2].er)
 rel = np.linalg.norm(g3_faithful - g3_correct) / np.linalg.norm(g3_correct)
 print(f"||g3 (rot180) - g3 (correct)|| / ||g3 (correct)|| = {rel:.2f}")
-maps("example 1: the error at the outputs of layer 3, faithful (D1) and correct",
-     [("rot180(K)\n(faithful)", g3_faithful[0]), ("K\n(corrected)", g3_correct[0])])
+maps(
+    "example 1: the error at the outputs of layer 3, faithful (D1) and correct",
+    [("rot180(K)\n(faithful)", g3_faithful[0]), ("K\n(corrected)", g3_correct[0])],
+)
 
 # %% [markdown]
 # ## Step 8 · the lower conv layer
@@ -240,8 +243,7 @@ dK2 = ref.kernel_grad(L[0].featuremaps, d2, (9, 9)) / N
 same("delta^2", d2, L[1].er)
 same("dK^2", dK2, L[1].dK)
 same("db^2", ref.map_sums(d2) / N, L[1].db)
-maps("example 1: delta^2 and the kernel gradient dK^2",
-     [("delta^2", d2[0]), ("dK^2", dK2[:, 0])])
+maps("example 1: delta^2 and the kernel gradient dK^2", [("delta^2", d2[0]), ("dK^2", dK2[:, 0])])
 
 # %% [markdown]
 # ## The whole pass on the readable kernels

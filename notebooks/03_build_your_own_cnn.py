@@ -47,7 +47,7 @@ import numpy as np
 from IPython.display import Image, display
 
 ROOT = Path.cwd().resolve()
-while not (ROOT / "cnn").is_dir() and ROOT != ROOT.parent:   # the checkout's package
+while not (ROOT / "cnn").is_dir() and ROOT != ROOT.parent:  # the checkout's package
     ROOT = ROOT.parent
 sys.path.insert(0, str(ROOT))
 
@@ -114,16 +114,22 @@ print("parameters:", sum(a.size for _, _, a in net.parameters()))
 # %%
 cnn.traincnn(net, x_train, y_train, 6, 50, verbose=False)
 err = cnn.testcnn(net, x_test, y_test)
-print(f"loss {net.loss_func}, flag {int(net.calc_last_layer_act_derivative)}; "
-      f"test error {err:.4f} ({round(err * len(x_test))} of {len(x_test)}; chance 0.9)")
+print(
+    f"loss {net.loss_func}, flag {int(net.calc_last_layer_act_derivative)}; "
+    f"test error {err:.4f} ({round(err * len(x_test))} of {len(x_test)}; chance 0.9)"
+)
 assert err < 0.25
 
 loss = np.asarray(net.loss_array)
 steps = np.arange(1, loss.size + 1)
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.plot(steps, loss, color="C0", alpha=0.3, lw=0.7, label="each minibatch")
-ax.plot(plots.moving_average(steps, 30, valid=True), plots.moving_average(loss, 30, valid=True),
-        color="C0", label="moving average of 30")
+ax.plot(
+    plots.moving_average(steps, 30, valid=True),
+    plots.moving_average(loss, 30, valid=True),
+    color="C0",
+    label="moving average of 30",
+)
 for epoch in range(1, 6):
     ax.axvline(epoch * len(x_train) // 50 + 0.5, color="k", lw=0.5, ls=":")
 ax.set_xlabel("minibatch (dotted: epochs)")
@@ -153,7 +159,7 @@ true = y_test.argmax(axis=1)
 counts = plots.confusion(true, pred, 10)
 assert counts.trace() == len(true) - round(err * len(true))
 print(counts)
-with tempfile.TemporaryDirectory() as tmp:            # confusion_counts writes a PNG
+with tempfile.TemporaryDirectory() as tmp:  # confusion_counts writes a PNG
     path = plots.confusion_counts(counts, Path(tmp) / "confusion.png", title="synthetic 16x16")
     display(Image(path.read_bytes()))
 
@@ -167,7 +173,7 @@ with tempfile.TemporaryDirectory() as tmp:            # confusion_counts writes 
 # %%
 with tempfile.TemporaryDirectory() as tmp:
     path = Path(tmp) / "my_cnn.mat"
-    save_cnn(path, net, "cnn1", runtime=False)            # MATLAB: load('my_cnn.mat'); cnn1
+    save_cnn(path, net, "cnn1", runtime=False)  # MATLAB: load('my_cnn.mat'); cnn1
     print(f"{path.name}: {path.stat().st_size} bytes")
     again = load_cnn(path, "cnn1", mode="corrected")
 _, pred_again = cnn.predictcnn(again, x_test)

@@ -34,24 +34,40 @@ def compact(results, block):
     for r in results["runs"]:
         if r.get("status") != "ok":
             continue
-        s = runs.setdefault(r["setting"], {"seeds": [], "test_error": [], "misclassified": [],
-                                           "loss_cros": [], "loss_quad": [],
-                                           "grad_ratio_last": []})
+        s = runs.setdefault(
+            r["setting"],
+            {
+                "seeds": [],
+                "test_error": [],
+                "misclassified": [],
+                "loss_cros": [],
+                "loss_quad": [],
+                "grad_ratio_last": [],
+            },
+        )
         s["seeds"].append(r["seed"])
-        s["test_error"].append(r["test_error"][-1])        # after the last epoch
+        s["test_error"].append(r["test_error"][-1])  # after the last epoch
         s["misclassified"].append(r["misclassified"][-1])
         s["loss_cros"].append(_blocks(r["loss_cros"], block))
         s["loss_quad"].append(_blocks(r["loss_quad"], block))
         p = r["probe"]
-        s["grad_ratio_last"].append([float(f"{a / b:.6g}") for a, b in
-                                     zip(p["last_on"], p["last_off"], strict=True)])
+        s["grad_ratio_last"].append(
+            [float(f"{a / b:.6g}") for a, b in zip(p["last_on"], p["last_off"], strict=True)]
+        )
     probe_step = next(r["probe"]["step"] for r in results["runs"] if r.get("status") == "ok")
     meta = dict(results["meta"])
-    meta["derived_by"] = ("scripts/flag_results_json.py: loss curves are means over blocks of "
-                          f"{block} minibatches; grad_ratio_last = ||dW_last|| flag on / flag off "
-                          "on the same network state and minibatch, at probe_step")
-    return {"meta": meta, "block": block, "probe_step": probe_step,
-            "settings": results["settings"], "runs": runs}
+    meta["derived_by"] = (
+        "scripts/flag_results_json.py: loss curves are means over blocks of "
+        f"{block} minibatches; grad_ratio_last = ||dW_last|| flag on / flag off "
+        "on the same network state and minibatch, at probe_step"
+    )
+    return {
+        "meta": meta,
+        "block": block,
+        "probe_step": probe_step,
+        "settings": results["settings"],
+        "runs": runs,
+    }
 
 
 def main(argv=None):

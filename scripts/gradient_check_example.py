@@ -27,15 +27,19 @@ def main(argv=None):
     p.add_argument("--mode", choices=cnn.MODES, default="faithful")
     p.add_argument("--n", type=int, default=100, help="examples (default 100, as the original)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-per-array", type=int, default=None,
-                   help="check at most this many random elements per array")
+    p.add_argument(
+        "--max-per-array",
+        type=int,
+        default=None,
+        help="check at most this many random elements per array",
+    )
     args = p.parse_args(argv)
     if args.n < 1:
         p.error("--n must be >= 1")
 
     rng = np.random.default_rng(args.seed)
-    x = rng.random((args.n, 10, 10))                       # rand(10, 10, 100)
-    y = (rng.random((args.n, 6)) > 0.5).astype(float)      # 6 x 100 random 0/1 (transposed)
+    x = rng.random((args.n, 10, 10))  # rand(10, 10, 100)
+    y = (rng.random((args.n, 6)) > 0.5).astype(float)  # 6 x 100 random 0/1 (transposed)
     net = cnn.initcnn((10, 10), mode=args.mode, seed=args.seed)
     cnn.add_conv_layer(net, 3, 5, "plus")
     cnn.add_pool_layer(net, 2, "mean")

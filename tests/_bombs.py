@@ -27,8 +27,11 @@ def _el(mdtype, data):
 def _head(cls, dims, name, content_after):
     """The tag, flags, dims and name of a matrix whose remaining content is ``content_after``
     bytes long."""
-    body = (_el(miUINT32, struct.pack("<II", cls, 0))
-            + _el(miINT32, struct.pack(f"<{len(dims)}i", *dims)) + _el(miINT8, name))
+    body = (
+        _el(miUINT32, struct.pack("<II", cls, 0))
+        + _el(miINT32, struct.pack(f"<{len(dims)}i", *dims))
+        + _el(miINT8, name)
+    )
     return struct.pack("<II", miMATRIX, len(body) + content_after) + body
 
 
@@ -75,20 +78,20 @@ def mat_with_zero_member(struct_dict, rows=65536, cols=4096):
     # the marker's matrix element: find its dims, back up to its tag
     dims = _el(miINT32, struct.pack("<3i", 3, 7, 5))
     at = raw.index(dims) - 16 - 8
-    assert struct.unpack("<I", raw[at:at + 4])[0] == miMATRIX
-    old_len = 8 + struct.unpack("<I", raw[at + 4:at + 8])[0]
+    assert struct.unpack("<I", raw[at : at + 4])[0] == miMATRIX
+    old_len = 8 + struct.unpack("<I", raw[at + 4 : at + 8])[0]
     nbytes = rows * cols * 8
     head = _head(mxDOUBLE, (rows, cols), b"", 8 + nbytes) + struct.pack("<II", miDOUBLE, nbytes)
     new_len = len(head) + nbytes
     # every matrix element enclosing the marker grows by new_len - old_len
     raw = bytearray(raw)
     for o in range(0, at, 8):
-        tag, size = struct.unpack("<II", raw[o:o + 8])
+        tag, size = struct.unpack("<II", raw[o : o + 8])
         if tag == miMATRIX and size % 8 == 0 and o + 8 + size >= at + old_len:
-            raw[o + 4:o + 8] = struct.pack("<I", size + new_len - old_len)
+            raw[o + 4 : o + 8] = struct.pack("<I", size + new_len - old_len)
     raw = bytes(raw)
     prefix = raw[:at] + head
-    suffix = raw[at + old_len:]
+    suffix = raw[at + old_len :]
     chunk = bytes(1 << 22)
     n_chunks, rest = divmod(nbytes, len(chunk))
     assert rest == 0
@@ -112,5 +115,6 @@ def npy_header_only(shape, dtype="<f8", data=b"\0" * 16):
     """``.npy`` bytes whose header declares ``shape`` but which hold only ``data``."""
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(
-        buf, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
+        buf, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)}
+    )
     return buf.getvalue() + data

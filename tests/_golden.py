@@ -62,8 +62,13 @@ def build(d, mode="faithful"):
 def set_params(net, d, suffix):
     for l, layer in enumerate(net.layers, start=1):
         if layer.type == "c":
-            layer.K = kernels_from_matlab(d[f"L{l}_K{suffix}"], layer.n_maps, layer.n_prev_maps,
-                                          layer.kernel_height, layer.kernel_width)
+            layer.K = kernels_from_matlab(
+                d[f"L{l}_K{suffix}"],
+                layer.n_maps,
+                layer.n_prev_maps,
+                layer.kernel_height,
+                layer.kernel_width,
+            )
             layer.b = d[f"L{l}_b{suffix}"].ravel().astype(float)
         elif layer.type == "f":
             layer.W = np.ascontiguousarray(d[f"L{l}_W{suffix}"], dtype=float)
@@ -88,8 +93,9 @@ def expected_grad(net, d, l, name):
     layer = net.layers[l - 1]
     g = d[f"L{l}_{name}"]
     if name == "dK":
-        return kernels_from_matlab(g, layer.n_maps, layer.n_prev_maps, layer.kernel_height,
-                                   layer.kernel_width)
+        return kernels_from_matlab(
+            g, layer.n_maps, layer.n_prev_maps, layer.kernel_height, layer.kernel_width
+        )
     return g.ravel() if name == "db" else g
 
 
@@ -119,9 +125,17 @@ def check_backward(net, d):
 def check_params(net, d, suffix, what):
     for l, layer in enumerate(net.layers, start=1):
         if layer.type == "c":
-            close(layer.K, kernels_from_matlab(d[f"L{l}_K{suffix}"], layer.n_maps,
-                                               layer.n_prev_maps, layer.kernel_height,
-                                               layer.kernel_width), f"{what}: layer {l} K")
+            close(
+                layer.K,
+                kernels_from_matlab(
+                    d[f"L{l}_K{suffix}"],
+                    layer.n_maps,
+                    layer.n_prev_maps,
+                    layer.kernel_height,
+                    layer.kernel_width,
+                ),
+                f"{what}: layer {l} K",
+            )
         if layer.type in "cf":
             close(layer.b, d[f"L{l}_b{suffix}"].ravel(), f"{what}: layer {l} b")
         if layer.type == "f":
@@ -130,9 +144,15 @@ def check_params(net, d, suffix, what):
 
 def check_training(net, d):
     """traincnn from the current (initial) parameters, then testcnn/predictcnn."""
-    cnn.traincnn(net, images(d["train_x"]), targets(d["train_y"]), int(scalar(d, "epochs")),
-                 int(scalar(d, "batch_size")), calc_last_layer_act_derivative=forced_flag(d),
-                 verbose=False)
+    cnn.traincnn(
+        net,
+        images(d["train_x"]),
+        targets(d["train_y"]),
+        int(scalar(d, "epochs")),
+        int(scalar(d, "batch_size")),
+        calc_last_layer_act_derivative=forced_flag(d),
+        verbose=False,
+    )
     close(net.loss_array, d["loss_array"].ravel(), "loss_array")
     check_params(net, d, "t", "after training")
     test_x, test_y = images(d["test_x"]), targets(d["test_y"])

@@ -5,8 +5,7 @@ import numpy as np
 import cnn
 
 
-def build(spec, image=(8, 8), *, mode="corrected", loss="auto", seed=0, lr=0.1,
-          dtype=np.float64):
+def build(spec, image=(8, 8), *, mode="corrected", loss="auto", seed=0, lr=0.1, dtype=np.float64):
     """Build a network from a list of layer specs.
 
     ``("c", maps, kernel, act)``, ``("p", rate)``, ``("f", nodes, act)``.

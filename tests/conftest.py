@@ -14,8 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # the _golden and _nets helpers
 
 
 def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False,
-                     help="run tests marked slow (full MNIST)")
+    parser.addoption(
+        "--runslow", action="store_true", default=False, help="run tests marked slow (full MNIST)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -19,24 +19,38 @@ def test_machine_header_names_cpu_simd_blas_threading():
     r = {"machine": bench.machine_info()}
     text = bench.machine_header(r)
     assert "SIMD" in text and "BLAS:" in text and "Numba threading layer:" in text
-    assert r["machine"]["simd"] in ("AVX-512 (+FMA)", "AVX-512", "AVX2+FMA", "AVX2", "AVX",
-                                    "SSE", "none", "unknown")
+    assert r["machine"]["simd"] in (
+        "AVX-512 (+FMA)",
+        "AVX-512",
+        "AVX2+FMA",
+        "AVX2",
+        "AVX",
+        "SSE",
+        "none",
+        "unknown",
+    )
 
 
 def test_table_rows_with_and_without_torch():
-    r = {"train_float64": {"seconds_per_60k": 3.0}, "train_float32": {"seconds_per_60k": 2.0},
-         "train_float64_layers": {"seconds_per_60k": 6.0},
-         "busy": {"burners": 2, "ours": {"seconds_per_60k": 12.0}},
-         "testcnn": {"seconds_per_10k": 0.25},
-         "first_call": {"warm_seconds": 0.5, "cold_seconds": 10.0},
-         "peak_rss": {"bytes": 5e8, "vmhwm_bytes": 5e8, "images": 60000}}
+    r = {
+        "train_float64": {"seconds_per_60k": 3.0},
+        "train_float32": {"seconds_per_60k": 2.0},
+        "train_float64_layers": {"seconds_per_60k": 6.0},
+        "busy": {"burners": 2, "ours": {"seconds_per_60k": 12.0}},
+        "testcnn": {"seconds_per_10k": 0.25},
+        "first_call": {"warm_seconds": 0.5, "cold_seconds": 10.0},
+        "peak_rss": {"bytes": 5e8, "vmhwm_bytes": 5e8, "images": 60000},
+    }
     rows = {row[0]: row for row in bench.make_table(r)}
     assert rows["train float64, s/epoch (ours, layer-by-layer path)"][4] == "fused is 2.00x faster"
     busy = rows["busy machine: train float64 with 2 CPU burners (ours)"]
     assert busy[4] == "4.00x idle NO"
-    r["torch"] = {"train_float64": {"seconds_per_60k": 13.5},
-                  "train_float32": {"seconds_per_60k": 5.0},
-                  "test_float64": {"seconds_per_10k": 0.5}, "test_float32": {"seconds_per_10k": 0.4}}
+    r["torch"] = {
+        "train_float64": {"seconds_per_60k": 13.5},
+        "train_float32": {"seconds_per_60k": 5.0},
+        "test_float64": {"seconds_per_10k": 0.5},
+        "test_float32": {"seconds_per_10k": 0.4},
+    }
     rows = {row[0]: row for row in bench.make_table(r)}
     assert rows["train float64, s/epoch (ours, fused step)"][2] == "4.50"
     assert "4x yes (4.50x)" in rows["train float64, s/epoch (ours, fused step)"][4]
@@ -62,9 +76,12 @@ def test_torch_gets_its_own_openmp_defaults(monkeypatch):
 
 
 def test_interleaved_rows_min_median_max_and_per_round_ratio():
-    il = {"rounds": 3, "images": 500,
-          "seconds_per_60k": {"ours_float64": [3.0, 4.0, 3.5], "torch_float64": [12.0, 12.0, 21.0]},
-          "torch_over_ours": {"float64": [4.0, 3.0, 6.0]}}
+    il = {
+        "rounds": 3,
+        "images": 500,
+        "seconds_per_60k": {"ours_float64": [3.0, 4.0, 3.5], "torch_float64": [12.0, 12.0, 21.0]},
+        "torch_over_ours": {"float64": [4.0, 3.0, 6.0]},
+    }
     rows = {row[0]: row[1:] for row in bench.interleaved_rows(il)}
     assert rows["ours float64, s/epoch"] == ("3.000 s", "3.500 s", "4.000 s")
     assert rows["torch / ours float64, per round"] == ("3.00x", "4.00x", "6.00x")

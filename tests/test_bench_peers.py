@@ -36,8 +36,9 @@ def test_import_does_not_import_torch():
     root = str(Path(__file__).resolve().parents[1])
     code = "import sys, cnn.bench_peers, cnn.bench; print('torch' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -84,8 +85,9 @@ def test_torch_gradients_equal_numpy(tiny):
     gn = bp.numpy_gradients(params, x, y)
     gt = bp.torch_gradients(params, x, y, dtype="float64")
     for k in bp.PARAM_SHAPES:
-        np.testing.assert_allclose(gt[k], gn[k], rtol=1e-9, atol=1e-12 * np.max(np.abs(gn[k])),
-                                   err_msg=k)
+        np.testing.assert_allclose(
+            gt[k], gn[k], rtol=1e-9, atol=1e-12 * np.max(np.abs(gn[k])), err_msg=k
+        )
     torch = pytest.importorskip("torch")
     gt2 = bp.torch_gradients(params, x, y, dtype=torch.float64)
     for k in gt:  # torch's threaded CPU kernels are not bitwise reproducible: round-off only
@@ -119,8 +121,16 @@ def test_one_sgd_step_torch_equals_naive():
 
 
 def _check_epoch_result(r, images):
-    for key in ("peer", "dtype", "threads", "batch_size", "seconds", "images",
-                "seconds_per_60k", "loss"):
+    for key in (
+        "peer",
+        "dtype",
+        "threads",
+        "batch_size",
+        "seconds",
+        "images",
+        "seconds_per_60k",
+        "loss",
+    ):
         assert key in r, key
     assert r["images"] == images and r["batch_size"] == 50
     assert r["seconds"] > 0 and np.isfinite(r["seconds"])

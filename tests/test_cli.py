@@ -24,8 +24,13 @@ COMMANDS = ["train", "test", "compare", "gradcheck", "step", "bench"]
 
 
 def _run(*argv, timeout=120):
-    return subprocess.run([sys.executable, "-m", "cnn", *argv], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cnn", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _one_error_line(err, command=None):
@@ -62,6 +67,7 @@ def saved(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- help, errors
+
 
 def test_help_as_a_program():
     r = _run("--help")
@@ -113,32 +119,47 @@ def test_bad_arguments_as_a_program():
     assert "invalid choice: 'huge'" in _one_error_line(r.stderr)
 
 
-@pytest.mark.parametrize("argv, text", [
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-    (["--frob"], "unrecognized arguments: --frob"),
-    (["train", "--batch-size", "0"], "--batch-size"),
-    (["train", "--lr", "nan"], "--lr"),
-    (["train", "--mode", "fast"], "invalid choice: 'fast'"),
-    (["train", "--flag", "2"], "--flag"),
-    (["train", "--example", "4"], "--example"),
-    (["train", "--dtype", "float16"], "--dtype"),
-    (["test"], "NETWORK"),
-    (["test", "a.npz", "--synthetic", "-5"], "--synthetic"),
-    (["gradcheck", "--mode", "none"], "--mode"),
-    (["gradcheck", "--loss", "l2"], "--loss"),
-    (["gradcheck", "--max-per-array", "0"], "--max-per-array"),
-    (["step", "--batch-size", "x"], "--batch-size"),
-    (["step", "--minibatch", "0"], "--minibatch"),
-    (["step", "--flag", "yes"], "--flag"),
-    (["train", "--synthetic", "25", "--batch-size", "10"], "does not divide"),
-    (["train", "--init", "nonexistent.mat"], "no such network file"),
-    (["train", "--resume", "nonexistent.npz"], "no such checkpoint"),
-    (["test", "nonexistent.npz"], "no such network file"),
-    (["step", "--init", "nonexistent.npz", "--synthetic", "10"], "no such network file"),
-    (["step", "--synthetic", "10", "--batch-size", "10", "--minibatch", "2"], "needs 20"),
-    (["gradcheck", "--net", "fc-only", "--loss", "cros", "--mode", "corrected",
-      "--net", "none-hidden"], None),
-])
+@pytest.mark.parametrize(
+    "argv, text",
+    [
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["--frob"], "unrecognized arguments: --frob"),
+        (["train", "--batch-size", "0"], "--batch-size"),
+        (["train", "--lr", "nan"], "--lr"),
+        (["train", "--mode", "fast"], "invalid choice: 'fast'"),
+        (["train", "--flag", "2"], "--flag"),
+        (["train", "--example", "4"], "--example"),
+        (["train", "--dtype", "float16"], "--dtype"),
+        (["test"], "NETWORK"),
+        (["test", "a.npz", "--synthetic", "-5"], "--synthetic"),
+        (["gradcheck", "--mode", "none"], "--mode"),
+        (["gradcheck", "--loss", "l2"], "--loss"),
+        (["gradcheck", "--max-per-array", "0"], "--max-per-array"),
+        (["step", "--batch-size", "x"], "--batch-size"),
+        (["step", "--minibatch", "0"], "--minibatch"),
+        (["step", "--flag", "yes"], "--flag"),
+        (["train", "--synthetic", "25", "--batch-size", "10"], "does not divide"),
+        (["train", "--init", "nonexistent.mat"], "no such network file"),
+        (["train", "--resume", "nonexistent.npz"], "no such checkpoint"),
+        (["test", "nonexistent.npz"], "no such network file"),
+        (["step", "--init", "nonexistent.npz", "--synthetic", "10"], "no such network file"),
+        (["step", "--synthetic", "10", "--batch-size", "10", "--minibatch", "2"], "needs 20"),
+        (
+            [
+                "gradcheck",
+                "--net",
+                "fc-only",
+                "--loss",
+                "cros",
+                "--mode",
+                "corrected",
+                "--net",
+                "none-hidden",
+            ],
+            None,
+        ),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(argv, text, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = cli.main(argv)
@@ -154,7 +175,8 @@ def test_cross_entropy_needs_a_sigmoid_output(capsys):
     code = cli.main(["gradcheck", "--net", "pool-last", "--loss", "cros"])
     assert code == 2
     assert "loss_func='cros' needs a 'sigm' or 'soft' last layer" in _one_error_line(
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
 def test_unexpected_error_one_line_then_traceback_with_debug(capsys, monkeypatch):
@@ -184,16 +206,21 @@ def test_missing_mnist_says_where_to_put_the_files(saved, capsys, tmp_path):
 
 
 def test_missing_mnist_as_a_program(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "cnn", "train", "--no-download", "--out",
-                        str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True,
-                       timeout=120, env={**__import__("os").environ,
-                                         "CNN_MNIST_DIR": str(tmp_path / "none")})
+    r = subprocess.run(
+        [sys.executable, "-m", "cnn", "train", "--no-download", "--out", str(tmp_path / "o")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "CNN_MNIST_DIR": str(tmp_path / "none")},
+    )
     assert r.returncode == 2
     line = _one_error_line(r.stderr, "train")
     assert str(tmp_path / "none") in line and "--data-dir" in line
 
 
 # --------------------------------------------------------------------------- gradcheck
+
 
 def test_gradcheck_corrected_two_conv_layers_passes(capsys):
     assert cli.main(["gradcheck", "--net", "c2", "--mode", "corrected"]) == 0
@@ -204,8 +231,11 @@ def test_gradcheck_corrected_two_conv_layers_passes(capsys):
 def test_gradcheck_faithful_two_conv_layers_fails_on_the_lower_conv_layer(capsys):
     assert cli.main(["gradcheck", "--net", "c2", "--mode", "faithful"]) == 1
     out = capsys.readouterr().out
-    rows = {tuple(c.strip() for c in ln.strip("|").split("|")[:3]): ln
-            for ln in out.splitlines() if ln.startswith("| ") and "---" not in ln}
+    rows = {
+        tuple(c.strip() for c in ln.strip("|").split("|")[:3]): ln
+        for ln in out.splitlines()
+        if ln.startswith("| ") and "---" not in ln
+    }
     assert "**no**" in rows[("2", "c", "K")]
     assert "**no**" not in rows[("4", "c", "K")] and "**no**" not in rows[("7", "f", "W")]
     assert "FAIL: layer 2 K" in out
@@ -219,6 +249,7 @@ def test_gradcheck_default_and_max_per_array(capsys):
 
 
 # --------------------------------------------------------------------------- test
+
 
 @pytest.mark.parametrize("name, extra", [("net.npz", []), ("net.mat", ["--var", "cnn1"])])
 def test_test_command_prints_the_error(saved, capsys, name, extra):
@@ -241,8 +272,9 @@ def test_test_command_wrong_variable(saved, capsys):
 
 def test_test_command_plots(saved, capsys, tmp_path):
     d, _ = saved
-    code = cli.main(["test", str(d / "net.npz"), "--synthetic", "20", "--plots",
-                     str(tmp_path / "p")])
+    code = cli.main(
+        ["test", str(d / "net.npz"), "--synthetic", "20", "--plots", str(tmp_path / "p")]
+    )
     assert code == 0
     for name in ("confusion.png", "kernels.png", "feature_maps.png"):
         assert (tmp_path / "p" / name).read_bytes()[:4] == b"\x89PNG"
@@ -257,6 +289,7 @@ def test_test_command_corrupt_file(capsys, tmp_path):
 
 # --------------------------------------------------------------------------- bench
 
+
 def test_bench_without_the_script(capsys, monkeypatch):
     if bench_cli.importlib.util.find_spec("cnn.bench") is not None:
         pytest.skip("the benchmark is a module of the package (cnn.bench)")
@@ -269,8 +302,9 @@ def test_bench_without_the_script(capsys, monkeypatch):
 def test_bench_passes_arguments_through(monkeypatch, tmp_path):
     script = tmp_path / "bench.py"
     out = tmp_path / "argv.txt"
-    script.write_text(f"import sys\nopen({str(out)!r}, 'w').write(' '.join(sys.argv[1:]))\n"
-                      "sys.exit(3)\n")
+    script.write_text(
+        f"import sys\nopen({str(out)!r}, 'w').write(' '.join(sys.argv[1:]))\nsys.exit(3)\n"
+    )
     if bench_cli.importlib.util.find_spec("cnn.bench") is not None:
         pytest.skip("the benchmark is a module of the package (cnn.bench)")
     monkeypatch.setattr(bench_cli, "bench_script", lambda: script)
@@ -286,8 +320,13 @@ def test_version(capsys):
 def test_closed_stdout_is_not_an_error():
     """``python -m cnn ... | head``: the reader goes away; no error message, no traceback."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # block-buffered
-    p = subprocess.Popen([sys.executable, "-m", "cnn", "gradcheck", "--net", "fc-only"],
-                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "cnn", "gradcheck", "--net", "fc-only"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     p.stdout.close()
     err = p.stderr.read().decode()
     p.stderr.close()

@@ -49,15 +49,17 @@ TABLE = [
     (["--frob"], 2, None, ["unrecognized arguments"]),
     # train
     (["train", "--epochs", "x"], 2, "train", ["--epochs"]),
-    (["train", "--no-download"], 2, "train", ["MNIST files not found in", "--data-dir",
-                                              "CNN_MNIST_DIR"]),
-    (["train", "--data-dir", "fake-mnist"], 2, "train", ["is not the published",
-                                                         "--no-verify"]),
+    (
+        ["train", "--no-download"],
+        2,
+        "train",
+        ["MNIST files not found in", "--data-dir", "CNN_MNIST_DIR"],
+    ),
+    (["train", "--data-dir", "fake-mnist"], 2, "train", ["is not the published", "--no-verify"]),
     (["train", "--data-dir", "empty-mnist", "--no-verify"], 2, "train", ["holds no images"]),
     (["train", "--synthetic", "20", "--out", "a-file"], 2, "train", ["--out", "not a folder"]),
     (["train", "--synthetic", "20", "--out", "a-file/sub"], 2, "train", ["cannot create"]),
-    (["train", "--init", "nothing.npz", "--synthetic", "20"], 2, "train",
-     ["no such network file"]),
+    (["train", "--init", "nothing.npz", "--synthetic", "20"], 2, "train", ["no such network file"]),
     (["train", "--init", "folder.npz", "--synthetic", "20"], 2, "train", ["folder.npz"]),
     (["train", "--resume", "nothing.npz"], 2, "train", ["no such checkpoint"]),
     (["train", "--resume", "ex3.npz"], 2, "train", ["not a training checkpoint"]),
@@ -68,16 +70,24 @@ TABLE = [
     (["test", "ex3.npz", "--no-download"], 2, "test", ["MNIST files not found in", "--data-dir"]),
     (["test", "ex3.npz", "--data-dir", "fake-mnist"], 2, "test", ["--no-verify"]),
     (["test", "small.npz"], 2, "test", ["12x12", "--synthetic"]),
-    (["test", "small.npz", "--synthetic", "10", "--plots", "a-file"], 2, "test",
-     ["--plots", "not a folder"]),
+    (
+        ["test", "small.npz", "--synthetic", "10", "--plots", "a-file"],
+        2,
+        "test",
+        ["--plots", "not a folder"],
+    ),
     # gradcheck
     (["gradcheck", "--net", "huge"], 2, "gradcheck", ["invalid choice"]),
     (["gradcheck", "--net", "pool-last", "--loss", "cros"], 2, "gradcheck", ["cros"]),
     # step
     (["step", "--minibatch", "0"], 2, "step", ["--minibatch"]),
     (["step", "--init", "nothing.npz", "--synthetic", "10"], 2, "step", ["no such network"]),
-    (["step", "--synthetic", "10", "--batch-size", "10", "--minibatch", "2"], 2, "step",
-     ["needs 20"]),
+    (
+        ["step", "--synthetic", "10", "--batch-size", "10", "--minibatch", "2"],
+        2,
+        "step",
+        ["needs 20"],
+    ),
     # compare
     (["compare", "--frobnicate"], 2, "compare", ["unrecognized"]),
     (["compare", "--reproduce", "--no-download", "--out", "cmp"], 2, "compare", ["no-mnist"]),
@@ -86,8 +96,7 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize("argv, code, command, words", TABLE,
-                         ids=[" ".join(t[0]) for t in TABLE])
+@pytest.mark.parametrize("argv, code, command, words", TABLE, ids=[" ".join(t[0]) for t in TABLE])
 def test_error_table(env, capsys, argv, code, command, words):
     assert cli.main(argv) == code
     captured = capsys.readouterr()
@@ -119,12 +128,29 @@ def test_success_and_failure_codes(env, capsys):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_and_terminated(tmp_path, sig, code):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_NUM_THREADS": "1",
-           "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "cnn", "train", "--synthetic", "4000",
-                          "--epochs", "3", "--no-progress", "--checkpoint-every", "5",
-                          "--out", str(tmp_path / "run")], cwd=tmp_path, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cnn",
+            "train",
+            "--synthetic",
+            "4000",
+            "--epochs",
+            "3",
+            "--no-progress",
+            "--checkpoint-every",
+            "5",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not (tmp_path / "run" / "checkpoint.npz").exists():  # training is under way
         assert p.poll() is None and time.monotonic() < deadline

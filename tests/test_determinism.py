@@ -50,8 +50,9 @@ CONFIGS = [
 def _digest(env_update, dtype):
     env = dict(os.environ)
     env.update(env_update)
-    r = subprocess.run([sys.executable, "-c", SCRIPT, dtype], env=env, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", SCRIPT, dtype], env=env, capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout.strip().splitlines()[-1]
 

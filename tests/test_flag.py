@@ -2,28 +2,30 @@
 
 import numpy as np
 import pytest
+from _nets import build, data
 
 import cnn
 from cnn import derive_flag, gradient_checker, resolve_loss
-
-from _nets import build, data
 
 SPEC = [("c", 2, 3, "tanh"), ("p", 2), ("f", 5, "tanh"), ("f", 3, "sigm")]
 
 
 # the table of the reference document, section 8
-@pytest.mark.parametrize("requested, act, loss, flag", [
-    ("auto", "sigm", "cros", False),
-    ("quad", "sigm", "quad", True),
-    ("auto", "tanh", "quad", True),
-    ("auto", "rect", "quad", True),
-    ("auto", "plus", "quad", True),
-    ("auto", "soft", "quad", True),
-    ("auto", "none", "quad", False),
-    ("quad", "none", "quad", False),
-    ("cros", "soft", "cros", False),
-    ("cros", "sigm", "cros", False),
-])
+@pytest.mark.parametrize(
+    "requested, act, loss, flag",
+    [
+        ("auto", "sigm", "cros", False),
+        ("quad", "sigm", "quad", True),
+        ("auto", "tanh", "quad", True),
+        ("auto", "rect", "quad", True),
+        ("auto", "plus", "quad", True),
+        ("auto", "soft", "quad", True),
+        ("auto", "none", "quad", False),
+        ("quad", "none", "quad", False),
+        ("cros", "soft", "cros", False),
+        ("cros", "sigm", "cros", False),
+    ],
+)
 def test_derived_flag_table(requested, act, loss, flag):
     assert resolve_loss(requested, act) == loss
     assert derive_flag(loss, act) is flag
@@ -45,7 +47,10 @@ def test_forced_on_under_cross_entropy_gives_exactly_the_quadratic_gradients():
     cnn.backward.prepare_loss_and_flag(cros, True)
     cnn.backward.prepare_loss_and_flag(quad, None)
     assert (cros.loss_func, quad.loss_func, quad.calc_last_layer_act_derivative) == (
-        "cros", "quad", True)
+        "cros",
+        "quad",
+        True,
+    )
     for a, b in zip(_grads(cros, x, y), _grads(quad, x, y)):
         np.testing.assert_array_equal(a, b)
     assert cros.loss != quad.loss  # the reported loss does not depend on the flag
@@ -54,13 +59,13 @@ def test_forced_on_under_cross_entropy_gives_exactly_the_quadratic_gradients():
 def test_flag_selects_which_loss_the_gradients_belong_to():
     net = build(SPEC, (8, 8))
     x, y = data(net)
-    off = gradient_checker(net, x, y)               # derived: cros, flag 0
+    off = gradient_checker(net, x, y)  # derived: cros, flag 0
     assert off.passed and off.flag is False
-    net.calc_last_layer_act_derivative = True       # forced on, cross-entropy reported
+    net.calc_last_layer_act_derivative = True  # forced on, cross-entropy reported
     on = gradient_checker(net, x, y)
     assert not on.passed
     assert all(c.norm_rel > 0.1 for c in on.checks)  # wrong in every layer
-    quad = build(SPEC, (8, 8), loss="quad")          # against the quadratic loss: right
+    quad = build(SPEC, (8, 8), loss="quad")  # against the quadratic loss: right
     quad.calc_last_layer_act_derivative = True
     assert gradient_checker(quad, x, y).passed
 

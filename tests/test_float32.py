@@ -4,19 +4,29 @@ import warnings
 
 import numpy as np
 import pytest
+from _nets import build
 
 import cnn
-
-from _nets import build
 
 RUNTIME = ("featuremaps", "outputs", "er", "z", "dK", "dW", "db")
 PARAMS = ("K", "W", "b")
 
 SPECS = {
-    "example3-like": [("c", 4, 5, "rect"), ("p", 2), ("c", 6, 3, "tanh"), ("p", 2),
-                      ("f", 12, "tanh"), ("f", 3, "sigm")],
-    "other-activations": [("c", 3, (3, 2), "plus"), ("p", 2), ("c", 5, 2, "sigm"),
-                          ("f", 7, "none"), ("f", 4, "soft")],
+    "example3-like": [
+        ("c", 4, 5, "rect"),
+        ("p", 2),
+        ("c", 6, 3, "tanh"),
+        ("p", 2),
+        ("f", 12, "tanh"),
+        ("f", 3, "sigm"),
+    ],
+    "other-activations": [
+        ("c", 3, (3, 2), "plus"),
+        ("p", 2),
+        ("c", 5, 2, "sigm"),
+        ("f", 7, "none"),
+        ("f", 4, "soft"),
+    ],
     "conv-last": [("c", 3, 3, "tanh"), ("p", 2), ("c", 2, 3, "sigm")],
 }
 
@@ -68,15 +78,14 @@ def test_float32_agrees_with_float64(name):
     loss = "quad" if name == "conv-last" else "auto"
     nets = {dt: _build(SPECS[name], dt, "corrected", loss) for dt in (np.float32, np.float64)}
     x, y = _data(nets[np.float64])
-    for dt, net in nets.items():
+    for net in nets.values():
         cnn.traincnn(net, x, y, 1, 5, verbose=False)  # 4 steps
     p32 = dict(_arrays(nets[np.float32], PARAMS))
     p64 = dict(_arrays(nets[np.float64], PARAMS))
     for what, a in p64.items():
         b = p32[what].astype(np.float64)
         assert np.abs(b - a).max() <= 1e-4 * max(np.abs(a).max(), 1e-3), what
-    np.testing.assert_allclose(nets[np.float32].loss_array, nets[np.float64].loss_array,
-                               rtol=1e-4)
+    np.testing.assert_allclose(nets[np.float32].loss_array, nets[np.float64].loss_array, rtol=1e-4)
 
 
 def test_example_network_float32_minibatch():

@@ -28,9 +28,11 @@ import cnn
 from cnn.checkpoint import load_npz, load_npz_meta, save_npz
 from cnn.matlab import CNNFileError, load_cnn, save_cnn, to_matlab_struct
 
-FUZZ = settings(max_examples=150, deadline=2000,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=150,
+    deadline=2000,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 _DIR = Path(tempfile.mkdtemp(prefix="cnn-fuzz-"))
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)  # however the session ends
@@ -69,8 +71,7 @@ NPZ = _bytes_of(lambda p: save_npz(p, NET, {"batches_done": 2}), ".npz")
 @contextmanager
 def _time_limit(seconds):
     """Fail (instead of hanging) if the block runs longer than ``seconds``."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal,
-                                                                                  "SIGALRM"):
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
         yield
         return
 
@@ -90,7 +91,7 @@ def _check_consistent(net):
     """A loaded network must be usable: shapes agree and a forward pass runs."""
     assert isinstance(net, cnn.CNN)
     assert net.layers[0].type == "i"
-    for i, name, a in net.parameters():
+    for _, _, a in net.parameters():
         assert np.isfinite(a).all()
     C, H, W = net.input_shape
     x = np.random.default_rng(0).random((2, C, H, W))
@@ -153,10 +154,8 @@ def test_random_bytes(suffix, data):
 @given(frac=st.floats(0.0, 1.0, exclude_max=True))
 def test_truncated(suffix, frac):
     valid, loader = LOADERS[suffix]
-    result = _load(valid[:int(frac * len(valid))], suffix, loader)
+    result = _load(valid[: int(frac * len(valid))], suffix, loader)
     assert isinstance(result, CNNFileError)
-
-
 
 
 @pytest.mark.parametrize("suffix", [".mat", ".npz"])
@@ -176,7 +175,7 @@ def test_one_byte_changed(suffix, pos, value):
 def test_span_overwritten(suffix, start, junk):
     valid, loader = LOADERS[suffix]
     i = int(start * len(valid))
-    data = (valid[:i] + junk + valid[i + len(junk):])[:len(valid)]
+    data = (valid[:i] + junk + valid[i + len(junk) :])[: len(valid)]
     _load(data, suffix, loader)
 
 
@@ -185,19 +184,22 @@ def _central_directory(data, member):
     name = member.encode()
     i = data.find(b"PK\x01\x02")
     while i >= 0:
-        n = int.from_bytes(data[i + 28:i + 30], "little")
-        if data[i + 46:i + 46 + n] == name:
+        n = int.from_bytes(data[i + 28 : i + 30], "little")
+        if data[i + 46 : i + 46 + n] == name:
             return i
         i = data.find(b"PK\x01\x02", i + 4)
     raise AssertionError(f"no central-directory record for {member}")
 
 
 @pytest.mark.parametrize("member", ["header.npy", "struct.npy", "meta.npy"])
-@pytest.mark.parametrize("field, offset, value", [
-    ("compression method", 10, 0xFF),      # NotImplementedError: compression not supported
-    ("flags: encrypted", 8, 0x01),          # RuntimeError: encrypted, password required
-    ("flags: patched data", 8, 0x20),       # NotImplementedError: compressed patched data
-])
+@pytest.mark.parametrize(
+    "field, offset, value",
+    [
+        ("compression method", 10, 0xFF),  # NotImplementedError: compression not supported
+        ("flags: encrypted", 8, 0x01),  # RuntimeError: encrypted, password required
+        ("flags: patched data", 8, 0x20),  # NotImplementedError: compressed patched data
+    ],
+)
 def test_corrupt_zip_directory_of_json_members(member, field, offset, value):
     """The single-byte corruptions found by the fuzzer, as fixed cases."""
     data = bytearray(NPZ)
@@ -207,6 +209,7 @@ def test_corrupt_zip_directory_of_json_members(member, field, offset, value):
 
 
 # --------------------------------------------------------------------------- hand-made structs
+
 
 def _struct():
     return to_matlab_struct(NET, runtime=False)
@@ -368,8 +371,9 @@ def _npz_cases():
     s["no_of_layers"] = 6
     cases.append(("after_fc", _npz_with(s), r"layers\{6\}.*FC layer"))
     cases.append(("K_missing", _npz_with(drop=("layers{2}.K",)), r"layers\{2\}.*'K'"))
-    cases.append(("K_size", _npz_with(extra={"layers{2}.K": np.zeros((3, 3, 1))}),
-                  r"layers\{2\}\.K"))
+    cases.append(
+        ("K_size", _npz_with(extra={"layers{2}.K": np.zeros((3, 3, 1))}), r"layers\{2\}\.K")
+    )
     cases.append(("format", _npz_with(header={"format": "other"}), r"format"))
     cases.append(("struct_not_json", _npz_with(extra={"struct": np.array("{nope")}), r"struct"))
     cases.append(("struct_array", _npz_with(extra={"struct": np.arange(3)}), r"struct"))

@@ -7,13 +7,25 @@ near 0), in faithful mode, quirks included.
 import numpy as np
 import pytest
 import scipy.io
+from _golden import (
+    FIXTURE_DIR,
+    FIXTURES,
+    TRAINED,
+    build,
+    check_backward,
+    check_forward,
+    check_params,
+    check_training,
+    close,
+    forced_flag,
+    images,
+    load,
+    scalar,
+    targets,
+)
 
 import cnn
-from cnn.matlab import load_cnn, maps_from_matlab, save_cnn
-
-from _golden import (FIXTURE_DIR, FIXTURES, TRAINED, build, check_backward, check_forward,
-                     check_params, check_training, close, forced_flag, images, load, scalar,
-                     targets)
+from cnn.matlab import load_cnn, save_cnn
 
 
 def _prepare(net, d):
@@ -86,7 +98,9 @@ def test_save_cnn_writes_matlab_layout(name, tmp_path):
             maps = L["featuremaps"][0]
             assert len(maps) == fm.shape[3]
             for j in range(fm.shape[3]):
-                close(maps[j].reshape(fm.shape[:3]), fm[..., j], f"layer {l} featuremaps{{{j + 1}}}")
+                close(
+                    maps[j].reshape(fm.shape[:3]), fm[..., j], f"layer {l} featuremaps{{{j + 1}}}"
+                )
         if f"L{l}_out" in d:
             close(L["outputs"], d[f"L{l}_out"], f"layer {l} outputs")
         if f"L{l}_er" in d:
@@ -120,7 +134,7 @@ def test_save_load_round_trip_continues_training(name, tmp_path):
     cnn.traincnn(net2, x, y, 1, bs, calc_last_layer_act_derivative=flag, verbose=False)
     for (_, _, a), (_, _, b) in zip(ref.parameters(), net2.parameters()):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(ref.loss_array[-len(net2.loss_array):], net2.loss_array)
+    np.testing.assert_array_equal(ref.loss_array[-len(net2.loss_array) :], net2.loss_array)
 
 
 def test_pool_not_divisible_runs_backward():
@@ -138,12 +152,33 @@ def test_pool_not_divisible_runs_backward():
 
 
 SAVECNN_FIELDS = {  # what the original savecnn.m copies into its variable cnn1
-    "i": ("type", "no_featuremaps", "featuremap_width", "featuremap_height",
-          "prev_layer_no_featuremaps"),
-    "c": ("type", "K", "b", "act_func", "no_featuremaps", "kernel_width", "kernel_height",
-          "featuremap_width", "featuremap_height"),
-    "p": ("type", "subsample_rate", "subsample_method", "no_featuremaps", "featuremap_width",
-          "featuremap_height", "act_func"),
+    "i": (
+        "type",
+        "no_featuremaps",
+        "featuremap_width",
+        "featuremap_height",
+        "prev_layer_no_featuremaps",
+    ),
+    "c": (
+        "type",
+        "K",
+        "b",
+        "act_func",
+        "no_featuremaps",
+        "kernel_width",
+        "kernel_height",
+        "featuremap_width",
+        "featuremap_height",
+    ),
+    "p": (
+        "type",
+        "subsample_rate",
+        "subsample_method",
+        "no_featuremaps",
+        "featuremap_width",
+        "featuremap_height",
+        "act_func",
+    ),
     "f": ("type", "no_of_nodes", "act_func", "no_of_inputs", "convert_input_to_1D", "W", "b"),
 }
 
@@ -154,9 +189,18 @@ def test_load_savecnn_struct_and_continue_training(name, tmp_path):
     no flag, no prev_layer_no_featuremaps for conv layers) loads and trains on."""
     d = load(name)
     setup = scipy.io.loadmat(FIXTURE_DIR / f"{name}.mat", simplify_cells=True)["cnn_setup"]
-    cnn1 = {k: setup[k] for k in ("no_of_layers", "input_image_height", "input_image_width",
-                                  "no_of_input_channels", "loss_func", "regularization_const",
-                                  "learning_rate")}
+    cnn1 = {
+        k: setup[k]
+        for k in (
+            "no_of_layers",
+            "input_image_height",
+            "input_image_width",
+            "no_of_input_channels",
+            "loss_func",
+            "regularization_const",
+            "learning_rate",
+        )
+    }
     cnn1["namaste"] = 1.0
     cnn1["loss_func"] = str(d["loss_func_requested"][0])
     layers = np.empty((1, len(setup["layers"])), dtype=object)

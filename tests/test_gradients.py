@@ -8,11 +8,10 @@ original has them, and passes where the original passes.
 
 import numpy as np
 import pytest
+from _nets import build, data
 
 import cnn
 from cnn import ACTIVATIONS, gradient_checker
-
-from _nets import build, data
 
 HIDDEN_ACTS = ACTIVATIONS
 
@@ -27,6 +26,7 @@ def assert_passes(report):
 
 
 # ----------------------------------------------------------------- corrected mode: everything
+
 
 @pytest.mark.parametrize("act", HIDDEN_ACTS)
 def test_hidden_fc_activation(act):
@@ -47,22 +47,42 @@ def test_output_activation_with_derived_loss(act):
 
 
 def test_sigmoid_output_with_quadratic_loss():
-    assert_passes(check(build([("f", 5, "tanh"), ("f", 3, "sigm")], (4, 5), loss="quad"),
-                        one_hot=False))
+    assert_passes(
+        check(build([("f", 5, "tanh"), ("f", 3, "sigm")], (4, 5), loss="quad"), one_hot=False)
+    )
 
 
-@pytest.mark.parametrize("name, spec, image", [
-    ("f<-f", [("f", 6, "tanh"), ("f", 5, "rect"), ("f", 3, "sigm")], (4, 4)),
-    ("p<-f", [("c", 2, 3, "tanh"), ("p", 2), ("f", 3, "sigm")], (8, 8)),
-    ("c<-f", [("c", 2, (3, 2), "tanh"), ("f", 3, "sigm")], (6, 7)),
-    ("p<-c, c<-p", [("c", 2, 3, "tanh"), ("p", 2), ("c", 3, (2, 3), "sigm"), ("p", 1),
-                    ("f", 3, "sigm")], (12, 13)),
-    ("p<-p", [("c", 2, 2, "tanh"), ("p", 2), ("p", 2), ("f", 3, "sigm")], (9, 9)),
-    ("c<-c (not in the original)", [("c", 2, 3, "tanh"), ("c", 2, 2, "rect"),
-                                    ("f", 3, "sigm")], (7, 7)),
-    ("three conv layers", [("c", 2, 3, "rect"), ("p", 2), ("c", 2, 3, "tanh"), ("p", 1),
-                           ("c", 2, 2, "sigm"), ("f", 3, "sigm")], (14, 14)),
-])
+@pytest.mark.parametrize(
+    "name, spec, image",
+    [
+        ("f<-f", [("f", 6, "tanh"), ("f", 5, "rect"), ("f", 3, "sigm")], (4, 4)),
+        ("p<-f", [("c", 2, 3, "tanh"), ("p", 2), ("f", 3, "sigm")], (8, 8)),
+        ("c<-f", [("c", 2, (3, 2), "tanh"), ("f", 3, "sigm")], (6, 7)),
+        (
+            "p<-c, c<-p",
+            [("c", 2, 3, "tanh"), ("p", 2), ("c", 3, (2, 3), "sigm"), ("p", 1), ("f", 3, "sigm")],
+            (12, 13),
+        ),
+        ("p<-p", [("c", 2, 2, "tanh"), ("p", 2), ("p", 2), ("f", 3, "sigm")], (9, 9)),
+        (
+            "c<-c (not in the original)",
+            [("c", 2, 3, "tanh"), ("c", 2, 2, "rect"), ("f", 3, "sigm")],
+            (7, 7),
+        ),
+        (
+            "three conv layers",
+            [
+                ("c", 2, 3, "rect"),
+                ("p", 2),
+                ("c", 2, 3, "tanh"),
+                ("p", 1),
+                ("c", 2, 2, "sigm"),
+                ("f", 3, "sigm"),
+            ],
+            (14, 14),
+        ),
+    ],
+)
 def test_layer_transitions(name, spec, image):
     assert_passes(check(build(spec, image)))
 
@@ -82,11 +102,14 @@ def test_softmax_conv_last_layer_flag_on():
     assert_passes(check(build([("c", 3, 2, "soft")], (4, 4)), n=3, one_hot=False))
 
 
-@pytest.mark.parametrize("spec", [
-    [("c", 2, 3, "tanh"), ("p", 2), ("f", 3, "sigm")],
-    [("c", 2, 3, "tanh"), ("f", 3, "sigm")],
-    [("f", 4, "tanh"), ("f", 3, "sigm")],
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        [("c", 2, 3, "tanh"), ("p", 2), ("f", 3, "sigm")],
+        [("c", 2, 3, "tanh"), ("f", 3, "sigm")],
+        [("f", 4, "tanh"), ("f", 3, "sigm")],
+    ],
+)
 def test_multi_channel_input(spec):
     """D6: the original cannot train on C > 1 channels; the port can."""
     net = build(spec, (8, 8, 3))
@@ -96,16 +119,20 @@ def test_multi_channel_input(spec):
 
 def test_batch_of_one():
     """D5: the original fails for N = 1 with conv/pool layers."""
-    net = build([("c", 2, 3, "tanh"), ("p", 2), ("c", 2, 2, "sigm"), ("p", 1), ("f", 3, "sigm")],
-                (10, 10))
+    net = build(
+        [("c", 2, 3, "tanh"), ("p", 2), ("c", 2, 2, "sigm"), ("p", 1), ("f", 3, "sigm")], (10, 10)
+    )
     assert_passes(check(net, n=1))
 
 
-@pytest.mark.parametrize("spec", [
-    [("c", 2, 2, "tanh"), ("p", 3), ("f", 3, "sigm")],      # 8x8 pooled by 3, FC after it
-    [("c", 2, 2, "tanh"), ("p", 3), ("c", 2, 2, "sigm")],   # the g10 shape, conv after it
-    [("c", 2, (2, 3), "tanh"), ("p", 2), ("f", 3, "sigm")],  # 8x7: one dim not divisible
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        [("c", 2, 2, "tanh"), ("p", 3), ("f", 3, "sigm")],  # 8x8 pooled by 3, FC after it
+        [("c", 2, 2, "tanh"), ("p", 3), ("c", 2, 2, "sigm")],  # the g10 shape, conv after it
+        [("c", 2, (2, 3), "tanh"), ("p", 2), ("f", 3, "sigm")],  # 8x7: one dim not divisible
+    ],
+)
 def test_pool_not_divisible(spec):
     """D7: floor like the forward pass, zero gradient for the dropped rows."""
     net = build(spec, (9, 9))
@@ -118,8 +145,8 @@ def test_pool_not_divisible(spec):
     H, W = net.layers[1].map_shape
     r = pool.rate
     assert pool.er.shape[2:] == (H, W)
-    assert np.all(pool.er[:, :, (H // r) * r:, :] == 0)
-    assert np.all(pool.er[:, :, :, (W // r) * r:] == 0)
+    assert np.all(pool.er[:, :, (H // r) * r :, :] == 0)
+    assert np.all(pool.er[:, :, :, (W // r) * r :] == 0)
 
 
 @pytest.mark.parametrize("last", ["f", "c"])
@@ -132,7 +159,7 @@ def test_softmax_with_cross_entropy(last):
         net = build([("c", 3, 3, "soft")], (4, 4), loss="cros")
         x, _ = data(net, n=3)
         rng = np.random.default_rng(5)
-        onehot = np.eye(3)[rng.integers(0, 3, (3, 2, 2))]          # (N, H, W, M)
+        onehot = np.eye(3)[rng.integers(0, 3, (3, 2, 2))]  # (N, H, W, M)
         y = cnn.flatten_maps(np.ascontiguousarray(onehot.transpose(0, 3, 1, 2)))
     report = gradient_checker(net, x, y)
     assert report.flag is False and report.loss_func == "cros"
@@ -141,8 +168,14 @@ def test_softmax_with_cross_entropy(last):
 
 # ----------------------------------------------------------------- faithful mode: the defects
 
-C2 = [("c", 2, 3, "tanh"), ("p", 2), ("c", 3, 2, "tanh"), ("p", 2), ("f", 4, "tanh"),
-      ("f", 3, "sigm")]
+C2 = [
+    ("c", 2, 3, "tanh"),
+    ("p", 2),
+    ("c", 3, 2, "tanh"),
+    ("p", 2),
+    ("f", 4, "tanh"),
+    ("f", 3, "sigm"),
+]
 
 
 def test_faithful_detects_d1_wrong_flip():
@@ -224,7 +257,15 @@ def test_report_has_every_array_from_last_to_first():
     net = build(C2, (12, 12))
     report = check(net)
     assert [(c.layer, c.param) for c in report.checks] == [
-        (7, "W"), (7, "b"), (6, "W"), (6, "b"), (4, "K"), (4, "b"), (2, "K"), (2, "b")]
+        (7, "W"),
+        (7, "b"),
+        (6, "W"),
+        (6, "b"),
+        (4, "K"),
+        (4, "b"),
+        (2, "K"),
+        (2, "b"),
+    ]
     assert "| 2 | c | K |" in report.to_markdown()
 
 

@@ -30,8 +30,14 @@ from hypothesis import strategies as st
 import cnn
 import cnn.guard
 from cnn import cli, train_run
-from cnn.checkpoint import (load_npz, load_npz_meta, save_npz, verify_checkpoint,
-                            write_checkpoint, write_mat_of)
+from cnn.checkpoint import (
+    load_npz,
+    load_npz_meta,
+    save_npz,
+    verify_checkpoint,
+    write_checkpoint,
+    write_mat_of,
+)
 from cnn.matlab import CNNFileError, load_cnn, to_matlab_struct
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -87,15 +93,20 @@ def _one_line(msg):
 
 # --------------------------------------------------------------------------- exact shapes
 
-@pytest.mark.parametrize("layer, key, change, accepted", [
-    (4, "W", lambda a: a.T, False),                                  # 24x4 instead of 4x24
-    (2, "K", lambda a: a.transpose(1, 0, 2), False),                 # kw x kh x M
-    (2, "K", lambda a: a.reshape(6, 2, order="F"), False),           # (kh*kw) x M
-    (2, "K", lambda a: a.reshape(3, 4, order="F"), False),           # kh x (kw*M)
-    (2, "b", lambda a: a.reshape(2, 1), True),                       # a column: same values
-    (2, "K", lambda a: a[..., None], True),                          # a trailing singleton
-    (5, "b", lambda a: a.reshape(1, 3), True),
-], ids=["W-transposed", "K-kw-kh", "K-flat", "K-wide", "b-column", "K-4d", "fc-b-row"])
+
+@pytest.mark.parametrize(
+    "layer, key, change, accepted",
+    [
+        (4, "W", lambda a: a.T, False),  # 24x4 instead of 4x24
+        (2, "K", lambda a: a.transpose(1, 0, 2), False),  # kw x kh x M
+        (2, "K", lambda a: a.reshape(6, 2, order="F"), False),  # (kh*kw) x M
+        (2, "K", lambda a: a.reshape(3, 4, order="F"), False),  # kh x (kw*M)
+        (2, "b", lambda a: a.reshape(2, 1), True),  # a column: same values
+        (2, "K", lambda a: a[..., None], True),  # a trailing singleton
+        (5, "b", lambda a: a.reshape(1, 3), True),
+    ],
+    ids=["W-transposed", "K-kw-kh", "K-flat", "K-wide", "b-column", "K-4d", "fc-b-row"],
+)
 def test_parameter_shapes_are_checked_exactly(tmp_path, layer, key, change, accepted):
     s = _struct()
     original = _layer(s, layer)[key]
@@ -120,8 +131,9 @@ def test_transposed_w_message_says_so(tmp_path):
         load_cnn(tmp_path / "n.mat")
 
 
-@pytest.mark.parametrize("value", ["text", np.array([1 + 2j, 3]), np.ones((2, 3))],
-                         ids=["string", "complex", "matrix"])
+@pytest.mark.parametrize(
+    "value", ["text", np.array([1 + 2j, 3]), np.ones((2, 3))], ids=["string", "complex", "matrix"]
+)
 def test_bad_loss_array(tmp_path, value):
     s = _struct()
     s["loss_array"] = value
@@ -132,10 +144,20 @@ def test_bad_loss_array(tmp_path, value):
         load_npz(_npz_bytes(tmp_path, loss_array=np.asarray(value)))
 
 
-@pytest.mark.parametrize("where, value", [
-    ("top", None), ("top", "x"), ("top", [1, 2]), ("top", {"a": 1}), ("layer", None),
-    ("layer", "x"), ("layer", [[1], [2, 3]]), ("layer", 1e400), ("layer", 10**40),
-])
+@pytest.mark.parametrize(
+    "where, value",
+    [
+        ("top", None),
+        ("top", "x"),
+        ("top", [1, 2]),
+        ("top", {"a": 1}),
+        ("layer", None),
+        ("layer", "x"),
+        ("layer", [[1], [2, 3]]),
+        ("layer", 1e400),
+        ("layer", 10**40),
+    ],
+)
 def test_null_or_wrong_type_in_the_npz_struct(tmp_path, where, value):
     path = tmp_path / "net.npz"
     save_npz(path, NET)
@@ -174,8 +196,13 @@ for path in sys.argv[1:]:
 
 
 def _env():
-    env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1",
-               OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        OPENBLAS_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        NUMBA_NUM_THREADS="1",
+    )
     env.pop("PYTHONSTARTUP", None)
     return env
 
@@ -197,14 +224,17 @@ def bombs(tmp_path_factory):
     _layer(s, 2)["K"] = _bombs.MARKER
     files["zero2g_K.mat"] = (_bombs.mat_with_zero_member(s), "2.0 GiB")
     for name, member, shape, expect in (
-            ("loss_array_2p28.npz", "loss_array", (2**28,), "2048.0 MiB, more than"),
-            ("K_huge.npz", "layers{2}.K", (3, 2, 2**28), "has shape 3x2x268435456"),
-            ("W_huge.npz", "layers{4}.W", (4, 2**29), "has shape 4x536870912")):
+        ("loss_array_2p28.npz", "loss_array", (2**28,), "2048.0 MiB, more than"),
+        ("K_huge.npz", "layers{2}.K", (3, 2, 2**28), "has shape 3x2x268435456"),
+        ("W_huge.npz", "layers{4}.W", (4, 2**29), "has shape 4x536870912"),
+    ):
         path = _npz_bytes(d, **{member: _bombs.npy_header_only(shape)})
         files[name] = (path.read_bytes(), expect)
     # an ignored member declaring 2 GiB is never read: the network loads
-    files["junk_member.npz"] = (_npz_bytes(d, junk=_bombs.npy_header_only((2**28,)))
-                                .read_bytes(), None)
+    files["junk_member.npz"] = (
+        _npz_bytes(d, junk=_bombs.npy_header_only((2**28,))).read_bytes(),
+        None,
+    )
     for name, (data, _) in files.items():
         (d / name).write_bytes(data)
         assert len(data) < 3 * 2**20, name  # small files, all of them
@@ -214,8 +244,13 @@ def bombs(tmp_path_factory):
 def test_bomb_table_is_refused_within_seconds_under_a_memory_limit(bombs):
     d, expect = bombs
     paths = [str(d / name) for name in expect]
-    proc = subprocess.run([sys.executable, "-c", _BOMB_SCRIPT, *paths], capture_output=True,
-                          text=True, env=_env(), timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _BOMB_SCRIPT, *paths],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {r["path"]: r for r in map(json.loads, proc.stdout.splitlines())}
     assert set(rows) == set(expect)
@@ -232,15 +267,20 @@ def test_bomb_table_is_refused_within_seconds_under_a_memory_limit(bombs):
 
 def test_cli_test_on_nested_cells_exits_2(bombs):
     d, _ = bombs
-    proc = subprocess.run([sys.executable, "-m", "cnn", "test", str(d / "cell20000.mat"),
-                           "--synthetic", "10"], capture_output=True, text=True, env=_env(),
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnn", "test", str(d / "cell20000.mat"), "--synthetic", "10"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "nested more than 32 levels" in lines[0]
 
 
 # --------------------------------------------------------------------------- bad-file table
+
 
 def _bad_files(d):
     """``{name: (path, words the message must contain)}``."""
@@ -255,17 +295,21 @@ def _bad_files(d):
     put("empty.npz", b"", "empty file")
     put("empty.mat", b"", "empty file")
     rng = np.random.default_rng(0)
-    put("random.npz", bytes([0x00, 0xff]) + rng.bytes(998), "binary data")
-    put("random.mat", bytes([0x00, 0xff]) + rng.bytes(998), "binary data")
+    put("random.npz", bytes([0x00, 0xFF]) + rng.bytes(998), "binary data")
+    put("random.mat", bytes([0x00, 0xFF]) + rng.bytes(998), "binary data")
     import gzip
+
     put("data.npz", gzip.compress(b"x" * 100), "gzip file")
     with zipfile.ZipFile(d / "foreign.zip", "w") as zf:
         zf.writestr("readme.txt", "hi")
     files["foreign.zip.npz"] = (d / "foreign.zip", ("zip archive", "no 'header' member"))
     np.savez(d / "foreign.npz", x=np.arange(3))
     files["foreign.npz"] = (d / "foreign.npz", ("zip archive", "no 'header' member"))
-    np.savez(d / "object.npz", header=np.array([{"format": "cnn-npz-1"}], dtype=object),
-             struct=np.array(["{}"]))
+    np.savez(
+        d / "object.npz",
+        header=np.array([{"format": "cnn-npz-1"}], dtype=object),
+        struct=np.array(["{}"]),
+    )
     files["object.npz"] = (d / "object.npz", ("array of Python objects",))
     np.save(d / "single.npy", np.arange(3))
     (d / "single.npz").write_bytes((d / "single.npy").read_bytes())
@@ -293,8 +337,9 @@ def bad_files(tmp_path_factory):
 
 def test_bad_file_table_through_the_api(bad_files):
     for name, (path, words) in bad_files.items():
-        loaders = ([load_npz, load_npz_meta] if path.suffix == ".npz" and name != "v4.mat"
-                   else [load_cnn])
+        loaders = (
+            [load_npz, load_npz_meta] if path.suffix == ".npz" and name != "v4.mat" else [load_cnn]
+        )
         if path.suffix == ".zip":
             loaders = [load_npz, load_npz_meta]
         for load in loaders:
@@ -323,14 +368,20 @@ def test_bad_files_through_python_m_cnn_test(bad_files, name):
     if name not in bad_files:
         pytest.skip("no FIFOs here")
     path, words = bad_files[name]
-    proc = subprocess.run([sys.executable, "-m", "cnn", "test", str(path), "--synthetic", "10"],
-                          capture_output=True, text=True, env=_env(), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnn", "test", str(path), "--synthetic", "10"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and words[0] in lines[0] and "allow_pickle" not in lines[0]
 
 
 # --------------------------------------------------------------------------- checkpoints
+
 
 def test_checkpoint_pair_is_stamped_and_verified(tmp_path):
     npz, mat = write_checkpoint(tmp_path / "checkpoint", NET, {"batches_done": 1})
@@ -345,19 +396,27 @@ def test_checkpoint_pair_is_stamped_and_verified(tmp_path):
         verify_checkpoint(tmp_path / "checkpoint")
 
 
-@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"),
-                                     KeyboardInterrupt()], ids=["disk-full", "killed"])
-def test_failure_between_the_two_writes_leaves_no_mismatched_pair(tmp_path, monkeypatch,
-                                                                  failure):
+@pytest.mark.parametrize(
+    "failure",
+    [OSError(28, "No space left on device"), KeyboardInterrupt()],
+    ids=["disk-full", "killed"],
+)
+def test_failure_between_the_two_writes_leaves_no_mismatched_pair(tmp_path, monkeypatch, failure):
     import cnn.checkpoint as ck
 
     write_checkpoint(tmp_path / "checkpoint", NET, {"batches_done": 1})
     net2 = NET.copy()
     net2.layers[4].W *= 2.0
 
-    monkeypatch.setattr(ck, "_write_mat", lambda mat, net, ident: (_ for _ in ()).throw(
-        OSError(failure.errno, failure.strerror, str(mat)) if isinstance(failure, OSError)
-        else failure))
+    monkeypatch.setattr(
+        ck,
+        "_write_mat",
+        lambda mat, net, ident: (_ for _ in ()).throw(
+            OSError(failure.errno, failure.strerror, str(mat))
+            if isinstance(failure, OSError)
+            else failure
+        ),
+    )
     with pytest.raises(type(failure)) as info:
         write_checkpoint(tmp_path / "checkpoint", net2, {"batches_done": 2})
     if isinstance(failure, OSError):
@@ -368,8 +427,9 @@ def test_failure_between_the_two_writes_leaves_no_mismatched_pair(tmp_path, monk
     assert load_npz_meta(npz)["batches_done"] == 2
     write_mat_of(npz)
     assert verify_checkpoint(tmp_path / "checkpoint")[1] is not None
-    for (_, _, a), (_, _, b) in zip(load_cnn(tmp_path / "checkpoint.mat").parameters(),
-                                    load_npz(npz).parameters(), strict=True):
+    for (_, _, a), (_, _, b) in zip(
+        load_cnn(tmp_path / "checkpoint.mat").parameters(), load_npz(npz).parameters(), strict=True
+    ):
         np.testing.assert_array_equal(a, b)
 
 
@@ -386,9 +446,22 @@ def test_train_reports_a_failed_mat_write_as_the_mat(tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(ck, "_write_mat", fail_second)
     save_npz(tmp_path / "tiny.npz", _tiny())
-    code = cli.main(["train", "--init", str(tmp_path / "tiny.npz"), "--synthetic", "60",
-                     "--batch-size", "10", "--checkpoint-every", "2", "--out",
-                     str(tmp_path / "out"), "--no-progress"])
+    code = cli.main(
+        [
+            "train",
+            "--init",
+            str(tmp_path / "tiny.npz"),
+            "--synthetic",
+            "60",
+            "--batch-size",
+            "10",
+            "--checkpoint-every",
+            "2",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "checkpoint.mat: Permission denied" in err, err
@@ -405,6 +478,7 @@ def _tiny():
 
 # --------------------------------------------------------------------------- non-regular files
 
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
 def test_fifo_never_hangs_a_reader(tmp_path):
     fifo = tmp_path / "f.npz"
@@ -420,19 +494,34 @@ def test_fifo_never_hangs_a_reader(tmp_path):
 
 # --------------------------------------------------------------------------- divergence
 
+
 def test_divergence_error_is_a_nonfinite_error():
     assert issubclass(cnn.DivergenceError, cnn.NonFiniteError)
     assert cnn.guard.LOSS_GROWTH == 100 and cnn.guard.WEIGHT_LIMIT == 1e4
 
 
 def test_lr_1e6_is_stopped_exit_1_one_line(tmp_path, capsys):
-    code = cli.main(["train", "--synthetic", "200", "--lr", "1e6", "--epochs", "1",
-                     "--out", str(tmp_path), "--no-progress"])
+    code = cli.main(
+        [
+            "train",
+            "--synthetic",
+            "200",
+            "--lr",
+            "1e6",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, err
-    assert lines[0].startswith("cnn train: error: training stopped: diverging at epoch 1, minibatch")
+    assert lines[0].startswith(
+        "cnn train: error: training stopped: diverging at epoch 1, minibatch"
+    )
     assert "layer" in lines[0] and "learning rate" in lines[0]
 
 
@@ -471,10 +560,24 @@ def lr_seed(lr):
 def test_fuzz_tests_leave_no_temp_folder(tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(REPO / "tests" / "test_fuzz_files.py"), "-k", "valid_files_load"],
-                          capture_output=True, text=True, env=dict(_env(), TMPDIR=str(tmp)),
-                          cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(REPO / "tests" / "test_fuzz_files.py"),
+            "-k",
+            "valid_files_load",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(_env(), TMPDIR=str(tmp)),
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert not list(tmp.glob("cnn-fuzz-*"))
 
@@ -493,9 +596,15 @@ def test_loadmat_checked_for_other_readers(bombs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flag, loss, mode", [
-    (None, "auto", "faithful"), (True, "auto", "faithful"), (None, "quad", "faithful"),
-    (None, "auto", "corrected")])
+@pytest.mark.parametrize(
+    "flag, loss, mode",
+    [
+        (None, "auto", "faithful"),
+        (True, "auto", "faithful"),
+        (None, "quad", "faithful"),
+        (None, "auto", "corrected"),
+    ],
+)
 def test_guard_never_trips_on_example_3_mnist_at_lr_016(flag, loss, mode):
     """The studies' largest learning rate, one full MNIST epoch, guard on (about 15 s each)."""
     from cnn.mnist import MNISTNotFoundError, load_mnist
@@ -510,13 +619,20 @@ def test_guard_never_trips_on_example_3_mnist_at_lr_016(flag, loss, mode):
     assert max(net.loss_array) < cnn.guard.LOSS_GROWTH / 10 * net.loss_array[0]
 
 
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-                     lambda inner: st.lists(inner, max_size=3)
-                     | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=8)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
-@settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(where=st.integers(0, 5), key=st.integers(0, 30), value=_JSON)
 def test_any_json_in_the_struct_is_a_network_or_our_error(tmp_path, where, key, value):
     """Any JSON value in any field of the struct (top level or a layer): CNNFileError at most."""
@@ -547,20 +663,41 @@ def test_resume_from_a_folder_says_it_is_a_folder(tmp_path, capsys):
 def finished_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("run")
     save_npz(d / "tiny.npz", _tiny())
-    train_run.run_training(train_run.TrainConfig(
-        init=str(d / "tiny.npz"), synthetic=60, batch_size=10, epochs=1, out=str(d / "a"),
-        progress=False, verbose=False))
+    train_run.run_training(
+        train_run.TrainConfig(
+            init=str(d / "tiny.npz"),
+            synthetic=60,
+            batch_size=10,
+            epochs=1,
+            out=str(d / "a"),
+            progress=False,
+            verbose=False,
+        )
+    )
     return d / "a" / "checkpoint.npz"
 
 
-@pytest.mark.parametrize("path, value", [
-    ("settings.flag", "sometimes"), ("settings.flag", None), ("settings.dtype", 5),
-    ("settings.mode", ["faithful"]), ("settings.loss", True), ("settings.example", 7),
-    ("settings.seed", -1), ("settings.seed", 1.5), ("settings.init", 5),
-    ("settings.learning_rate", "fast"), ("settings.learning_rate", -0.1),
-    ("settings.train_subset", 0), ("settings.epochs", None), ("train_time", "long"),
-    ("train_time", None), ("batches_done", 10**40),
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        ("settings.flag", "sometimes"),
+        ("settings.flag", None),
+        ("settings.dtype", 5),
+        ("settings.mode", ["faithful"]),
+        ("settings.loss", True),
+        ("settings.example", 7),
+        ("settings.seed", -1),
+        ("settings.seed", 1.5),
+        ("settings.init", 5),
+        ("settings.learning_rate", "fast"),
+        ("settings.learning_rate", -0.1),
+        ("settings.train_subset", 0),
+        ("settings.epochs", None),
+        ("train_time", "long"),
+        ("train_time", None),
+        ("batches_done", 10**40),
+    ],
+)
 def test_tampered_meta_is_refused_in_one_line(finished_run, tmp_path, capsys, path, value):
     meta = load_npz_meta(finished_run)
     t = meta
@@ -570,8 +707,18 @@ def test_tampered_meta_is_refused_in_one_line(finished_run, tmp_path, capsys, pa
     t[last] = value
     ck = tmp_path / "checkpoint.npz"
     save_npz(ck, load_npz(finished_run), meta)
-    code = cli.main(["train", "--resume", str(ck), "--epochs", "2", "--out",
-                     str(tmp_path / "r"), "--no-progress"])
+    code = cli.main(
+        [
+            "train",
+            "--resume",
+            str(ck),
+            "--epochs",
+            "2",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert "\n" not in err and f"no valid {path}" in err and "unexpected" not in err, err

@@ -22,8 +22,17 @@ pytestmark = pytest.mark.slow  # builds, installs and compiles the kernels cold:
 
 def _copy_source(dest):
     """The files of the checkout (as git would ship them), without build outputs."""
-    patterns = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", "build", "dist",
-                                      "*.egg-info", ".pytest_cache", ".ruff_cache", ".venv*")
+    patterns = shutil.ignore_patterns(
+        ".git",
+        "__pycache__",
+        "*.pyc",
+        "build",
+        "dist",
+        "*.egg-info",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".venv*",
+    )
 
     def ignore(folder, names):
         skip = set(patterns(folder, names))
@@ -40,36 +49,80 @@ def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("install")
     src = _copy_source(tmp / "src")
     wheels = tmp / "wheels"
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                        "--no-index", "-w", str(wheels), str(src)], capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(wheels),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     wheel = next(wheels.glob("cnn-*.whl"))
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300
+    )
     py = venv / "bin" / "python"
-    r = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [str(py), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     empty = tmp / "empty"
     empty.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "CNN_MNIST_DIR", "CNN_CACHE_DIR", "CNN_NO_DOWNLOAD")}
-    env.update(XDG_CACHE_HOME=str(tmp / "user-cache"), MPLBACKEND="Agg", NUMBA_NUM_THREADS="1",
-               PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
-    return {"venv": venv, "py": py, "cnn": venv / "bin" / "cnn", "cwd": empty, "env": env,
-            "wheel": wheel, "tmp": tmp}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "CNN_MNIST_DIR", "CNN_CACHE_DIR", "CNN_NO_DOWNLOAD")
+    }
+    env.update(
+        XDG_CACHE_HOME=str(tmp / "user-cache"),
+        MPLBACKEND="Agg",
+        NUMBA_NUM_THREADS="1",
+        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return {
+        "venv": venv,
+        "py": py,
+        "cnn": venv / "bin" / "cnn",
+        "cwd": empty,
+        "env": env,
+        "wheel": wheel,
+        "tmp": tmp,
+    }
 
 
 def _cnn(inst, *argv, timeout=600):
-    return subprocess.run([str(inst["cnn"]), *argv], cwd=inst["cwd"], env=inst["env"],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(inst["cnn"]), *argv],
+        cwd=inst["cwd"],
+        env=inst["env"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _site(inst):
-    r = subprocess.run([str(inst["py"]), "-c", "import cnn, sys; print(cnn.__file__)"],
-                       cwd=inst["cwd"], env=inst["env"], capture_output=True, text=True)
+    r = subprocess.run(
+        [str(inst["py"]), "-c", "import cnn, sys; print(cnn.__file__)"],
+        cwd=inst["cwd"],
+        env=inst["env"],
+        capture_output=True,
+        text=True,
+    )
     return Path(r.stdout.strip()).parent
 
 
@@ -87,8 +140,14 @@ def test_version_and_help(installed):
     assert r.returncode == 0 and cnn.__version__ in r.stdout
     r = _cnn(installed, "bench", "--help")
     assert r.returncode == 0 and "usage:" in r.stdout
-    r = subprocess.run([str(installed["py"]), "-m", "cnn", "--help"], cwd=installed["cwd"],
-                       env=installed["env"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [str(installed["py"]), "-m", "cnn", "--help"],
+        cwd=installed["cwd"],
+        env=installed["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0
     for command in ("train", "test", "compare", "gradcheck", "step", "bench"):
         assert command in r.stdout
@@ -104,8 +163,9 @@ def test_gradcheck_and_train_run_installed(installed):
 
 
 def test_compare_reproduce_without_mnist_names_a_folder_outside_site_packages(installed):
-    r = _cnn(installed, "compare", "--reproduce", "--no-download", "--out",
-             str(installed["tmp"] / "cmp"))
+    r = _cnn(
+        installed, "compare", "--reproduce", "--no-download", "--out", str(installed["tmp"] / "cmp")
+    )
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2, r.stderr
     assert len(lines) == 1 and lines[0].startswith("cnn compare: error: "), r.stderr
@@ -122,7 +182,16 @@ def test_compare_reproduce_without_mnist_names_a_folder_outside_site_packages(in
 def test_unwritable_out_installed(installed):
     blocker = installed["tmp"] / "a-file"
     blocker.write_text("x")
-    r = _cnn(installed, "train", "--synthetic", "60000", "--epochs", "5",
-             "--out", str(blocker / "out"), timeout=120)
+    r = _cnn(
+        installed,
+        "train",
+        "--synthetic",
+        "60000",
+        "--epochs",
+        "5",
+        "--out",
+        str(blocker / "out"),
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stderr.startswith("cnn train: error: cannot create the --out")
     assert sysconfig.get_paths()["purelib"] not in r.stderr

@@ -16,13 +16,13 @@ TOL = {np.float64: 1e-12, np.float32: 2e-5}
 
 # (N, P, H, W, M, kh, kw)
 CONV_CASES = [
-    (1, 1, 7, 9, 1, 3, 2),       # N = 1, one map, non-square maps and kernel
-    (3, 2, 8, 6, 5, 2, 3),       # M = 5: one block of 4 maps and one alone
-    (2, 3, 5, 5, 6, 5, 5),       # kernel as large as the maps: 1 x 1 output
-    (4, 1, 28, 28, 10, 9, 9),    # Example 3, conv 1
-    (2, 10, 10, 10, 20, 3, 3),   # Example 3, conv 2
-    (2, 4, 6, 11, 7, 1, 4),      # 1-row kernel, 4 taps
-    (1, 2, 9, 4, 3, 4, 1),       # 1-column kernel
+    (1, 1, 7, 9, 1, 3, 2),  # N = 1, one map, non-square maps and kernel
+    (3, 2, 8, 6, 5, 2, 3),  # M = 5: one block of 4 maps and one alone
+    (2, 3, 5, 5, 6, 5, 5),  # kernel as large as the maps: 1 x 1 output
+    (4, 1, 28, 28, 10, 9, 9),  # Example 3, conv 1
+    (2, 10, 10, 10, 20, 3, 3),  # Example 3, conv 2
+    (2, 4, 6, 11, 7, 1, 4),  # 1-row kernel, 4 taps
+    (1, 2, 9, 4, 3, 4, 1),  # 1-column kernel
 ]
 
 
@@ -32,8 +32,17 @@ def _random_cases(count, seed):
     for _ in range(count):
         kh, kw = rng.integers(1, 6, size=2)
         H, W = kh + rng.integers(0, 8), kw + rng.integers(0, 8)
-        out.append((int(rng.integers(1, 5)), int(rng.integers(1, 5)), int(H), int(W),
-                    int(rng.integers(1, 10)), int(kh), int(kw)))
+        out.append(
+            (
+                int(rng.integers(1, 5)),
+                int(rng.integers(1, 5)),
+                int(H),
+                int(W),
+                int(rng.integers(1, 10)),
+                int(kh),
+                int(kw),
+            )
+        )
     return out
 
 
@@ -59,7 +68,11 @@ def _case_id(c):
 def test_conv_valid(case, dtype):
     N, P, H, W, M, kh, kw = case
     rng = np.random.default_rng(1)
-    x, K, b = _data((N, P, H, W), dtype, rng), _data((M, P, kh, kw), dtype, rng), _data(M, dtype, rng)
+    x, K, b = (
+        _data((N, P, H, W), dtype, rng),
+        _data((M, P, kh, kw), dtype, rng),
+        _data(M, dtype, rng),
+    )
     x64, K64 = x.astype(np.float64), K.astype(np.float64)
     ref = reference.conv_valid(x64, K64)
     assert ref.shape == (N, M, H - kh + 1, W - kw + 1)
@@ -127,8 +140,15 @@ def test_kernel_grad_is_the_gradient_of_conv_valid():
 
 
 # (N, M, H, W, r): r divides the maps or not
-POOL_CASES = [(1, 1, 4, 4, 2), (2, 3, 20, 20, 2), (3, 2, 7, 9, 2), (2, 2, 9, 7, 3),
-              (1, 4, 10, 10, 5), (2, 1, 5, 6, 1), (2, 3, 11, 8, 4)]
+POOL_CASES = [
+    (1, 1, 4, 4, 2),
+    (2, 3, 20, 20, 2),
+    (3, 2, 7, 9, 2),
+    (2, 2, 9, 7, 3),
+    (1, 4, 10, 10, 5),
+    (2, 1, 5, 6, 1),
+    (2, 3, 11, 8, 4),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -141,7 +161,8 @@ def test_mean_pool(case, dtype):
     assert ref.shape == (N, M, h, w)
     # a direct loop over the windows
     assert ref[-1, -1, -1, -1] == pytest.approx(
-        x[-1, -1, (h - 1) * r:h * r, (w - 1) * r:w * r].astype(np.float64).mean(), rel=1e-12)
+        x[-1, -1, (h - 1) * r : h * r, (w - 1) * r : w * r].astype(np.float64).mean(), rel=1e-12
+    )
     _close(kernels.mean_pool(x, r), ref, dtype)
     out = np.full(ref.shape, np.nan, dtype=dtype)
     assert kernels.mean_pool(x, r, out=out) is out
@@ -157,7 +178,7 @@ def test_upsample(case, divide, dtype):
     e = _data((N, M, h, w), dtype, np.random.default_rng(6))
     ref = reference.upsample(e.astype(np.float64), r, (H, W), divide=divide)
     direct = np.zeros((N, M, H, W))
-    direct[:, :, :h * r, :w * r] = np.repeat(np.repeat(e.astype(np.float64), r, 2), r, 3)
+    direct[:, :, : h * r, : w * r] = np.repeat(np.repeat(e.astype(np.float64), r, 2), r, 3)
     np.testing.assert_array_equal(ref, direct / (r * r if divide else 1))
     _close(kernels.upsample(e, r, (H, W), divide=divide), ref, dtype)
     out = np.full(ref.shape, np.nan, dtype=dtype)  # the zero border must be written too
@@ -217,9 +238,14 @@ def test_results_do_not_depend_on_the_thread_count():
 
     rng = np.random.default_rng(10)
     x, K, e = rng.random((7, 3, 12, 11)), rng.random((5, 3, 3, 4)), rng.random((7, 5, 10, 8))
-    calls = [lambda: kernels.conv_valid(x, K), lambda: kernels.conv_full(e, K, True),
-             lambda: kernels.kernel_grad(x, e, (3, 4)), lambda: kernels.map_sums(e),
-             lambda: kernels.mean_pool(x, 2), lambda: kernels.upsample(e, 2, (20, 17))]
+    calls = [
+        lambda: kernels.conv_valid(x, K),
+        lambda: kernels.conv_full(e, K, True),
+        lambda: kernels.kernel_grad(x, e, (3, 4)),
+        lambda: kernels.map_sums(e),
+        lambda: kernels.mean_pool(x, 2),
+        lambda: kernels.upsample(e, 2, (20, 17)),
+    ]
     full = [f() for f in calls]
     old = numba.get_num_threads()
     try:

@@ -40,8 +40,9 @@ def write_idx(path, arr, *, gzipped=False, **kw):
     return Path(path)
 
 
-def make_mnist_dir(directory, *, n_train=6, n_test=4, rows=28, cols=28, gzipped=True,
-                   dotted=False, seed=0):
+def make_mnist_dir(
+    directory, *, n_train=6, n_test=4, rows=28, cols=28, gzipped=True, dotted=False, seed=0
+):
     """Write four small MNIST-like files; return (train_imgs, train_lab, test_imgs, test_lab)."""
     rng = np.random.default_rng(seed)
     directory = Path(directory)
@@ -147,9 +148,7 @@ def test_labels_and_one_hot(tmp_path, gzipped):
     assert m.one_hot([0, 2], n_classes=3).tolist() == [[1, 0, 0], [0, 0, 1]]
 
 
-@pytest.mark.parametrize(
-    "bad", [[10], [-1], [[1, 2]], [0.5], np.array([1, 2]).reshape(1, 2)]
-)
+@pytest.mark.parametrize("bad", [[10], [-1], [[1, 2]], [0.5], np.array([1, 2]).reshape(1, 2)])
 def test_one_hot_rejects(bad):
     with pytest.raises(ValueError):
         m.one_hot(bad)
@@ -224,8 +223,14 @@ def test_load_mnist(tmp_path):
 
 
 def test_load_split_bad_split(tmp_path):
-    expect_error(ValueError, ["'validation'", "'train'", "'test'"],
-                 m.load_split, "validation", tmp_path, download=False)
+    expect_error(
+        ValueError,
+        ["'validation'", "'train'", "'test'"],
+        m.load_split,
+        "validation",
+        tmp_path,
+        download=False,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -327,8 +332,15 @@ def test_label_out_of_range(tmp_path):
 def test_count_mismatch(tmp_path):
     make_mnist_dir(tmp_path, n_train=6)
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(5), gzipped=True)
-    expect_error(MNISTError, ["mismatch", "6 images", "5 labels"],
-                 m.load_split, "train", tmp_path, download=False, verify=False)
+    expect_error(
+        MNISTError,
+        ["mismatch", "6 images", "5 labels"],
+        m.load_split,
+        "train",
+        tmp_path,
+        download=False,
+        verify=False,
+    )
     with pytest.raises(MNISTError, match="mismatch"):
         m.load_mnist(tmp_path, download=False, verify=False)
 
@@ -360,15 +372,18 @@ def test_load_uses_env_var(tmp_path, monkeypatch):
     make_mnist_dir(tmp_path / "explicit", n_train=3)
     monkeypatch.setenv(m.ENV_VAR, str(tmp_path / "env"))
     assert m.load_split("train", download=False, verify=False)[0].shape[0] == 2
-    assert m.load_split("train", tmp_path / "explicit", download=False,
-                        verify=False)[0].shape[0] == 3
+    assert (
+        m.load_split("train", tmp_path / "explicit", download=False, verify=False)[0].shape[0] == 3
+    )
 
 
 def test_missing_files_no_download(tmp_path):
     msg = expect_error(
         MNISTNotFoundError,
         ["train-images-idx3-ubyte.gz and 3 more", str(tmp_path), m.ENV_VAR],
-        m.load_mnist, tmp_path, download=False,
+        m.load_mnist,
+        tmp_path,
+        download=False,
     )
     assert "missing" in msg
     # Only the test files present: the message lists just the train files.
@@ -420,8 +435,7 @@ def test_download_first_mirror_missing_second_used(tmp_path):
     (tmp_path / "empty").mkdir()
     bad = (tmp_path / "empty").as_uri()  # no trailing slash: must still work
     dest = tmp_path / "dest"
-    m.download_mnist(dest, mirrors=[bad, uri], progress=False, checksums=sums,
-                     files=[STD_NAMES[1]])
+    m.download_mnist(dest, mirrors=[bad, uri], progress=False, checksums=sums, files=[STD_NAMES[1]])
     assert os.listdir(dest) == [STD_NAMES[1]]
 
 
@@ -443,9 +457,16 @@ def test_download_checksum_mismatch_leaves_nothing(tmp_path, what):
     size, md5, sha = sums[name]
     sums[name] = (size, "0" * 32, sha) if what == "md5" else (size + 1, md5, sha)
     dest = tmp_path / "dest"
-    msg = expect_error(MNISTNotFoundError, [what, name, str(dest), m.ENV_VAR, uri + name],
-                       m.download_mnist, dest, mirrors=[uri, uri], progress=False,
-                       checksums=sums, files=[name])
+    msg = expect_error(
+        MNISTNotFoundError,
+        [what, name, str(dest), m.ENV_VAR, uri + name],
+        m.download_mnist,
+        dest,
+        mirrors=[uri, uri],
+        progress=False,
+        checksums=sums,
+        files=[name],
+    )
     assert msg.count(uri + name) == 2  # both mirrors were tried and reported
     assert not dest.exists()  # the folder made for the download is removed again
 
@@ -455,8 +476,16 @@ def test_download_oversize_is_cut_off(tmp_path):
     name = STD_NAMES[0]
     sums[name] = (10, *sums[name][1:])  # the mirror's file is much larger than 10 bytes
     dest = tmp_path / "dest"
-    expect_error(MNISTNotFoundError, ["larger than"], m.download_mnist, dest, mirrors=[uri],
-                 progress=False, checksums=sums, files=[name])
+    expect_error(
+        MNISTNotFoundError,
+        ["larger than"],
+        m.download_mnist,
+        dest,
+        mirrors=[uri],
+        progress=False,
+        checksums=sums,
+        files=[name],
+    )
     assert not dest.exists()
 
 
@@ -491,9 +520,17 @@ def test_download_partial_transfer_leaves_nothing(tmp_path, monkeypatch, exc):
 
     monkeypatch.setattr(m, "_open_url", opener)
     dest = tmp_path / "dest"
-    expect_error(MNISTNotFoundError, [type(exc).__name__, str(exc), str(dest)],
-                 m.download_mnist, dest, mirrors=["https://a.invalid/", "https://b.invalid/"],
-                 progress=False, checksums=sums, files=[name], timeout=5)
+    expect_error(
+        MNISTNotFoundError,
+        [type(exc).__name__, str(exc), str(dest)],
+        m.download_mnist,
+        dest,
+        mirrors=["https://a.invalid/", "https://b.invalid/"],
+        progress=False,
+        checksums=sums,
+        files=[name],
+        timeout=5,
+    )
     assert [c[0] for c in calls] == ["https://a.invalid/" + name, "https://b.invalid/" + name]
     assert all(c[1] == 5 for c in calls)
     assert not dest.exists()
@@ -512,8 +549,9 @@ def test_download_partial_then_good_mirror(tmp_path, monkeypatch):
 
     monkeypatch.setattr(m, "_open_url", opener)
     dest = tmp_path / "dest"
-    m.download_mnist(dest, mirrors=["https://flaky.invalid/", uri], progress=False,
-                     checksums=sums, files=[name])
+    m.download_mnist(
+        dest, mirrors=["https://flaky.invalid/", uri], progress=False, checksums=sums, files=[name]
+    )
     assert os.listdir(dest) == [name]
     assert (dest / name).read_bytes() == data
 
@@ -538,9 +576,14 @@ def test_download_all_mirrors_fail(tmp_path):
     (tmp_path / "e2").mkdir()
     mirrors = [(tmp_path / "e1").as_uri() + "/", (tmp_path / "e2").as_uri() + "/"]
     dest = tmp_path / "dest"
-    msg = expect_error(MNISTNotFoundError,
-                       [str(dest), m.ENV_VAR, mirrors[0] + STD_NAMES[0], mirrors[1] + STD_NAMES[0]],
-                       m.download_mnist, dest, mirrors=mirrors, progress=False)
+    msg = expect_error(
+        MNISTNotFoundError,
+        [str(dest), m.ENV_VAR, mirrors[0] + STD_NAMES[0], mirrors[1] + STD_NAMES[0]],
+        m.download_mnist,
+        dest,
+        mirrors=mirrors,
+        progress=False,
+    )
     assert "tried" in msg
     assert not dest.exists()
     with pytest.raises(FileNotFoundError):
@@ -561,8 +604,13 @@ def test_download_progress(tmp_path, capsys):
     # A download that never starts shows no progress bar at all.
     (tmp_path / "empty").mkdir()
     with pytest.raises(MNISTNotFoundError):
-        m.download_mnist(tmp_path / "d2", mirrors=[(tmp_path / "empty").as_uri()], progress=True,
-                         checksums=sums, files=[name])
+        m.download_mnist(
+            tmp_path / "d2",
+            mirrors=[(tmp_path / "empty").as_uri()],
+            progress=True,
+            checksums=sums,
+            files=[name],
+        )
     err = capsys.readouterr().err
     assert "%" not in err and name not in err
 
@@ -615,17 +663,20 @@ def fuzz_file(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz") / "f"
 
 
-_FUZZ = settings(deadline=None, max_examples=200,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture])
+_FUZZ = settings(
+    deadline=None, max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @_FUZZ
-@given(data=st.one_of(
-    st.binary(max_size=300),
-    st.binary(max_size=300).map(lambda b: b"\x1f\x8b" + b),  # looks like gzip
-    st.binary(max_size=300).map(lambda b: b"\x00\x00\x08" + b),  # looks like IDX
-    st.binary(max_size=300).map(gz),  # valid gzip of random content
-))
+@given(
+    data=st.one_of(
+        st.binary(max_size=300),
+        st.binary(max_size=300).map(lambda b: b"\x1f\x8b" + b),  # looks like gzip
+        st.binary(max_size=300).map(lambda b: b"\x00\x00\x08" + b),  # looks like IDX
+        st.binary(max_size=300).map(gz),  # valid gzip of random content
+    )
+)
 def test_fuzz_random_bytes(fuzz_file, data):
     fuzz_file.write_bytes(data)
     _check_reads(fuzz_file)

@@ -38,13 +38,15 @@ def _publish(monkeypatch, directory):
     sums = {}
     for name in STD:
         data = (Path(directory) / name).read_bytes()
-        sums[name] = m.Checksum(len(data), hashlib.md5(data).hexdigest(),
-                                hashlib.sha256(data).hexdigest())
+        sums[name] = m.Checksum(
+            len(data), hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
+        )
     monkeypatch.setattr(m, "CHECKSUMS", sums)
     return sums
 
 
 # --------------------------------------------------------------------------- verify on load
+
 
 def test_edited_and_swapped_files_are_refused(tmp_path, monkeypatch):
     d = tmp_path / "d"
@@ -105,14 +107,24 @@ def test_real_mnist_swapped_and_edited_are_refused(tmp_path, capsys):
         m.load_split("train", d, download=False)
     # test labels where the train labels belong
     shutil.copy(src / STD[3], d / STD[1])
-    code = cli.main(["train", "--data-dir", str(d), "--no-download", "--out",
-                     str(tmp_path / "out"), "--no-progress"])
+    code = cli.main(
+        [
+            "train",
+            "--data-dir",
+            str(d),
+            "--no-download",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("cnn train: error: ")
     assert STD[1] in err and "--no-verify" in err
 
 
 # --------------------------------------------------------------------------- hostile files
+
 
 def test_non_regular_files_are_refused_without_blocking(tmp_path):
     fifo = tmp_path / "train-images-idx3-ubyte.gz"
@@ -153,9 +165,22 @@ def test_a_fifo_through_the_command_line(tmp_path, capsys):
     code = cli.main(["step", "--synthetic", "10", "--batch-size", "5"])  # unrelated: works
     assert code == 0
     capsys.readouterr()
-    code = cli.main(["train", "--data-dir", str(d), "--no-verify", "--no-download",
-                     "--out", str(tmp_path / "o"), "--no-progress", "--train-subset", "5",
-                     "--batch-size", "5"])
+    code = cli.main(
+        [
+            "train",
+            "--data-dir",
+            str(d),
+            "--no-verify",
+            "--no-download",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+            "--train-subset",
+            "5",
+            "--batch-size",
+            "5",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "is a FIFO" in err and err.count("\n") == 1
 
@@ -184,16 +209,21 @@ sys.exit(4)
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 @pytest.mark.parametrize("gzipped", [True, False])
-def test_idx_declaring_more_images_than_it_holds_is_refused_without_allocating(tmp_path,
-                                                                             gzipped):
+def test_idx_declaring_more_images_than_it_holds_is_refused_without_allocating(tmp_path, gzipped):
     rng = np.random.default_rng(0)
     held = rng.integers(0, 256, size=(1000, 28, 28), dtype=np.uint8)  # ~784 KB, incompressible
     data = idx_bytes(held, dims=(1_000_000, 28, 28))  # claims 784 MB
     p = tmp_path / ("bomb.gz" if gzipped else "bomb")
     p.write_bytes(gz(data) if gzipped else data)
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", _BOMB, str(p)], cwd=REPO, capture_output=True,
-                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    r = subprocess.run(
+        [sys.executable, "-c", _BOMB, str(p)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "refused:" in r.stdout and "truncated data" in r.stdout
     assert time.perf_counter() - t0 < 60
@@ -202,14 +232,25 @@ def test_idx_declaring_more_images_than_it_holds_is_refused_without_allocating(t
 def test_zero_image_files_are_our_error(tmp_path, capsys):
     d = tmp_path / "d"
     make_mnist_dir(d, n_train=0, n_test=0)
-    code = cli.main(["train", "--data-dir", str(d), "--no-verify", "--no-download",
-                     "--out", str(tmp_path / "o"), "--no-progress"])
+    code = cli.main(
+        [
+            "train",
+            "--data-dir",
+            str(d),
+            "--no-verify",
+            "--no-download",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "holds no images" in err and err.count("\n") == 1
     assert "unexpected" not in err
 
 
 # --------------------------------------------------------------------------- download
+
 
 class _Trickle(http.server.BaseHTTPRequestHandler):
     """Announces the whole file, then sends one byte every 50 ms."""
@@ -239,9 +280,14 @@ def test_the_timeout_bounds_the_whole_transfer(tmp_path, capsys):
     try:
         t0 = time.perf_counter()
         with pytest.raises(MNISTNotFoundError, match="not complete after 1 s"):
-            m.download_mnist(dest, mirrors=[f"http://127.0.0.1:{server.server_port}/"],
-                             files=[name], checksums={name: (100000, "0" * 32, "0" * 64)},
-                             timeout=1.0, progress=True)
+            m.download_mnist(
+                dest,
+                mirrors=[f"http://127.0.0.1:{server.server_port}/"],
+                files=[name],
+                checksums={name: (100000, "0" * 32, "0" * 64)},
+                timeout=1.0,
+                progress=True,
+            )
         assert time.perf_counter() - t0 < 10
     finally:
         server.shutdown()
@@ -257,22 +303,23 @@ def test_leftovers_of_a_killed_download_are_removed(tmp_path):
     dest = tmp_path / "dest"
     (dest / ".download").mkdir(parents=True)
     (dest / ".download" / "tmpabc123").write_bytes(b"half a file")  # SIGKILL left this
-    m.download_mnist(dest, mirrors=[mirror.as_uri()], progress=False, checksums=sums,
-                     files=[name])
+    m.download_mnist(dest, mirrors=[mirror.as_uri()], progress=False, checksums=sums, files=[name])
     assert os.listdir(dest) == [name]
 
 
 def test_a_failed_download_creates_no_folder_through_the_cli(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(m, "MIRRORS", ((tmp_path / "no-mirror").as_uri() + "/",))
     d = tmp_path / "nonexistent" / "deeper"
-    code = cli.main(["test", str(REPO / "tests" / "fixtures" / "example3_reference.npz"),
-                     "--data-dir", str(d)])
+    code = cli.main(
+        ["test", str(REPO / "tests" / "fixtures" / "example3_reference.npz"), "--data-dir", str(d)]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert not (tmp_path / "nonexistent").exists()
 
 
 # --------------------------------------------------------------------------- data home
+
 
 def test_data_home_installed_is_the_user_cache(tmp_path, monkeypatch):
     site = tmp_path / "lib" / "python3.11" / "site-packages"

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from _nets import build, data
 
 import cnn
 from cnn.matlab import CNNFileError, load_cnn, save_cnn
-
-from _nets import build, data
 
 
 def test_draws_follow_the_original_order():
@@ -38,7 +37,7 @@ def test_shapes_and_ranges_of_example3():
     assert L[3].K.shape == (20, 10, 3, 3) and L[3].map_shape == (8, 8)
     assert L[4].map_shape == (4, 4)
     assert L[5].W.shape == (150, 320) and L[6].W.shape == (10, 150)
-    for _, name, a in net.parameters():
+    for _, _, a in net.parameters():
         assert a.dtype == np.float64
         assert np.all(a >= -0.25) and np.all(a < 0.25)
     assert net.learning_rate == 0.01 and net.loss_func == "auto" and net.mode == "faithful"
@@ -96,22 +95,26 @@ def test_testcnn_and_predictcnn_match_the_forward_pass_and_ties():
 
 # ----------------------------------------------------------------- bad input: clear errors
 
+
 def _net():
     return build([("c", 2, 3, "tanh"), ("p", 2), ("f", 3, "sigm")], (8, 8))
 
 
-@pytest.mark.parametrize("call, exc, match", [
-    (lambda n: cnn.add_conv_layer(n, 2, 3, "relu"), ValueError, "act='relu'.*sigm, tanh, rect"),
-    (lambda n: cnn.add_fc_layer(n, 2, "sigmoid"), ValueError, "act='sigmoid'.*valid"),
-    (lambda n: cnn.add_pool_layer(n, 2, "max"), ValueError, "method='max'.*valid: mean"),
-    (lambda n: cnn.add_conv_layer(n, 2, 9, "tanh"), ValueError, "kernel_size 9x9 is larger"),
-    (lambda n: cnn.add_conv_layer(n, 2, (3, 9), "tanh"), ValueError, "larger than its input"),
-    (lambda n: cnn.add_conv_layer(n, 0, 3, "tanh"), ValueError, "n_maps"),
-    (lambda n: cnn.add_conv_layer(n, 2.5, 3, "tanh"), TypeError, "n_maps"),
-    (lambda n: cnn.add_pool_layer(n, 9), ValueError, "rate 9 is larger"),
-    (lambda n: cnn.add_fc_layer(n, -1, "tanh"), ValueError, "n_nodes"),
-    (lambda n: cnn.add_conv_layer("net", 2, 3, "tanh"), TypeError, "net must be a CNN"),
-])
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda n: cnn.add_conv_layer(n, 2, 3, "relu"), ValueError, "act='relu'.*sigm, tanh, rect"),
+        (lambda n: cnn.add_fc_layer(n, 2, "sigmoid"), ValueError, "act='sigmoid'.*valid"),
+        (lambda n: cnn.add_pool_layer(n, 2, "max"), ValueError, "method='max'.*valid: mean"),
+        (lambda n: cnn.add_conv_layer(n, 2, 9, "tanh"), ValueError, "kernel_size 9x9 is larger"),
+        (lambda n: cnn.add_conv_layer(n, 2, (3, 9), "tanh"), ValueError, "larger than its input"),
+        (lambda n: cnn.add_conv_layer(n, 0, 3, "tanh"), ValueError, "n_maps"),
+        (lambda n: cnn.add_conv_layer(n, 2.5, 3, "tanh"), TypeError, "n_maps"),
+        (lambda n: cnn.add_pool_layer(n, 9), ValueError, "rate 9 is larger"),
+        (lambda n: cnn.add_fc_layer(n, -1, "tanh"), ValueError, "n_nodes"),
+        (lambda n: cnn.add_conv_layer("net", 2, 3, "tanh"), TypeError, "net must be a CNN"),
+    ],
+)
 def test_constructor_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call(cnn.initcnn((8, 8), seed=0))
@@ -126,14 +129,17 @@ def test_no_conv_or_pool_after_fc():
         cnn.add_pool_layer(net, 2)
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(image_size=(8,)), ValueError, "image_size"),
-    (dict(image_size=5), TypeError, "image_size"),
-    (dict(image_size=(8, 0)), ValueError, "width"),
-    (dict(image_size=(8, 8), mode="exact"), ValueError, "mode='exact'.*faithful, corrected"),
-    (dict(image_size=(8, 8), learning_rate=-1), ValueError, "learning_rate"),
-    (dict(image_size=(8, 8), dtype=np.int32), ValueError, "dtype"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(image_size=(8,)), ValueError, "image_size"),
+        (dict(image_size=5), TypeError, "image_size"),
+        (dict(image_size=(8, 0)), ValueError, "width"),
+        (dict(image_size=(8, 8), mode="exact"), ValueError, "mode='exact'.*faithful, corrected"),
+        (dict(image_size=(8, 8), learning_rate=-1), ValueError, "learning_rate"),
+        (dict(image_size=(8, 8), dtype=np.int32), ValueError, "dtype"),
+    ],
+)
 def test_initcnn_errors(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         cnn.initcnn(**kwargs)
@@ -184,8 +190,10 @@ def test_nonfinite_training_stops_with_the_layer_named():
     net = build([("c", 2, 3, "plus"), ("p", 2), ("f", 3, "sigm")], (8, 8))
     net.layers[1].K[:] = 1e308  # the conv sums overflow to Inf
     x, y = data(net, n=4)
-    with np.errstate(all="ignore"), pytest.raises(
-            cnn.NonFiniteError, match=r"epoch 1, minibatch 1: layer 2 \(c, act 'plus'\)"):
+    with (
+        np.errstate(all="ignore"),
+        pytest.raises(cnn.NonFiniteError, match=r"epoch 1, minibatch 1: layer 2 \(c, act 'plus'\)"),
+    ):
         cnn.traincnn(net, x, y, 3, 2, verbose=False)
 
 
@@ -214,5 +222,5 @@ def test_safe_numerics():
     net.layers[1].b[:] = 0
     x = np.ones((2, 1, 1))
     y = np.array([[0.0, 1.0], [1.0, 0.0]])
-    cnn.bpcnn(cnn.ffcnn(net, x), y)      # outputs are exactly 1.0: log(1 - o) = log(0) in MATLAB
+    cnn.bpcnn(cnn.ffcnn(net, x), y)  # outputs are exactly 1.0: log(1 - o) = log(0) in MATLAB
     assert np.isfinite(net.loss) and net.loss == pytest.approx(1e4)

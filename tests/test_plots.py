@@ -28,10 +28,11 @@ def small_net():
 
 def test_loss_curves_single_and_seeds(tmp_path):
     rng = np.random.default_rng(0)
-    curves = {"one run": 2 * np.exp(-np.arange(300) / 80) + 0.1 * rng.random(300),
-              "three seeds": [np.exp(-np.arange(n) / 60) + 0.1 * rng.random(n)
-                              for n in (300, 290, 300)],
-              "2-D": rng.random((2, 300))}
+    curves = {
+        "one run": 2 * np.exp(-np.arange(300) / 80) + 0.1 * rng.random(300),
+        "three seeds": [np.exp(-np.arange(n) / 60) + 0.1 * rng.random(n) for n in (300, 290, 300)],
+        "2-D": rng.random((2, 300)),
+    }
     p = tmp_path / "sub" / "loss.png"
     _check_png(p, plots.loss_curves(curves, p, title="t", smooth=20))
     p2 = tmp_path / "raw.png"
@@ -76,9 +77,7 @@ def test_feature_maps_leaves_the_network_alone(tmp_path, small_net):
 def test_confusion_counts_by_hand():
     true = [0, 0, 1, 1, 1, 2, 2, 2, 2]
     pred = [0, 1, 1, 1, 2, 2, 0, 2, 2]
-    expected = np.array([[1, 1, 0],
-                         [0, 2, 1],
-                         [1, 0, 3]])
+    expected = np.array([[1, 1, 0], [0, 2, 1], [1, 0, 3]])
     c = plots.confusion(true, pred, n_classes=3)
     np.testing.assert_array_equal(c, expected)
     assert c.dtype == np.int64 and c.sum() == 9
@@ -102,19 +101,26 @@ def test_confusion_matrix(tmp_path):
 
 
 def test_error_by_setting_and_grad_norm_ratio(tmp_path):
-    errs = {"flag off (derived)": [0.08, 0.09, 0.085], "flag on (forced)": [0.28, 0.3, 0.26],
-            "one seed": [0.1], "diverged": [float("nan"), 0.5]}
+    errs = {
+        "flag off (derived)": [0.08, 0.09, 0.085],
+        "flag on (forced)": [0.28, 0.3, 0.26],
+        "one seed": [0.1],
+        "diverged": [float("nan"), 0.5],
+    }
     p = tmp_path / "err.png"
     _check_png(p, plots.error_by_setting(errs, p, reference={"flag off (derived)": 0.0832}))
     steps = np.arange(0, 100, 10)
     rng = np.random.default_rng(0)
-    ratios = {"along flag off": [0.2 * rng.random(10) for _ in range(3)],
-              "along flag on": 0.1 * rng.random(10)}
+    ratios = {
+        "along flag off": [0.2 * rng.random(10) for _ in range(3)],
+        "along flag on": 0.1 * rng.random(10),
+    }
     p2 = tmp_path / "ratio.png"
     _check_png(p2, plots.grad_norm_ratio(ratios, p2, steps=steps, title="r"))
 
 
 # --------------------------------------------------------------------------- figures that teach
+
 
 def _check_image_panels(fig):
     """Every image panel has a title and a colour bar for its colour scale; signed scales are
@@ -146,8 +152,8 @@ def test_feature_maps_figure_has_every_map_a_colour_bar_and_the_classes(small_ne
                 assert ax.get_title()
         out = cnn.predictcnn(small_net, img[None])[1][0]
         assert fig._suptitle.get_text().endswith(
-            f"true 3, predicted {out} (output "
-            f"{cnn.predictcnn(small_net, img[None])[0][0]:.3g})")
+            f"true 3, predicted {out} (output {cnn.predictcnn(small_net, img[None])[0][0]:.3g})"
+        )
     finally:
         plt.close(fig)
 
@@ -168,7 +174,7 @@ def test_error_maps_figure_shows_all_maps_with_symmetric_bars():
     from cnn import step
 
     net = cnn.initcnn((16, 16), seed=0)
-    cnn.add_conv_layer(net, 12, 3, "tanh")     # 12 maps: more than one row of 10
+    cnn.add_conv_layer(net, 12, 3, "tanh")  # 12 maps: more than one row of 10
     cnn.add_pool_layer(net, 2)
     cnn.add_fc_layer(net, 4, "sigm")
     rng = np.random.default_rng(1)
@@ -176,7 +182,7 @@ def test_error_maps_figure_shows_all_maps_with_symmetric_bars():
     cnn.bpcnn(net, np.eye(4)[[0, 1, 2]])
     fig = step.error_maps_figure(net, example=1)
     try:
-        assert _check_image_panels(fig) == 1 + 12 + 12   # fc strip, pool 12, conv 12
+        assert _check_image_panels(fig) == 1 + 12 + 12  # fc strip, pool 12, conv 12
         titles = {ax.get_title() for ax in fig.axes if ax.images}
         assert {f"er{{{j}}}" for j in range(1, 13)} <= titles
         assert all(im.get_cmap().name == "RdBu_r" for ax in fig.axes for im in ax.images)
@@ -187,9 +193,9 @@ def test_error_maps_figure_shows_all_maps_with_symmetric_bars():
 @pytest.mark.parametrize("window", [1, 2, 5, 7, 30])
 def test_moving_average_equals_a_direct_computation(window):
     a = np.random.default_rng(window).random(23)
-    trailing = [a[max(0, i - window + 1):i + 1].mean() for i in range(a.size)]
+    trailing = [a[max(0, i - window + 1) : i + 1].mean() for i in range(a.size)]
     np.testing.assert_allclose(plots.moving_average(a, window), trailing, rtol=1e-12)
-    valid = [a[i:i + window].mean() for i in range(a.size - window + 1)]
+    valid = [a[i : i + window].mean() for i in range(a.size - window + 1)]
     np.testing.assert_allclose(plots.moving_average(a, window, valid=True), valid, rtol=1e-12)
 
 

@@ -8,14 +8,23 @@ import copy
 
 import numpy as np
 import pytest
+from _golden import (
+    FIXTURES,
+    TRAINED,
+    build,
+    check_backward,
+    check_forward,
+    check_params,
+    forced_flag,
+    images,
+    load,
+    targets,
+)
+from _nets import build as build_net
+from _nets import data
 
 import cnn
 from cnn import backend, kernels, reference
-
-from _golden import (FIXTURES, TRAINED, build, check_backward, check_forward, check_params,
-                     forced_flag, images, load, targets)
-from _nets import build as build_net
-from _nets import data
 
 ROUND_OFF = 1e-12
 
@@ -96,8 +105,9 @@ def test_traincnn_on_reference_kernels_matches_numba():
     for la, lb in zip(a.layers, b.layers, strict=True):
         for name in ("K", "W", "b"):
             if getattr(la, name, None) is not None:
-                np.testing.assert_allclose(getattr(lb, name), getattr(la, name), rtol=1e-10,
-                                           atol=1e-14)
+                np.testing.assert_allclose(
+                    getattr(lb, name), getattr(la, name), rtol=1e-10, atol=1e-14
+                )
 
 
 def test_use_kernels_restores_and_refuses_unknown_names():
@@ -117,10 +127,14 @@ def test_use_kernels_restores_and_refuses_unknown_names():
 def test_reference_float32_stays_float32():
     x = np.random.default_rng(0).random((2, 3, 7, 6)).astype(np.float32)
     K = np.ones((4, 3, 2, 3), np.float32)
-    for result in (reference.conv_valid(x, K), reference.mean_pool(x, 2),
-                   reference.conv_full(reference.conv_valid(x, K), K, flip=True),
-                   reference.kernel_grad(x, reference.conv_valid(x, K), (2, 3)),
-                   reference.map_sums(x), reference.act_forward(x, "sigm")):
+    for result in (
+        reference.conv_valid(x, K),
+        reference.mean_pool(x, 2),
+        reference.conv_full(reference.conv_valid(x, K), K, flip=True),
+        reference.kernel_grad(x, reference.conv_valid(x, K), (2, 3)),
+        reference.map_sums(x),
+        reference.act_forward(x, "sigm"),
+    ):
         assert result.dtype == np.float32
 
 
@@ -143,6 +157,12 @@ def test_passes_and_traincnn_call_the_reference_kernels_when_asked(monkeypatch):
     with cnn.use_kernels("reference"):
         cnn.traincnn(net, x, y, 1, 4, verbose=False)
     # two minibatches: conv_valid twice and mean_pool twice per forward pass, and so on
-    for name, per_batch in (("conv_valid", 2), ("mean_pool", 2), ("kernel_grad", 2),
-                            ("map_sums", 2), ("conv_full", 1), ("upsample", 2)):
+    for name, per_batch in (
+        ("conv_valid", 2),
+        ("mean_pool", 2),
+        ("kernel_grad", 2),
+        ("map_sums", 2),
+        ("conv_full", 1),
+        ("upsample", 2),
+    ):
         assert calls.count(name) == 2 * per_batch, name

@@ -56,8 +56,9 @@ def test_unwritable_out_fails_at_once_before_training(tmp_path, capsys, monkeypa
     for out, words in _unwritable(tmp_path):
         t0 = time.perf_counter()
         # 60,000 synthetic digits for 5 epochs would take minutes: it must not start.
-        code = cli.main(["train", "--synthetic", "60000", "--epochs", "5", "--no-progress",
-                         "--out", str(out)])
+        code = cli.main(
+            ["train", "--synthetic", "60000", "--epochs", "5", "--no-progress", "--out", str(out)]
+        )
         elapsed = time.perf_counter() - t0
         line = _one_line(capsys.readouterr().err, "train")
         assert code == 2 and elapsed < 10, (out, line)
@@ -77,8 +78,22 @@ def test_unwritable_compare_out_fails_before_loading_anything(tmp_path, capsys, 
 
 def test_unwritable_plots_folder(tmp_path, tiny, capsys):
     for out, words in _unwritable(tmp_path):
-        code = cli.main(["train", "--init", str(tiny), "--synthetic", "20", "--batch-size", "10",
-                         "--no-progress", "--out", str(tmp_path / "run"), "--plots", str(out)])
+        code = cli.main(
+            [
+                "train",
+                "--init",
+                str(tiny),
+                "--synthetic",
+                "20",
+                "--batch-size",
+                "10",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "run"),
+                "--plots",
+                str(out),
+            ]
+        )
         line = _one_line(capsys.readouterr().err, "train")
         assert code == 2 and "--plots" in line and words in line
         assert not (tmp_path / "run" / "checkpoint.npz").exists()
@@ -88,8 +103,18 @@ def test_unwritable_plots_folder(tmp_path, tiny, capsys):
 
 
 def test_a_finished_run_is_not_replaced_without_overwrite(tiny, tmp_path, capsys):
-    argv = ["train", "--init", str(tiny), "--synthetic", "20", "--batch-size", "10",
-            "--no-progress", "--out", str(tmp_path)]
+    argv = [
+        "train",
+        "--init",
+        str(tiny),
+        "--synthetic",
+        "20",
+        "--batch-size",
+        "10",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert cli.main(argv) == 0
     capsys.readouterr()
     before = (tmp_path / "net.npz").read_bytes()
@@ -104,16 +129,35 @@ def test_a_finished_run_is_not_replaced_without_overwrite(tiny, tmp_path, capsys
 def test_a_busy_folder_is_refused_at_once(tiny, tmp_path, capsys):
     """While another process holds the folder, a run is refused; never 'resume it'."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from cnn.atomic import folder_lock\n"
-         f"with folder_lock({str(tmp_path)!r}, 'train run'):\n"
-         "    print('locked', flush=True); time.sleep(60)"],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from cnn.atomic import folder_lock\n"
+            f"with folder_lock({str(tmp_path)!r}, 'train run'):\n"
+            "    print('locked', flush=True); time.sleep(60)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         t0 = time.perf_counter()
-        code = cli.main(["train", "--init", str(tiny), "--synthetic", "20", "--batch-size",
-                         "10", "--no-progress", "--out", str(tmp_path)])
+        code = cli.main(
+            [
+                "train",
+                "--init",
+                str(tiny),
+                "--synthetic",
+                "20",
+                "--batch-size",
+                "10",
+                "--no-progress",
+                "--out",
+                str(tmp_path),
+            ]
+        )
         line = _one_line(capsys.readouterr().err, "train")
         assert code == 2 and time.perf_counter() - t0 < 10
         assert "in use by another train run" in line and f"process {holder.pid}" in line
@@ -127,11 +171,28 @@ def test_a_busy_folder_is_refused_at_once(tiny, tmp_path, capsys):
 
 def test_two_concurrent_train_runs_exactly_one_runs(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cnn", "train", "--synthetic", "2000", "--epochs", "2",
-           "--seed", "1", "--no-progress", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cnn",
+        "train",
+        "--synthetic",
+        "2000",
+        "--epochs",
+        "2",
+        "--seed",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=600) + (p.returncode,) for p in procs]
     codes = sorted(r[2] for r in results)
     assert codes == [0, 2], results
@@ -155,8 +216,16 @@ def test_resume_keeps_the_options_of_the_run(tiny, tmp_path, capsys):
         if epoch * 6 + batch + 1 == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
-    cfg = TrainConfig(init=str(tiny), synthetic=60, batch_size=10, epochs=2,
-                      checkpoint_every=2, out=str(out), progress=False, verbose=False)
+    cfg = TrainConfig(
+        init=str(tiny),
+        synthetic=60,
+        batch_size=10,
+        epochs=2,
+        checkpoint_every=2,
+        out=str(out),
+        progress=False,
+        verbose=False,
+    )
     with pytest.raises(Interrupted):
         run_training(cfg, callback=stop_after_3)
     seen = []
@@ -164,8 +233,9 @@ def test_resume_keeps_the_options_of_the_run(tiny, tmp_path, capsys):
     def watch(net, epoch, batch):
         seen.append(load_npz_meta(out / "checkpoint.npz")["batches_done"])
 
-    res = run_training(TrainConfig(resume=str(out / "checkpoint.npz"), progress=False),
-                       callback=watch)
+    res = run_training(
+        TrainConfig(resume=str(out / "checkpoint.npz"), progress=False), callback=watch
+    )
     printed = capsys.readouterr().out
     assert "resuming with the options of the run: --checkpoint-every 2" in printed
     assert res.batches_done == 12
@@ -173,8 +243,15 @@ def test_resume_keeps_the_options_of_the_run(tiny, tmp_path, capsys):
     assert sorted(set(seen)) == [3, 4, 6, 8, 10]
     assert load_npz_meta(out / "checkpoint.npz")["options"]["checkpoint_every"] == 2
     # an option given again wins
-    res = run_training(TrainConfig(resume=str(out / "checkpoint.npz"), epochs=3,
-                                   checkpoint_every=5, progress=False, verbose=False))
+    res = run_training(
+        TrainConfig(
+            resume=str(out / "checkpoint.npz"),
+            epochs=3,
+            checkpoint_every=5,
+            progress=False,
+            verbose=False,
+        )
+    )
     assert load_npz_meta(out / "checkpoint.npz")["options"]["checkpoint_every"] == 5
 
 
@@ -184,20 +261,54 @@ def test_resume_keeps_no_verify_of_a_run_on_custom_data(tmp_path, capsys):
     d = tmp_path / "custom"
     make_mnist_dir(d, n_train=20, n_test=10)
     out = tmp_path / "run"
-    argv = ["train", "--data-dir", str(d), "--no-download", "--batch-size", "10", "--example",
-            "1", "--seed", "0", "--no-progress", "--out", str(out)]
+    argv = [
+        "train",
+        "--data-dir",
+        str(d),
+        "--no-download",
+        "--batch-size",
+        "10",
+        "--example",
+        "1",
+        "--seed",
+        "0",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert cli.main(argv) == 2  # custom data are not the published MNIST
     assert "--no-verify" in capsys.readouterr().err
     assert cli.main(argv + ["--no-verify", "--overwrite"]) == 0
     capsys.readouterr()
-    assert cli.main(["train", "--resume", str(out / "checkpoint.npz"), "--epochs", "2",
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(
+            ["train", "--resume", str(out / "checkpoint.npz"), "--epochs", "2", "--no-progress"]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "--no-verify" in printed and f"--data-dir {d}" in printed
 
 
 def test_epoch_times_are_labelled(tiny, tmp_path, capsys):
-    assert cli.main(["train", "--init", str(tiny), "--synthetic", "20", "--batch-size", "10",
-                     "--epochs", "2", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--init",
+                str(tiny),
+                "--synthetic",
+                "20",
+                "--batch-size",
+                "10",
+                "--epochs",
+                "2",
+                "--no-progress",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "epoch 1/2: " in out and "epoch 2/2: " in out and "Elapsed time" not in out

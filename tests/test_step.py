@@ -18,8 +18,14 @@ from cnn.nets import gradcheck_network
 REPO = Path(__file__).resolve().parent.parent
 
 NETS = {
-    "c2": [("c", 2, 3, "tanh"), ("p", 2), ("c", 3, 2, "tanh"), ("p", 2), ("f", 6, "tanh"),
-           ("f", 3, "sigm")],
+    "c2": [
+        ("c", 2, 3, "tanh"),
+        ("p", 2),
+        ("c", 3, 2, "tanh"),
+        ("p", 2),
+        ("f", 6, "tanh"),
+        ("f", 3, "sigm"),
+    ],
     "none_hidden": [("c", 2, 3, "sigm"), ("p", 2), ("f", 5, "none"), ("f", 3, "sigm")],
     "conv_last": [("c", 2, 3, "sigm")],
     "pool_last": [("c", 2, 3, "sigm"), ("p", 2)],
@@ -45,8 +51,7 @@ def test_every_layer_last_to_first_with_norms_of_the_attributes(name, mode):
     for s in rep.layers:
         layer = net.layers[s.layer - 1]
         assert s.type == layer.type
-        assert s.lines and all(re.fullmatch(r"[0-9, -]+", ln.matlab) for ln in s.lines
-                                if ln.matlab)
+        assert s.lines and all(re.fullmatch(r"[0-9, -]+", ln.matlab) for ln in s.lines if ln.matlab)
         if layer.type == "i":
             assert s.er_norm is None
             continue
@@ -70,10 +75,23 @@ def test_report_text_cites_the_matlab_lines_in_order():
     text = rep.format()
     heads = [int(m) for m in re.findall(r"^layer (\d+) ", text, flags=re.M)]
     assert heads == [7, 6, 5, 4, 3, 2, 1]
-    for ref in ("bpcnn.m:13 ", "bpcnn.m:15-17, 27", "bpcnn.m:35 ", "bpcnn.m:41-44",
-                "bpcnn.m:102", "bpcnn.m:105-106", "bpcnn.m:107", "bpcnn.m:108",
-                "bpcnn.m:112-120", "bpcnn.m:121-132", "bpcnn.m:138-148", "bpcnn.m:169-171",
-                "bpcnn.m:181-185", "bpcnn.m:189-205", "bpcnn.m:206"):
+    for ref in (
+        "bpcnn.m:13 ",
+        "bpcnn.m:15-17, 27",
+        "bpcnn.m:35 ",
+        "bpcnn.m:41-44",
+        "bpcnn.m:102",
+        "bpcnn.m:105-106",
+        "bpcnn.m:107",
+        "bpcnn.m:108",
+        "bpcnn.m:112-120",
+        "bpcnn.m:121-132",
+        "bpcnn.m:138-148",
+        "bpcnn.m:169-171",
+        "bpcnn.m:181-185",
+        "bpcnn.m:189-205",
+        "bpcnn.m:206",
+    ):
         assert ref in text, ref
     for s in rep.layers:
         if s.er_norm is not None:
@@ -127,14 +145,28 @@ def test_flag_line_is_found_in_the_source():
 
 
 def test_step_command_on_synthetic_digits(capsys, tmp_path):
-    code = cli.main(["step", "--synthetic", "20", "--batch-size", "5", "--minibatch", "2",
-                     "--mode", "corrected", "--flag", "on", "--plot", str(tmp_path / "e.png")])
+    code = cli.main(
+        [
+            "step",
+            "--synthetic",
+            "20",
+            "--batch-size",
+            "5",
+            "--minibatch",
+            "2",
+            "--mode",
+            "corrected",
+            "--flag",
+            "on",
+            "--plot",
+            str(tmp_path / "e.png"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "Example 3 of Example_MNIST_CNN.m" in out and "examples 6-10" in out
     assert "CalcLastLayerActDerivative = 1" in out
-    assert [int(m) for m in re.findall(r"^layer (\d+) ", out, flags=re.M)] == [7, 6, 5, 4, 3,
-                                                                              2, 1]
+    assert [int(m) for m in re.findall(r"^layer (\d+) ", out, flags=re.M)] == [7, 6, 5, 4, 3, 2, 1]
     assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -150,16 +182,46 @@ def test_step_command_with_a_network_file(capsys, tmp_path):
     cnn.add_fc_layer(net, 10, "sigm")
     path = tmp_path / "n.mat"
     save_cnn(path, net, var="cnn_init")
-    assert cli.main(["step", "--init", str(path), "--init-var", "cnn_init", "--synthetic", "8",
-                     "--batch-size", "4"]) == 0
+    assert (
+        cli.main(
+            [
+                "step",
+                "--init",
+                str(path),
+                "--init-var",
+                "cnn_init",
+                "--synthetic",
+                "8",
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "corrected mode" in out and "layer 8 " in out
 
 
 def _pdb(stdin, *extra):
-    return subprocess.run([sys.executable, "-m", "cnn", "step", "--synthetic", "10",
-                           "--batch-size", "5", "--pdb", *extra], cwd=REPO, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnn",
+            "step",
+            "--synthetic",
+            "10",
+            "--batch-size",
+            "5",
+            "--pdb",
+            *extra,
+        ],
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_pdb_stops_at_the_flag_line():
@@ -186,8 +248,7 @@ def test_step_on_a_small_gradcheck_network_is_the_gradcheck_batch(capsys):
     assert cli.main(["step", "--net", "c2", "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
     assert "c2: two conv layers" in out and "random images" in out
-    assert [int(m) for m in re.findall(r"^layer (\d+) ", out, flags=re.M)] == [7, 6, 5, 4, 3,
-                                                                              2, 1]
+    assert [int(m) for m in re.findall(r"^layer (\d+) ", out, flags=re.M)] == [7, 6, 5, 4, 3, 2, 1]
     assert "D1 (faithful)" in out
     net, x, y = gradcheck_network("c2", n=4)
     rep = step.step_report(net, x, y)
@@ -211,10 +272,38 @@ def test_plot_maps_shows_the_error_of_one_example(capsys, tmp_path, monkeypatch)
 
     monkeypatch.setattr(step, "plot_error_maps", spy)
     png = tmp_path / "maps.png"
-    assert cli.main(["step", "--net", "none-hidden", "--batch-size", "3", "--plot-maps",
-                     str(png), "--example-index", "2"]) == 0
+    assert (
+        cli.main(
+            [
+                "step",
+                "--net",
+                "none-hidden",
+                "--batch-size",
+                "3",
+                "--plot-maps",
+                str(png),
+                "--example-index",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert calls["example"] == 1 and calls["er"][0] is None  # 0-based; input layer has none
-    assert cli.main(["step", "--net", "small", "--batch-size", "3", "--plot-maps",
-                     str(png), "--example-index", "4"]) == 2
+    assert (
+        cli.main(
+            [
+                "step",
+                "--net",
+                "small",
+                "--batch-size",
+                "3",
+                "--plot-maps",
+                str(png),
+                "--example-index",
+                "4",
+            ]
+        )
+        == 2
+    )
     assert "--example-index 4" in capsys.readouterr().err

@@ -52,6 +52,7 @@ def clean_lr(tmp_path_factory):
 
 # --------------------------------------------------------------------------- the store
 
+
 def test_store_round_trip_and_key(tmp_path):
     store = RunStore(tmp_path)
     spec = {"study": "lr", "seed": 1, "lr": 0.01, "data": "abc"}
@@ -74,14 +75,25 @@ def test_store_round_trip_and_key(tmp_path):
 def test_spec_holds_everything_that_decides_the_numbers(clean_lr):
     for doc in _records(clean_lr).values():
         spec = doc["spec"]
-        for k in ("study", "setting", "seed", "epochs", "lr", "batch_size", "mode", "dtype",
-                  "data", "version"):
+        for k in (
+            "study",
+            "setting",
+            "seed",
+            "epochs",
+            "lr",
+            "batch_size",
+            "mode",
+            "dtype",
+            "data",
+            "version",
+        ):
             assert k in spec, k
         assert doc["key"] == spec_key(spec)
 
 
-def test_a_failing_run_keeps_the_others_and_the_rerun_trains_only_it(clean_lr, tmp_path,
-                                                                       monkeypatch, capsys):
+def test_a_failing_run_keeps_the_others_and_the_rerun_trains_only_it(
+    clean_lr, tmp_path, monkeypatch, capsys
+):
     real = flag.run_one
 
     def flaky(setting, seed, data, epochs=1, **kw):
@@ -99,8 +111,11 @@ def test_a_failing_run_keeps_the_others_and_the_rerun_trains_only_it(clean_lr, t
     recs = _records(out)
     assert len(clean) == 10 and len(recs) == 9 and set(recs) < set(clean)
     missing = (set(clean) - set(recs)).pop()
-    assert (clean[missing]["spec"]["setting"], clean[missing]["spec"]["seed"],
-            clean[missing]["spec"]["lr"]) == ("on", 1, 0.08)
+    assert (
+        clean[missing]["spec"]["setting"],
+        clean[missing]["spec"]["seed"],
+        clean[missing]["spec"]["lr"],
+    ) == ("on", 1, 0.08)
     for key, doc in recs.items():
         assert _numbers(doc) == _numbers(clean[key])
     assert "**PARTIAL**: 9 of 10 runs finished" in (out / "table.md").read_text()
@@ -145,6 +160,7 @@ def test_output_folder_checked_and_locked(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- signals
 
+
 def _children(pid):
     kids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -172,20 +188,50 @@ def _alive(pid):
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
-@pytest.mark.parametrize("sig, rc, word", [(signal.SIGINT, 130, "interrupted"),
-                                           (signal.SIGTERM, 143, "terminated"),
-                                           (signal.SIGKILL, -9, None)])
+@pytest.mark.parametrize(
+    "sig, rc, word",
+    [
+        (signal.SIGINT, 130, "interrupted"),
+        (signal.SIGTERM, 143, "terminated"),
+        (signal.SIGKILL, -9, None),
+    ],
+)
 def test_a_signal_stops_every_worker_and_keeps_the_finished_records(sig, rc, word, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(tmp), NUMBA_NUM_THREADS="1")
-    args = [sys.executable, "-m", "cnn", "compare", "--study", "lr", "--synthetic",
-            "--train-subset", "2000", "--test-subset", "200", "--lrs",
-            "0.005,0.01,0.02,0.04,0.08", "--seeds", "3", "--epochs", "2", "--jobs", "2",
-            "--out", str(out)]
-    p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, preexec_fn=_default_sigint)
+    args = [
+        sys.executable,
+        "-m",
+        "cnn",
+        "compare",
+        "--study",
+        "lr",
+        "--synthetic",
+        "--train-subset",
+        "2000",
+        "--test-subset",
+        "200",
+        "--lrs",
+        "0.005,0.01,0.02,0.04,0.08",
+        "--seeds",
+        "3",
+        "--epochs",
+        "2",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+    ]
+    p = subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
     try:
         deadline = time.time() + 300
         while not list((out / "runs").glob("*.json")) and p.poll() is None:
@@ -221,19 +267,42 @@ def test_a_signal_stops_every_worker_and_keeps_the_finished_records(sig, rc, wor
 def test_a_killed_local_worker_costs_only_its_runs(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT), NUMBA_NUM_THREADS="1")
-    args = [sys.executable, "-m", "cnn", "compare", "--study", "lr", "--synthetic",
-            "--train-subset", "2000", "--test-subset", "100", "--lrs", "0.01,0.02,0.04",
-            "--seeds", "2", "--epochs", "2", "--jobs", "2", "--no-plots", "--out", str(out)]
-    p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+    args = [
+        sys.executable,
+        "-m",
+        "cnn",
+        "compare",
+        "--study",
+        "lr",
+        "--synthetic",
+        "--train-subset",
+        "2000",
+        "--test-subset",
+        "100",
+        "--lrs",
+        "0.01,0.02,0.04",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--jobs",
+        "2",
+        "--no-plots",
+        "--out",
+        str(out),
+    ]
+    p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
         while not _records(out) and p.poll() is None:
             assert time.time() < deadline, "no record within 300 s"
             time.sleep(0.1)
-        workers = [k for k in _children(p.pid)
-                   if b"loky" in Path(f"/proc/{k}/cmdline").read_bytes()
-                   and b"resource_tracker" not in Path(f"/proc/{k}/cmdline").read_bytes()]
+        workers = [
+            k
+            for k in _children(p.pid)
+            if b"loky" in Path(f"/proc/{k}/cmdline").read_bytes()
+            and b"resource_tracker" not in Path(f"/proc/{k}/cmdline").read_bytes()
+        ]
         assert workers and p.poll() is None
         os.kill(workers[0], signal.SIGKILL)
         stdout, stderr = p.communicate(timeout=600)
@@ -251,8 +320,17 @@ def test_a_killed_local_worker_costs_only_its_runs(tmp_path):
 
 # --------------------------------------------------------------------------- Dask
 
-DASK_ARGS = ["--quick", "--synthetic", "--train-subset", "500", "--test-subset", "100",
-             "--settings", "off,on", "--no-plots"]
+DASK_ARGS = [
+    "--quick",
+    "--synthetic",
+    "--train-subset",
+    "500",
+    "--test-subset",
+    "100",
+    "--settings",
+    "off,on",
+    "--no-plots",
+]
 
 
 @pytest.fixture(scope="module")
@@ -261,8 +339,9 @@ def cluster():
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + old if old else "")
     try:
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as c:
+        with distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as c:
             yield c
     finally:
         if old is None:
@@ -274,8 +353,10 @@ def cluster():
 def test_dask_cluster_gives_the_local_records(cluster, tmp_path, capsys):
     local, remote = tmp_path / "local", tmp_path / "dask"
     assert compare_main(DASK_ARGS + ["--jobs", "1", "--out", str(local)]) == 0
-    assert compare_main(DASK_ARGS + ["--scheduler", cluster.scheduler_address,
-                                     "--out", str(remote)]) == 0
+    assert (
+        compare_main(DASK_ARGS + ["--scheduler", cluster.scheduler_address, "--out", str(remote)])
+        == 0
+    )
     err = capsys.readouterr().err
     assert "load the data themselves" in err  # the synthetic set is made on the workers
     a, b = _records(local), _records(remote)
@@ -291,19 +372,41 @@ def test_a_killed_dask_worker_costs_only_its_run(cluster, tmp_path):
 
     out = tmp_path / "out"
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
-    args = [sys.executable, "-m", "cnn", "compare", "--study", "lr", "--synthetic",
-            "--train-subset", "2000", "--test-subset", "100", "--lrs", "0.01,0.02,0.04",
-            "--seeds", "2", "--epochs", "2", "--no-plots", "--scheduler",
-            cluster.scheduler_address, "--out", str(out)]
-    p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+    args = [
+        sys.executable,
+        "-m",
+        "cnn",
+        "compare",
+        "--study",
+        "lr",
+        "--synthetic",
+        "--train-subset",
+        "2000",
+        "--test-subset",
+        "100",
+        "--lrs",
+        "0.01,0.02,0.04",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--no-plots",
+        "--scheduler",
+        cluster.scheduler_address,
+        "--out",
+        str(out),
+    ]
+    p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None
     try:
         with Client(cluster.scheduler_address) as client:
             deadline = time.time() + 300
             while killed is None and p.poll() is None and time.time() < deadline:
-                busy = [w for w, tasks in client.processing().items()
-                        if any(str(t).startswith("cnn-run-") for t in tasks)]
+                busy = [
+                    w
+                    for w, tasks in client.processing().items()
+                    if any(str(t).startswith("cnn-run-") for t in tasks)
+                ]
                 if busy and _records(out):
                     pids = client.run(os.getpid, workers=busy[:1])
                     killed = next(iter(pids.values()))
@@ -322,6 +425,7 @@ def test_a_killed_dask_worker_costs_only_its_run(cluster, tmp_path):
 
 # --------------------------------------------------------------------------- study "lr"
 
+
 def _capture_figures(monkeypatch):
     figs = []
 
@@ -337,8 +441,20 @@ def _capture_figures(monkeypatch):
 def test_lr_study_end_to_end(tmp_path, monkeypatch, capsys):
     figs = _capture_figures(monkeypatch)
     out = tmp_path / "lr"
-    args = ["--study", "lr", "--quick", "--synthetic", "--train-subset", "300",
-            "--test-subset", "200", "--jobs", "1", "--out", str(out)]
+    args = [
+        "--study",
+        "lr",
+        "--quick",
+        "--synthetic",
+        "--train-subset",
+        "300",
+        "--test-subset",
+        "200",
+        "--jobs",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert compare_main(args) == 0
     doc = json.loads((out / "results.json").read_text())
     summary = doc["summary"]
@@ -349,13 +465,19 @@ def test_lr_study_end_to_end(tmp_path, monkeypatch, capsys):
     recs = [d for d in _records(out).values()]
     for c in summary:
         for e in range(2):
-            errs = [d["record"]["test_error"][e] for d in recs
-                    if d["spec"]["setting"] == c["setting"] and d["spec"]["lr"] == c["lr"]]
+            errs = [
+                d["record"]["test_error"][e]
+                for d in recs
+                if d["spec"]["setting"] == c["setting"] and d["spec"]["lr"] == c["lr"]
+            ]
             assert c["epochs"][e]["mean"] == pytest.approx(np.mean(errs), abs=1e-15)
             if len(errs) > 1:
                 cell = f"{100 * np.mean(errs):.2f} +- {100 * np.std(errs, ddof=1):.2f}"
-                row = next(ln for ln in table.splitlines()
-                           if ln.startswith(f"| {c['label']} | {c['lr']:g} |"))
+                row = next(
+                    ln
+                    for ln in table.splitlines()
+                    if ln.startswith(f"| {c['label']} | {c['lr']:g} |")
+                )
                 assert cell in row
     # the best lr and the verdict follow from the numbers
     for v in doc["verdicts"]:
@@ -375,22 +497,32 @@ def test_lr_study_end_to_end(tmp_path, monkeypatch, capsys):
         assert set(drawn) == {"off", "on", "quad"}
         for key, line in drawn.items():
             cells = sorted((c for c in summary if c["setting"] == key), key=lambda c: c["lr"])
-            np.testing.assert_allclose(np.asarray(line.get_xdata(), float),
-                                       [c["lr"] for c in cells])
-            np.testing.assert_allclose(np.asarray(line.get_ydata(), float),
-                                       [100 * c["epochs"][e]["mean"] for c in cells])
+            np.testing.assert_allclose(
+                np.asarray(line.get_xdata(), float), [c["lr"] for c in cells]
+            )
+            np.testing.assert_allclose(
+                np.asarray(line.get_ydata(), float), [100 * c["epochs"][e]["mean"] for c in cells]
+            )
         assert ax.get_xscale() == "log"
 
 
 def test_lr_summary_counts_diverged_runs_apart():
     def run(setting, lr_, seed, errs, status="ok"):
-        return ({"setting": setting, "label": setting, "lr": lr_, "seed": seed, "epochs": 2},
-                {"test_error": errs, "status": status})
+        return (
+            {"setting": setting, "label": setting, "lr": lr_, "seed": seed, "epochs": 2},
+            {"test_error": errs, "status": status},
+        )
 
-    finished = [run("off", 0.01, 0, [0.3, 0.2]), run("off", 0.01, 1, [0.5, 0.4]),
-                run("off", 0.1, 0, [0.1, 0.05]), run("off", 0.1, 1, [0.2], "diverged: NaN"),
-                run("on", 0.01, 0, [0.6, 0.5]), run("on", 0.01, 1, [0.4, 0.3]),
-                run("on", 0.1, 0, [0.35, 0.3]), run("on", 0.1, 1, [0.25, 0.2])]
+    finished = [
+        run("off", 0.01, 0, [0.3, 0.2]),
+        run("off", 0.01, 1, [0.5, 0.4]),
+        run("off", 0.1, 0, [0.1, 0.05]),
+        run("off", 0.1, 1, [0.2], "diverged: NaN"),
+        run("on", 0.01, 0, [0.6, 0.5]),
+        run("on", 0.01, 1, [0.4, 0.3]),
+        run("on", 0.1, 0, [0.35, 0.3]),
+        run("on", 0.1, 1, [0.25, 0.2]),
+    ]
     s = lr.summarise(finished)
     off01 = next(c for c in s if c["setting"] == "off" and c["lr"] == 0.1)
     assert off01["diverged"] == [1] and off01["epochs"][1]["n"] == 1
@@ -399,13 +531,16 @@ def test_lr_summary_counts_diverged_runs_apart():
     v = lr.verdict(s, 2)
     assert v["gap"] == pytest.approx(0.25 - 0.3) and v["within"]
     # both best lrs at an end of the grid: the verdict says the optimum is not bracketed
-    assert v["edges"] == ["flag off's best lr is the smallest of the grid",
-                          "flag on's best lr is the largest of the grid"]
+    assert v["edges"] == [
+        "flag off's best lr is the smallest of the grid",
+        "flag on's best lr is the largest of the grid",
+    ]
     assert "Not bracketed" in v["text"]
     assert "diverged" in lr.format_table(s) and "1 (seed 1)" in lr.format_table(s)
 
 
 # --------------------------------------------------------------------------- study "pairings"
+
 
 @pytest.fixture(scope="module")
 def rows():
@@ -414,10 +549,10 @@ def rows():
 
 def test_pairings_gradient_checks(rows):
     f = pairings.findings(rows)
-    assert f["canonical_pass_flag_off"] == {"none+quad": True, "sigm+cros": True,
-                                            "soft+cros": True}
-    assert f["others_need_flag_on"] == {k: True for k in (
-        "sigm+quad", "soft+quad", "tanh+quad", "rect+quad", "plus+quad")}
+    assert f["canonical_pass_flag_off"] == {"none+quad": True, "sigm+cros": True, "soft+cros": True}
+    assert f["others_need_flag_on"] == {
+        k: True for k in ("sigm+quad", "soft+quad", "tanh+quad", "rect+quad", "plus+quad")
+    }
     assert f["flag_on_sigm_cros_is_quad"] and f["rect_cros_fails"]
     assert set(f["undefined"]) == {"none+cros", "tanh+cros", "plus+cros"}
     on = pairings._row(rows, "sigm", "cros", "on")
@@ -431,8 +566,9 @@ def test_pairings_gradient_checks(rows):
     x, y = rng.random((10, 10, 10)), np.eye(4)[rng.integers(0, 4, 10)]
     net.loss_func = "cros"
     rep = cnn.gradient_checker(net, x, y)
-    mine = pairings._compare(pairings._analytic(net, x, y, False),
-                             pairings._numerical(net, x, y, "sigm", "cros"))
+    mine = pairings._compare(
+        pairings._analytic(net, x, y, False), pairings._numerical(net, x, y, "sigm", "cros")
+    )
     assert rep.passed and mine[0] <= pairings.TOL
     assert max(c.max_abs for c in rep.checks) == pytest.approx(mine[0], abs=1e-9)
     # faithful differs only for the linear output with the flag on (D2: a * err)
@@ -451,8 +587,20 @@ def test_pairings_study_end_to_end(rows, tmp_path, monkeypatch):
     figs = _capture_figures(monkeypatch)
     monkeypatch.setattr(pairings, "gradient_rows", lambda **kw: rows)
     out = tmp_path / "p"
-    args = ["--study", "pairings", "--quick", "--synthetic", "--train-subset", "200",
-            "--test-subset", "100", "--jobs", "1", "--out", str(out)]
+    args = [
+        "--study",
+        "pairings",
+        "--quick",
+        "--synthetic",
+        "--train-subset",
+        "200",
+        "--test-subset",
+        "100",
+        "--jobs",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert compare_main(args) == 0
     doc = json.loads((out / "results.json").read_text())
     assert doc["findings"]["flag_on_sigm_cros_is_quad"] is True
@@ -463,16 +611,19 @@ def test_pairings_study_end_to_end(rows, tmp_path, monkeypatch):
     assert mnist["soft", "cros", "on"]["errors"] == mnist["soft", "quad", "derived"]["errors"]
     assert mnist["sigm", "cros", "derived"]["flag_value"] is False
     text = (out / "table.md").read_text()
-    assert "| sigm | binary cross-entropy | off | 0 | a - y | corrected | **pass** (canonical)" \
-        in text
-    assert "| rect | binary cross-entropy (clipped) | off | 0 | a - y | corrected | **FAIL**" \
-        in text
+    assert (
+        "| sigm | binary cross-entropy | off | 0 | a - y | corrected | **pass** (canonical)" in text
+    )
+    assert (
+        "| rect | binary cross-entropy (clipped) | off | 0 | a - y | corrected | **FAIL**" in text
+    )
     assert "| tanh | binary cross-entropy | any |" in text and "undefined: tanh" in text
     # the figure: one cell per pairing and flag, pass/FAIL as in the rows
     ax = figs[0].axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
-             for t in ax.texts}
+    cells = {
+        (round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts
+    }
     i = labels.index("sigm + cross-entropy")
     assert cells[i, 1].startswith("pass") and cells[i, 2].startswith("FAIL")  # off, on
     j = labels.index("rect + cross-entropy (clipped)")

@@ -40,8 +40,7 @@ def outputs(data, tmp_path_factory):
     base = tmp_path_factory.mktemp("compare")
     common = ["--seeds", "2", "--probe-every", "2"]
     rc1 = compare_main(common + ["--jobs", "1", "--out", str(base / "j1")], data=data)
-    rc2 = compare_main(common + ["--jobs", "2", "--out", str(base / "j2"), "--no-plots"],
-                       data=data)
+    rc2 = compare_main(common + ["--jobs", "2", "--out", str(base / "j2"), "--no-plots"], data=data)
     assert rc1 == 0 and rc2 == 0
     return base / "j1", base / "j2"
 
@@ -52,9 +51,18 @@ def _runs(out):
 
 def test_pipeline_writes_every_file_and_a_sane_table(outputs):
     out = outputs[0]
-    for name in ("results.json", "results.csv", "table.md", "gradcheck.md", "loss_cros.png",
-                 "loss_quad.png", "test_error.png", "grad_ratio.png", "confusion_off.png",
-                 "confusion_on.png"):
+    for name in (
+        "results.json",
+        "results.csv",
+        "table.md",
+        "gradcheck.md",
+        "loss_cros.png",
+        "loss_quad.png",
+        "test_error.png",
+        "grad_ratio.png",
+        "confusion_off.png",
+        "confusion_on.png",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert not list(out.glob(".*.tmp"))
     assert not (outputs[1] / "loss_cros.png").exists()  # --no-plots
@@ -86,9 +94,20 @@ def test_pipeline_writes_every_file_and_a_sane_table(outputs):
 def test_jobs_do_not_change_the_numbers(outputs):
     for a, b in zip(_runs(outputs[0]), _runs(outputs[1])):
         assert a["worker"]["blas_threads"] == b["worker"]["blas_threads"] == 1
-        for key in ("setting", "seed", "init_sha256", "test_error", "misclassified",
-                    "loss_array", "loss_cros", "loss_quad", "grad_norm_last", "grad_norm_all",
-                    "probe", "confusion"):
+        for key in (
+            "setting",
+            "seed",
+            "init_sha256",
+            "test_error",
+            "misclassified",
+            "loss_array",
+            "loss_cros",
+            "loss_quad",
+            "grad_norm_last",
+            "grad_norm_all",
+            "probe",
+            "confusion",
+        ):
             assert a[key] == b[key], (a["setting"], a["seed"], key)
 
 
@@ -142,19 +161,22 @@ def test_run_one_matches_testcnn_and_records_epochs(data):
     np.testing.assert_array_equal(rec["loss_array"], net.loss_array)
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--seeds", "0"], "--seeds"),
-    (["--seeds", "x"], "--seeds"),
-    (["--seeds", "2", "--seed-list", "1,2"], "not allowed"),
-    (["--seed-list", "1,1"], "repeated"),
-    (["--settings", "off,bogus"], "unknown setting 'bogus'"),
-    (["--jobs", "0"], "--jobs"),
-    (["--epochs", "-1"], "--epochs"),
-    (["--train-subset", "120"], "multiple of the batch size"),
-    (["--train-subset", "1000"], "more than the 200"),
-    (["--test-subset", "1000"], "more than the 100"),
-    (["--frobnicate"], "unrecognized"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--seeds", "0"], "--seeds"),
+        (["--seeds", "x"], "--seeds"),
+        (["--seeds", "2", "--seed-list", "1,2"], "not allowed"),
+        (["--seed-list", "1,1"], "repeated"),
+        (["--settings", "off,bogus"], "unknown setting 'bogus'"),
+        (["--jobs", "0"], "--jobs"),
+        (["--epochs", "-1"], "--epochs"),
+        (["--train-subset", "120"], "multiple of the batch size"),
+        (["--train-subset", "1000"], "more than the 200"),
+        (["--test-subset", "1000"], "more than the 100"),
+        (["--frobnicate"], "unrecognized"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(argv, needle, data, capsys, tmp_path):
     rc = compare_main(argv + ["--out", str(tmp_path)], data=data, prog="compare")
     err = capsys.readouterr().err
@@ -164,8 +186,9 @@ def test_bad_arguments_exit_2_with_one_line(argv, needle, data, capsys, tmp_path
 
 
 def test_missing_mnist_is_a_one_line_error(tmp_path, capsys):
-    rc = compare_main(["--data-dir", str(tmp_path), "--no-download", "--out",
-                       str(tmp_path / "o")], prog="compare")
+    rc = compare_main(
+        ["--data-dir", str(tmp_path), "--no-download", "--out", str(tmp_path / "o")], prog="compare"
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and err.startswith("compare: error:"), err
 
@@ -174,14 +197,17 @@ def test_help_returns_0_and_prog_reads_well(capsys):
     assert compare_main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "--seed-list" in out and "flag on (forced)" in out
-    assert compare.build_parser().prog in ("python -m cnn compare",
-                                               Path(sys.argv[0]).name)
+    assert compare.build_parser().prog in ("python -m cnn compare", Path(sys.argv[0]).name)
     assert compare.build_parser("x y").prog == "x y"
 
 
 def test_script_is_a_thin_wrapper():
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_flag.py"), "--seeds",
-                        "0"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compare_flag.py"), "--seeds", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert r.stderr.startswith("compare_flag.py: error:") and r.stderr.count("\n") == 1
 
@@ -200,13 +226,24 @@ def test_gradcheck_table_shows_which_loss_the_gradients_belong_to():
 
 def test_summary_statistics():
     def rec(setting, seed, err):
-        return {"setting": setting, "label": SETTINGS[setting].label, "seed": seed,
-                "flag": setting != "off", "loss_func": "cros", "learning_rate": 0.01,
-                "mode": "faithful", "status": "ok", "test_error": [0.5, err],
-                "misclassified": [50, int(err * 100)], "n_test": 100,
-                "loss_cros": [1.0] * 150 + [float(seed)] * 100, "train_seconds": [2.0, 4.0],
-                "test_seconds": [0.5, 0.5],
-                "probe": {"last_on": [1.0, 2.0, 3.0], "last_off": [10.0, 10.0, 10.0]}}
+        return {
+            "setting": setting,
+            "label": SETTINGS[setting].label,
+            "seed": seed,
+            "flag": setting != "off",
+            "loss_func": "cros",
+            "learning_rate": 0.01,
+            "mode": "faithful",
+            "status": "ok",
+            "test_error": [0.5, err],
+            "misclassified": [50, int(err * 100)],
+            "n_test": 100,
+            "loss_cros": [1.0] * 150 + [float(seed)] * 100,
+            "train_seconds": [2.0, 4.0],
+            "test_seconds": [0.5, 0.5],
+            "probe": {"last_on": [1.0, 2.0, 3.0], "last_off": [10.0, 10.0, 10.0]},
+        }
+
     runs = [rec("off", 0, 0.1), rec("off", 1, 0.2), rec("off", 2, 0.3), rec("on", 0, 0.4)]
     s = flag.summarise(runs)
     assert [x["setting"] for x in s] == ["off", "on"]
@@ -218,8 +255,7 @@ def test_summary_statistics():
     assert s[0]["grad_ratio_last"] == pytest.approx(0.2)
     assert s[1]["error"]["std"] == 0.0
     table = flag.format_table(s)
-    assert "| flag off (derived) | off | cros | 0.01 | **20.00** | 10.00 | 10.00 | 30.00 |" \
-        in table
+    assert "| flag off (derived) | off | cros | 0.01 | **20.00** | 10.00 | 10.00 | 30.00 |" in table
     assert "epoch 2" in table
 
 
@@ -253,8 +289,9 @@ def test_reproduce_reference_runs_on_injected_data(data):
 
 def test_reproduce_option_prints_the_comparison(data, tmp_path, capsys):
     small = (data[0][:50], data[1][:50]) + synthetic(10000, 6)
-    rc = compare_main(["--reproduce", str(FIXTURE), "--out", str(tmp_path)], data=small,
-                      prog="compare")
+    rc = compare_main(
+        ["--reproduce", str(FIXTURE), "--out", str(tmp_path)], data=small, prog="compare"
+    )
     out = capsys.readouterr().out
     assert rc == 1  # 50 synthetic images do not reproduce the MNIST runs
     assert "| flag off (derived) |" in out and "| flag forced on |" in out and "**NO**" in out
@@ -272,8 +309,15 @@ def test_a_diverged_run_is_recorded_not_fatal(data, tmp_path, monkeypatch):
     monkeypatch.setattr(flag, "traincnn", diverge)
     bad = flag.run_one("off", 0, small, probe_every=1)
     assert bad["status"].startswith("diverged: NaN/Inf") and bad["test_error"] == []
-    meta = {"n_train": 100, "n_test": 20, "epochs": 1, "batch_size": 50, "seeds": [0],
-            "machine": "test", "date": "today"}
+    meta = {
+        "n_train": 100,
+        "n_test": 20,
+        "epochs": 1,
+        "batch_size": 50,
+        "seeds": [0],
+        "machine": "test",
+        "date": "today",
+    }
     table = flag.format_table(flag.summarise([bad, good]), meta)
     assert "| flag off (derived) (1 diverged) |" in table and "**n/a**" in table
     flag_figures([bad, good], tmp_path)

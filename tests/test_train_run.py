@@ -44,8 +44,16 @@ def tiny(tmp_path_factory):
 
 
 def _cfg(tiny, out, **kw):
-    base = dict(init=str(tiny / "tiny.npz"), synthetic=60, batch_size=10, epochs=2,
-                checkpoint_every=4, out=str(out), progress=False, verbose=False)
+    base = dict(
+        init=str(tiny / "tiny.npz"),
+        synthetic=60,
+        batch_size=10,
+        epochs=2,
+        checkpoint_every=4,
+        out=str(out),
+        progress=False,
+        verbose=False,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -73,8 +81,7 @@ def _sigint_at(done_target, n_batches):
 def test_writes_network_files_plot_and_checkpoints(tiny, tmp_path):
     out = tmp_path / "run"
     res = run_training(_cfg(tiny, out))
-    for name in ("net.mat", "net.npz", "loss.png", "checkpoint.npz", "checkpoint.mat",
-                 "run.json"):
+    for name in ("net.mat", "net.npz", "loss.png", "checkpoint.npz", "checkpoint.mat", "run.json"):
         assert (out / name).is_file(), name
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob("*.tmp"))
@@ -94,8 +101,20 @@ def test_writes_network_files_plot_and_checkpoints(tiny, tmp_path):
 
 
 def test_prints_time_and_test_error(tiny, tmp_path, capsys):
-    code = cli.main(["train", "--init", str(tiny / "tiny.npz"), "--synthetic", "40",
-                     "--batch-size", "10", "--out", str(tmp_path), "--no-progress"])
+    code = cli.main(
+        [
+            "train",
+            "--init",
+            str(tiny / "tiny.npz"),
+            "--synthetic",
+            "40",
+            "--batch-size",
+            "10",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "training time:" in out
@@ -129,8 +148,9 @@ def test_resume_from_mid_run_checkpoint_is_bit_identical(tiny, tmp_path):
 
     run_training(_cfg(tiny, tmp_path / "part", epochs=3), callback=keep)
     assert load_npz_meta(kept)["batches_done"] == 8
-    resumed = run_training(TrainConfig(resume=str(kept), out=str(tmp_path / "resumed"),
-                                       progress=False, verbose=False))
+    resumed = run_training(
+        TrainConfig(resume=str(kept), out=str(tmp_path / "resumed"), progress=False, verbose=False)
+    )
     assert resumed.batches_done == 18
     _same_network(resumed.net, full.net)
     assert resumed.test_error == full.test_error
@@ -139,8 +159,11 @@ def test_resume_from_mid_run_checkpoint_is_bit_identical(tiny, tmp_path):
 def test_more_epochs_continue_a_finished_run(tiny, tmp_path):
     two = run_training(_cfg(tiny, tmp_path / "two", epochs=2))
     one = run_training(_cfg(tiny, tmp_path / "one", epochs=1))
-    more = run_training(TrainConfig(resume=str(tmp_path / "one" / "checkpoint.npz"), epochs=2,
-                                    progress=False, verbose=False))
+    more = run_training(
+        TrainConfig(
+            resume=str(tmp_path / "one" / "checkpoint.npz"), epochs=2, progress=False, verbose=False
+        )
+    )
     assert more.out == tmp_path / "one"
     assert len(one.net.loss_array) == 6
     _same_network(more.net, two.net)
@@ -158,8 +181,7 @@ def test_ctrl_c_in_process_writes_checkpoint_and_resumes_identically(tiny, tmp_p
     assert load_npz_meta(exc.checkpoint)["batches_done"] == 5
     assert len(load_npz(exc.checkpoint).loss_array) == 5
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
-    resumed = run_training(TrainConfig(resume=str(exc.checkpoint), progress=False,
-                                       verbose=False))
+    resumed = run_training(TrainConfig(resume=str(exc.checkpoint), progress=False, verbose=False))
     _same_network(resumed.net, full.net)
 
 
@@ -170,8 +192,20 @@ def test_ctrl_c_exit_code_and_message(tiny, tmp_path, capsys, monkeypatch):
         return real(cfg, callback=_sigint_at(2, 6))
 
     monkeypatch.setattr(train_run, "run_training", interrupted)
-    code = cli.main(["train", "--init", str(tiny / "tiny.npz"), "--synthetic", "60",
-                     "--batch-size", "10", "--out", str(tmp_path), "--no-progress"])
+    code = cli.main(
+        [
+            "train",
+            "--init",
+            str(tiny / "tiny.npz"),
+            "--synthetic",
+            "60",
+            "--batch-size",
+            "10",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 130
     assert "interrupted after minibatch 2 of 6" in err
@@ -183,12 +217,28 @@ def test_sigint_to_a_real_training_process(tmp_path):
     """Example 3 in a subprocess: SIGINT after the first checkpoint -> exit 130, a valid
     checkpoint, and resuming gives the weights of an uninterrupted run bit for bit."""
     out = tmp_path / "run"
-    args = ["--synthetic", "100", "--batch-size", "10", "--epochs", "3", "--seed", "5",
-            "--checkpoint-every", "2", "--no-progress"]
+    args = [
+        "--synthetic",
+        "100",
+        "--batch-size",
+        "10",
+        "--epochs",
+        "3",
+        "--seed",
+        "5",
+        "--checkpoint-every",
+        "2",
+        "--no-progress",
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "cnn", "train", *args, "--out", str(out)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnn", "train", *args, "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (out / "checkpoint.npz").exists():
@@ -210,11 +260,21 @@ def test_sigint_to_a_real_training_process(tmp_path):
     assert len(load_npz(out / "checkpoint.npz").loss_array) == done
     assert not list(out.glob("*.tmp"))
 
-    resumed = run_training(TrainConfig(resume=str(out / "checkpoint.npz"), progress=False,
-                                       verbose=False))
-    full = run_training(TrainConfig(synthetic=100, batch_size=10, epochs=3, seed=5,
-                                    checkpoint_every=0, out=str(tmp_path / "full"),
-                                    progress=False, verbose=False))
+    resumed = run_training(
+        TrainConfig(resume=str(out / "checkpoint.npz"), progress=False, verbose=False)
+    )
+    full = run_training(
+        TrainConfig(
+            synthetic=100,
+            batch_size=10,
+            epochs=3,
+            seed=5,
+            checkpoint_every=0,
+            out=str(tmp_path / "full"),
+            progress=False,
+            verbose=False,
+        )
+    )
     _same_network(resumed.net, full.net)
 
 
@@ -229,8 +289,14 @@ def _no_divergence_guard(monkeypatch):
 def test_nonfinite_stops_naming_layer_and_minibatch(tiny, tmp_path, monkeypatch):
     _no_divergence_guard(monkeypatch)
     out = tmp_path / "nan"
-    cfg = _cfg(tiny, out, init=str(tiny / "tiny_none.npz"), learning_rate=1e100,
-               checkpoint_every=1, epochs=1)
+    cfg = _cfg(
+        tiny,
+        out,
+        init=str(tiny / "tiny_none.npz"),
+        learning_rate=1e100,
+        checkpoint_every=1,
+        epochs=1,
+    )
     with pytest.raises(cnn.NonFiniteError) as info:
         run_training(cfg)
     msg = str(info.value)
@@ -244,9 +310,22 @@ def test_nonfinite_stops_naming_layer_and_minibatch(tiny, tmp_path, monkeypatch)
 
 def test_nonfinite_exit_code_one_line(tiny, tmp_path, capsys, monkeypatch):
     _no_divergence_guard(monkeypatch)
-    code = cli.main(["train", "--init", str(tiny / "tiny_none.npz"), "--synthetic", "60",
-                     "--batch-size", "10", "--lr", "1e100", "--out", str(tmp_path),
-                     "--no-progress"])
+    code = cli.main(
+        [
+            "train",
+            "--init",
+            str(tiny / "tiny_none.npz"),
+            "--synthetic",
+            "60",
+            "--batch-size",
+            "10",
+            "--lr",
+            "1e100",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -339,18 +418,22 @@ def test_resume_refuses_other_settings_or_data(tiny, tmp_path):
     with pytest.raises(UsageError, match="--synthetic"):
         run_training(TrainConfig(resume=ck, synthetic=80, progress=False, verbose=False))
     with pytest.raises(UsageError, match="not a training checkpoint"):
-        run_training(TrainConfig(resume=str(tmp_path / "a" / "net.npz"), progress=False,
-                                 verbose=False))
+        run_training(
+            TrainConfig(resume=str(tmp_path / "a" / "net.npz"), progress=False, verbose=False)
+        )
     with pytest.raises(UsageError, match="past the end"):
         run_training(TrainConfig(resume=ck, epochs=0, progress=False, verbose=False))
 
 
-@pytest.mark.parametrize("change, field", [
-    (lambda m: m.pop("settings"), "settings"),
-    (lambda m: m.update(batches_done="3"), "batches_done"),
-    (lambda m: m["settings"].update(batch_size=0), "settings.batch_size"),
-    (lambda m: m.update(data_sha256=None), "data_sha256"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda m: m.pop("settings"), "settings"),
+        (lambda m: m.update(batches_done="3"), "batches_done"),
+        (lambda m: m["settings"].update(batch_size=0), "settings.batch_size"),
+        (lambda m: m.update(data_sha256=None), "data_sha256"),
+    ],
+)
 def test_resume_refuses_a_checkpoint_with_a_damaged_meta(tiny, tmp_path, change, field):
     run_training(_cfg(tiny, tmp_path / "a", epochs=1))
     ck = tmp_path / "a" / "checkpoint.npz"
@@ -361,12 +444,15 @@ def test_resume_refuses_a_checkpoint_with_a_damaged_meta(tiny, tmp_path, change,
         run_training(TrainConfig(resume=str(ck), progress=False, verbose=False))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--synthetic", "55", "--batch-size", "10"], "does not divide"),
-    (["--resume", "/nonexistent/checkpoint.npz"], "no such checkpoint"),
-    (["--init", "/nonexistent/net.npz"], "no such network file"),
-    (["--init-var", "cnn1"], "--init-var needs --init"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--synthetic", "55", "--batch-size", "10"], "does not divide"),
+        (["--resume", "/nonexistent/checkpoint.npz"], "no such checkpoint"),
+        (["--init", "/nonexistent/net.npz"], "no such network file"),
+        (["--init-var", "cnn1"], "--init-var needs --init"),
+    ],
+)
 def test_usage_errors_exit_2(tmp_path, capsys, argv, message):
     code = cli.main(["train", *argv, "--out", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err
@@ -376,8 +462,7 @@ def test_usage_errors_exit_2(tmp_path, capsys, argv, message):
 
 def test_missing_mnist_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CNN_MNIST_DIR", str(tmp_path / "empty"))
-    code = cli.main(["train", "--no-download", "--out", str(tmp_path / "out"),
-                     "--no-progress"])
+    code = cli.main(["train", "--no-download", "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("cnn train: error: MNIST files not found in ") and err.count("\n") == 1
@@ -401,9 +486,24 @@ def test_synthetic_digits_are_deterministic_and_balanced():
 
 
 def test_example_script_is_the_runner(tiny, tmp_path):
-    r = subprocess.run([sys.executable, "scripts/example_mnist.py", "--init",
-                        str(tiny / "tiny.npz"), "--synthetic", "20", "--batch-size", "10",
-                        "--out", str(tmp_path), "--no-progress"],
-                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "scripts/example_mnist.py",
+            "--init",
+            str(tiny / "tiny.npz"),
+            "--synthetic",
+            "20",
+            "--batch-size",
+            "10",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "test error is" in r.stdout and (tmp_path / "net.npz").is_file()

@@ -67,11 +67,14 @@ def _version():
 def build_parser():
     """The parser of ``cnn`` and its subcommands."""
     common = common_parent()
-    p = Parser(prog=PROG, description="The MATLAB sample CNN (File Exchange 59223), ported "
-               "to Python: train, test, compare, check gradients, step through bpcnn.",
-               epilog="Exit codes: 0 ok, 1 failure (failed gradient check, training error), "
-                      "2 usage or input error, 130 interrupted, 143 terminated. "
-                      f"'{PROG} COMMAND --help' describes each command.")
+    p = Parser(
+        prog=PROG,
+        description="The MATLAB sample CNN (File Exchange 59223), ported "
+        "to Python: train, test, compare, check gradients, step through bpcnn.",
+        epilog="Exit codes: 0 ok, 1 failure (failed gradient check, training error), "
+        "2 usage or input error, 130 interrupted, 143 terminated. "
+        f"'{PROG} COMMAND --help' describes each command.",
+    )
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -89,7 +92,7 @@ def _split_command(argv):
     """``(global options, command, rest)`` where the command is the first non-option word."""
     for i, a in enumerate(argv):
         if not a.startswith("-"):
-            return argv[:i], a, argv[i + 1:]
+            return argv[:i], a, argv[i + 1 :]
     return argv, None, []
 
 
@@ -160,5 +163,3 @@ def train_main(argv=None, prog="scripts/example_mnist.py"):
     from .train import main as train_command_main
 
     return train_command_main(argv, prog)
-
-

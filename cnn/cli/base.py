@@ -48,8 +48,12 @@ class Parser(argparse.ArgumentParser):
 def common_parent():
     """The options every subcommand takes (``--debug``)."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show the full traceback of an error")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback of an error",
+    )
     return p
 
 
@@ -99,8 +103,10 @@ def mnist_message(exc):
         head = f"could not download MNIST into {directory}{what}: {reason}"
     else:
         head = f"MNIST files not found in {directory}{what}"
-    return (f"{head}; give --data-dir DIR or set CNN_MNIST_DIR to a folder holding them, "
-            f"or use --synthetic N")
+    return (
+        f"{head}; give --data-dir DIR or set CNN_MNIST_DIR to a folder holding them, "
+        f"or use --synthetic N"
+    )
 
 
 def describe_error(exc):
@@ -127,5 +133,6 @@ def describe_error(exc):
         return str(exc), EXIT_FAIL
     if isinstance(exc, OSError):
         return (f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)), EXIT_FAIL
-    return (f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the "
-            f"traceback)"), EXIT_FAIL
+    return (
+        f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)"
+    ), EXIT_FAIL

@@ -28,14 +28,19 @@ def main(argv=None, prog=None) -> int:
         return int(bench_main(argv) or 0)
     script = bench_script()
     if "-h" in argv or "--help" in argv:
-        print(f"usage: {prog or 'cnn bench'} [options of scripts/bench.py]\n\nRuns "
-              f"scripts/bench.py of the source repository with the given options (e.g. "
-              f"--images N --test-images N --skip-torch --skip-naive --json FILE).", flush=True)
+        print(
+            f"usage: {prog or 'cnn bench'} [options of scripts/bench.py]\n\nRuns "
+            f"scripts/bench.py of the source repository with the given options (e.g. "
+            f"--images N --test-images N --skip-torch --skip-naive --json FILE).",
+            flush=True,
+        )
         if script is None:
             print("scripts/bench.py is not in this installation.")
             return EXIT_OK
         print(f"Its options ({script}):\n", flush=True)
     if script is None:
-        raise CLIError("scripts/bench.py not found: the benchmark is part of the source "
-                       "repository (run it from a checkout)")
+        raise CLIError(
+            "scripts/bench.py not found: the benchmark is part of the source "
+            "repository (run it from a checkout)"
+        )
     return subprocess.call([sys.executable, str(script), *argv])

@@ -26,7 +26,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -72,7 +71,8 @@ def _settings_list(text):
             out.append(get_setting(n).key)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"unknown setting {n!r}; valid: {', '.join(SETTINGS)}") from None
+                f"unknown setting {n!r}; valid: {', '.join(SETTINGS)}"
+            ) from None
     if not out:
         raise argparse.ArgumentTypeError("no setting given")
     return list(dict.fromkeys(out))
@@ -83,7 +83,8 @@ def _float_list(text):
         vals = [positive_float(s) for s in text.split(",") if s.strip()]
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive numbers, got {text!r}") from None
+            f"expected comma-separated positive numbers, got {text!r}"
+        ) from None
     if not vals:
         raise argparse.ArgumentTypeError("no learning rate given")
     return sorted(set(vals))
@@ -105,63 +106,114 @@ def build_parser(prog=None):
     p = _Parser(
         prog=prog or _default_prog(),
         description="Studies of the CalcLastLayerActDerivative flag on MNIST. flag (default): "
-                    "Example 3 with the flag off (as derived for sigmoid + cross-entropy), "
-                    "forced on and related settings, several seeds. lr: flag off/on over a "
-                    "learning-rate grid, seeds and epochs, and whether the flag on at its best "
-                    "lr matches the flag off at its best. pairings: which output activation + "
-                    "loss pairs give delta = a - y (gradient checks, MNIST error). Every "
-                    "training is stored in OUT/runs/ as it finishes; rerunning the command "
-                    "trains only the missing ones.",
+        "Example 3 with the flag off (as derived for sigmoid + cross-entropy), "
+        "forced on and related settings, several seeds. lr: flag off/on over a "
+        "learning-rate grid, seeds and epochs, and whether the flag on at its best "
+        "lr matches the flag off at its best. pairings: which output activation + "
+        "loss pairs give delta = a - y (gradient checks, MNIST error). Every "
+        "training is stored in OUT/runs/ as it finishes; rerunning the command "
+        "trains only the missing ones.",
         epilog="Examples: %(prog)s --quick;  %(prog)s --study lr --jobs 2;  "
-               "%(prog)s --study pairings;  %(prog)s --study lr --scheduler tcp://host:8786")
-    p.add_argument("--study", choices=STUDIES, default="flag",
-                   help="which study (default flag)")
+        "%(prog)s --study pairings;  %(prog)s --study lr --scheduler tcp://host:8786",
+    )
+    p.add_argument("--study", choices=STUDIES, default="flag", help="which study (default flag)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--seeds", type=positive_int, metavar="N",
-                   help=f"seeds 0..N-1 (default: flag 5, lr {SEEDS}, pairings 2; fewer with "
-                        f"--quick)")
+    g.add_argument(
+        "--seeds",
+        type=positive_int,
+        metavar="N",
+        help=f"seeds 0..N-1 (default: flag 5, lr {SEEDS}, pairings 2; fewer with --quick)",
+    )
     g.add_argument("--seed-list", type=seed_list, metavar="S1,S2,...", help="explicit seeds")
-    p.add_argument("--epochs", type=positive_int, metavar="N",
-                   help=f"epochs per run; the test error is recorded after each (default: "
-                        f"flag 1, lr {EPOCHS}, pairings 1)")
-    p.add_argument("--train-subset", type=positive_int, metavar="N",
-                   help=f"use the first N training images (a multiple of {BATCH_SIZE})")
-    p.add_argument("--test-subset", type=positive_int, metavar="N",
-                   help="use the first N test images")
-    p.add_argument("--settings", type=_settings_list, metavar="S1,S2,...",
-                   help=f"flag study: which settings (default all): {settings_help}")
-    p.add_argument("--lrs", type=_float_list, metavar="LR1,LR2,...",
-                   help="lr study: the learning rates (default "
-                        + ",".join(f"{v:g}" for v in LRS) + ")")
-    p.add_argument("--jobs", type=_jobs, default=2, metavar="N",
-                   help="trainings in parallel worker processes, one BLAS thread each "
-                        "(default 2; -1: one per core); the numbers do not depend on it")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run the trainings on a Dask cluster (e.g. tcp://host:8786, started "
-                        "with `dask scheduler` and `dask worker`) instead of local workers")
-    p.add_argument("--out", metavar="DIR",
-                   help="output folder (default runs/compare, runs/compare-lr, "
-                        "runs/compare-pairings)")
-    p.add_argument("--fresh", action="store_true",
-                   help="retrain every run instead of reusing the records in OUT/runs/")
-    p.add_argument("--quick", action="store_true",
-                   help="a small version (6,000 training / 2,000 test images, fewer seeds, "
-                        "learning rates and epochs): about a minute")
-    p.add_argument("--synthetic", action="store_true",
-                   help="use the synthetic digits (cnn.synthetic) instead of MNIST")
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        metavar="N",
+        help=f"epochs per run; the test error is recorded after each (default: "
+        f"flag 1, lr {EPOCHS}, pairings 1)",
+    )
+    p.add_argument(
+        "--train-subset",
+        type=positive_int,
+        metavar="N",
+        help=f"use the first N training images (a multiple of {BATCH_SIZE})",
+    )
+    p.add_argument(
+        "--test-subset", type=positive_int, metavar="N", help="use the first N test images"
+    )
+    p.add_argument(
+        "--settings",
+        type=_settings_list,
+        metavar="S1,S2,...",
+        help=f"flag study: which settings (default all): {settings_help}",
+    )
+    p.add_argument(
+        "--lrs",
+        type=_float_list,
+        metavar="LR1,LR2,...",
+        help="lr study: the learning rates (default " + ",".join(f"{v:g}" for v in LRS) + ")",
+    )
+    p.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=2,
+        metavar="N",
+        help="trainings in parallel worker processes, one BLAS thread each "
+        "(default 2; -1: one per core); the numbers do not depend on it",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the trainings on a Dask cluster (e.g. tcp://host:8786, started "
+        "with `dask scheduler` and `dask worker`) instead of local workers",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default runs/compare, runs/compare-lr, runs/compare-pairings)",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="retrain every run instead of reusing the records in OUT/runs/",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small version (6,000 training / 2,000 test images, fewer seeds, "
+        "learning rates and epochs): about a minute",
+    )
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="use the synthetic digits (cnn.synthetic) instead of MNIST",
+    )
     p.add_argument("--no-plots", action="store_true", help="write no figures")
-    p.add_argument("--data-dir", metavar="DIR",
-                   help="MNIST folder (default: $CNN_MNIST_DIR, else the data home; "
-                        "downloaded there if missing)")
-    p.add_argument("--no-download", action="store_true",
-                   help="fail instead of downloading missing MNIST files")
-    p.add_argument("--probe-every", type=positive_int, default=25, metavar="N",
-                   help="flag study: compare flag-on/off gradient norms every N minibatches "
-                        "(default 25)")
-    p.add_argument("--reproduce", nargs="?", const="", metavar="REF",
-                   help="instead of a study, retrain the two Octave reference runs from "
-                        "their initial weights and compare (REF: the fixture .npz or a reference "
-                        "MAT-file; default tests/fixtures/example3_reference.npz)")
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="MNIST folder (default: $CNN_MNIST_DIR, else the data home; "
+        "downloaded there if missing)",
+    )
+    p.add_argument(
+        "--no-download", action="store_true", help="fail instead of downloading missing MNIST files"
+    )
+    p.add_argument(
+        "--probe-every",
+        type=positive_int,
+        default=25,
+        metavar="N",
+        help="flag study: compare flag-on/off gradient norms every N minibatches (default 25)",
+    )
+    p.add_argument(
+        "--reproduce",
+        nargs="?",
+        const="",
+        metavar="REF",
+        help="instead of a study, retrain the two Octave reference runs from "
+        "their initial weights and compare (REF: the fixture .npz or a reference "
+        "MAT-file; default tests/fixtures/example3_reference.npz)",
+    )
     return p
 
 
@@ -170,6 +222,7 @@ def _log(msg):
 
 
 # --------------------------------------------------------------------------- signals
+
 
 @contextlib.contextmanager
 def _sigterm_raises():
@@ -192,6 +245,7 @@ def _sigterm_raises():
 
 # --------------------------------------------------------------------------- data
 
+
 def _plan(args):
     """Seeds, epochs and subset sizes of the chosen study, from the options and defaults."""
     from ..studies import lr as lr_study
@@ -208,8 +262,11 @@ def _plan(args):
         epochs = 1
     else:
         n_seeds, epochs = (2 if quick else 5), 1
-    seeds = args.seed_list if args.seed_list is not None else list(
-        range(args.seeds if args.seeds is not None else n_seeds))
+    seeds = (
+        args.seed_list
+        if args.seed_list is not None
+        else list(range(args.seeds if args.seeds is not None else n_seeds))
+    )
     epochs = args.epochs or epochs
     n_train, n_test = args.train_subset, args.test_subset
     if quick or args.synthetic:
@@ -235,15 +292,18 @@ def _load(args, data, n_train, n_test):
         arrays = load_mnist(args.data_dir, download=not args.no_download, progress=True)
     train_x, train_y, test_x, test_y = arrays
     if n_train is not None and n_train > len(train_x):
-        raise UsageError(f"--train-subset {n_train} is more than the {len(train_x)} "
-                         f"training images")
+        raise UsageError(
+            f"--train-subset {n_train} is more than the {len(train_x)} training images"
+        )
     if n_test is not None and n_test > len(test_x):
         raise UsageError(f"--test-subset {n_test} is more than the {len(test_x)} test images")
     n_train = len(train_x) if n_train is None else n_train
     n_test = len(test_x) if n_test is None else n_test
     if n_train % BATCH_SIZE:
-        raise UsageError(f"the number of training images ({n_train}) must be a multiple "
-                         f"of the batch size {BATCH_SIZE}")
+        raise UsageError(
+            f"the number of training images ({n_train}) must be a multiple "
+            f"of the batch size {BATCH_SIZE}"
+        )
     arrays = (train_x[:n_train], train_y[:n_train], test_x[:n_test], test_y[:n_test])
     if source is None and data is None:
         source = {"kind": "mnist", "n_train": n_train, "n_test": n_test}
@@ -262,6 +322,7 @@ def _check_out(out):
 
 
 # --------------------------------------------------------------------------- main
+
 
 def main(argv=None, prog=None, *, data=None):
     """Command line of the studies. Returns the exit status (never calls ``sys.exit``).
@@ -324,8 +385,9 @@ def _reproduce(args, data):
 
     ref = args.reproduce or str(default_reference_path())
     if not Path(ref).is_file():
-        raise UsageError(f"no reference file {ref}: pass the fixture .npz or a reference "
-                         f"MAT-file to --reproduce")
+        raise UsageError(
+            f"no reference file {ref}: pass the fixture .npz or a reference MAT-file to --reproduce"
+        )
     out = Path(args.out or os.path.join("runs", "compare"))
     _check_out(out)
     if data is None:
@@ -334,11 +396,15 @@ def _reproduce(args, data):
         data = load_mnist(args.data_dir, download=not args.no_download, progress=True)
     results = []
     for flag in (None, True):
-        _log(f"reproducing the Octave run with the flag {'forced on' if flag else 'off'} "
-             f"(one epoch on {len(data[0])} images)...")
+        _log(
+            f"reproducing the Octave run with the flag {'forced on' if flag else 'off'} "
+            f"(one epoch on {len(data[0])} images)..."
+        )
         r = reproduce_reference(ref, flag, data=data)
-        _log(f"  test error {r['err']:.4f} (Octave {r['ref_err']:.4f}), predictions "
-             f"{'identical' if r['pred_identical'] else 'differ'}, {r['train_seconds']:.0f} s")
+        _log(
+            f"  test error {r['err']:.4f} (Octave {r['ref_err']:.4f}), predictions "
+            f"{'identical' if r['pred_identical'] else 'differ'}, {r['train_seconds']:.0f} s"
+        )
         results.append(r)
     text = format_reproduction(results)
     print(text, end="")
@@ -366,8 +432,9 @@ def _study(args, data, command):
         try:
             import distributed  # noqa: F401
         except ImportError:
-            raise UsageError("--scheduler needs dask.distributed (pip install "
-                             "'cnn[distributed]')") from None
+            raise UsageError(
+                "--scheduler needs dask.distributed (pip install 'cnn[distributed]')"
+            ) from None
     _check_out(out)
     try:
         lock = folder_lock(out, "study")
@@ -376,35 +443,66 @@ def _study(args, data, command):
         raise UsageError(str(exc)) from None
     try:
         dataset = _load(args, data, n_train, n_test)
-        meta = {"study": args.study, "n_train": len(dataset.arrays[0]),
-                "n_test": len(dataset.arrays[2]), "epochs": epochs, "seeds": seeds,
-                "data": dataset.fingerprint, "data_source": dataset.source,
-                "jobs": args.jobs, "scheduler": args.scheduler,
-                "machine": report.machine_text(), "date": report.now_text(),
-                "command": command}
+        meta = {
+            "study": args.study,
+            "n_train": len(dataset.arrays[0]),
+            "n_test": len(dataset.arrays[2]),
+            "epochs": epochs,
+            "seeds": seeds,
+            "data": dataset.fingerprint,
+            "data_source": dataset.source,
+            "jobs": args.jobs,
+            "scheduler": args.scheduler,
+            "machine": report.machine_text(),
+            "date": report.now_text(),
+            "command": command,
+        }
         study = {"flag": _flag_study, "lr": _lr_study, "pairings": _pairings_study}[args.study]
         specs, write = study(args, dataset, seeds, epochs, meta)
-        _log(f"compare --study {args.study}: {len(specs)} runs, {meta['n_train']} training / "
-             f"{meta['n_test']} test images, "
-             + (f"Dask at {args.scheduler}" if args.scheduler else f"{args.jobs} job(s)")
-             + f" -> {out}")
+        _log(
+            f"compare --study {args.study}: {len(specs)} runs, {meta['n_train']} training / "
+            f"{meta['n_test']} test images, "
+            + (f"Dask at {args.scheduler}" if args.scheduler else f"{args.jobs} job(s)")
+            + f" -> {out}"
+        )
         t0 = time.perf_counter()
-        outcome = run_specs(specs, dataset, out, jobs=args.jobs, scheduler=args.scheduler,
-                            fresh=args.fresh, log=_log)
-        meta.update(wall_seconds=time.perf_counter() - t0, reused=outcome.reused,
-                    trained=outcome.trained, total=outcome.total,
-                    partial=outcome.partial, stopped=outcome.stopped,
-                    failed={outcome.specs[i].get("label", "?") + f" seed "
-                            f"{outcome.specs[i].get('seed')}": m
-                            for i, m in outcome.failed.items()})
+        outcome = run_specs(
+            specs,
+            dataset,
+            out,
+            jobs=args.jobs,
+            scheduler=args.scheduler,
+            fresh=args.fresh,
+            log=_log,
+        )
+        meta.update(
+            wall_seconds=time.perf_counter() - t0,
+            reused=outcome.reused,
+            trained=outcome.trained,
+            total=outcome.total,
+            partial=outcome.partial,
+            stopped=outcome.stopped,
+            failed={
+                outcome.specs[i].get("label", "?") + f" seed {outcome.specs[i].get('seed')}": m
+                for i, m in outcome.failed.items()
+            },
+        )
         if outcome.finished:
             paths = write(out, outcome, meta, plots=not args.no_plots)
-            _log(f"wrote {', '.join(p.name for p in paths)} in {out}"
-                 + (" (PARTIAL: " + report.partial_note(outcome).replace("**PARTIAL**: ", "")
-                    + ")" if outcome.partial else "") + f" ({meta['wall_seconds']:.0f} s)")
+            _log(
+                f"wrote {', '.join(p.name for p in paths)} in {out}"
+                + (
+                    " (PARTIAL: " + report.partial_note(outcome).replace("**PARTIAL**: ", "") + ")"
+                    if outcome.partial
+                    else ""
+                )
+                + f" ({meta['wall_seconds']:.0f} s)"
+            )
         for i, msg in outcome.failed.items():
-            _log(f"run failed: {outcome.specs[i].get('label')}, seed "
-                 f"{outcome.specs[i].get('seed')}: {msg}")
+            _log(
+                f"run failed: {outcome.specs[i].get('label')}, seed "
+                f"{outcome.specs[i].get('seed')}: {msg}"
+            )
     finally:
         lock.__exit__(None, None, None)
     if outcome.stopped == "terminated":
@@ -429,14 +527,19 @@ def _write_json(path, doc):
 
 # --------------------------------------------------------------------------- the studies
 
+
 def _flag_study(args, dataset, seeds, epochs, meta):
     from ..studies import flag
     from ..studies.flag import BATCH_SIZE, LEARNING_RATE, SETTINGS
 
     settings = args.settings or list(SETTINGS)
     specs = flag.specs(settings, seeds, dataset, epochs, probe_every=args.probe_every)
-    meta.update(batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE, settings=settings,
-                probe_every=args.probe_every)
+    meta.update(
+        batch_size=BATCH_SIZE,
+        learning_rate=LEARNING_RATE,
+        settings=settings,
+        probe_every=args.probe_every,
+    )
     text, _ = flag.gradcheck_table()
     print("Gradient check (which loss the gradients belong to):\n")
     print(text.split("\n\nRow 1")[0], flush=True)
@@ -450,12 +553,20 @@ def _flag_study(args, dataset, seeds, epochs, meta):
         summary = flag.summarise(runs)
         note = partial_note(outcome)
         table = (note + "\n\n" if note else "") + flag.format_table(summary, meta)
-        paths = [_write_json(out / "results.json", {"meta": meta, "settings": {
-                     k: vars(s) for k, s in SETTINGS.items()}, "summary": summary,
-                     "runs": runs}),
-                 write_text(out / "results.csv", flag.results_csv(runs)),
-                 write_text(out / "table.md", table),
-                 write_text(out / "gradcheck.md", text)]
+        paths = [
+            _write_json(
+                out / "results.json",
+                {
+                    "meta": meta,
+                    "settings": {k: vars(s) for k, s in SETTINGS.items()},
+                    "summary": summary,
+                    "runs": runs,
+                },
+            ),
+            write_text(out / "results.csv", flag.results_csv(runs)),
+            write_text(out / "table.md", table),
+            write_text(out / "gradcheck.md", text),
+        ]
         if plots:
             paths += flag_figures(runs, out)
         print("\n" + table, end="")
@@ -470,8 +581,9 @@ def _lr_study(args, dataset, seeds, epochs, meta):
 
     lrs = args.lrs or (lr.QUICK["lrs"] if args.quick else lr.LRS)
     specs = lr.specs(dataset, lrs=lrs, seeds=seeds, epochs=epochs)
-    meta.update(batch_size=BATCH_SIZE, lrs=list(lrs), settings=list(lr.SETTINGS),
-                quad_seeds=seeds[:1])
+    meta.update(
+        batch_size=BATCH_SIZE, lrs=list(lrs), settings=list(lr.SETTINGS), quad_seeds=seeds[:1]
+    )
 
     def write(out, outcome, meta, plots):
         from ..atomic import write_text
@@ -482,21 +594,52 @@ def _lr_study(args, dataset, seeds, epochs, meta):
         table = lr.format_table(summary, meta, note=partial_note(outcome))
         n_ep = max(c["n_epochs"] for c in summary)
         verdicts = [lr.verdict(summary, e) for e in range(1, n_ep + 1)]
-        paths = [_write_json(out / "results.json", {
-                     "meta": meta, "summary": summary,
-                     "verdicts": [v and {k: v[k] for k in ("epoch", "gap", "spread", "within",
-                                                           "overlap", "edges", "text")}
-                                  | {"off_lr": v["off"]["lr"], "on_lr": v["on"]["lr"]}
-                                  for v in verdicts]}),
-                 write_text(out / "results.csv", lr.csv_text(outcome.finished)),
-                 write_text(out / "table.md", table)]
+        paths = [
+            _write_json(
+                out / "results.json",
+                {
+                    "meta": meta,
+                    "summary": summary,
+                    "verdicts": [
+                        v
+                        and {
+                            k: v[k]
+                            for k in (
+                                "epoch",
+                                "gap",
+                                "spread",
+                                "within",
+                                "overlap",
+                                "edges",
+                                "text",
+                            )
+                        }
+                        | {"off_lr": v["off"]["lr"], "on_lr": v["on"]["lr"]}
+                        for v in verdicts
+                    ],
+                },
+            ),
+            write_text(out / "results.csv", lr.csv_text(outcome.finished)),
+            write_text(out / "table.md", table),
+        ]
         if plots:
             seeds = sorted({s["seed"] for s, _ in outcome.finished})
-            part = (f"; PARTIAL: {len(outcome.finished)} of {outcome.total} runs"
-                    if outcome.partial else "")
-            paths.append(lr_figure(summary, out / "lr_test_error.png", title=(
-                f"Example 3, {meta['n_train']} training images: test error vs learning rate "
-                f"(mean +- std over seeds {', '.join(map(str, seeds))}{part})")))
+            part = (
+                f"; PARTIAL: {len(outcome.finished)} of {outcome.total} runs"
+                if outcome.partial
+                else ""
+            )
+            paths.append(
+                lr_figure(
+                    summary,
+                    out / "lr_test_error.png",
+                    title=(
+                        f"Example 3, {meta['n_train']} training images: "
+                        "test error vs learning rate "
+                        f"(mean +- std over seeds {', '.join(map(str, seeds))}{part})"
+                    ),
+                )
+            )
         print(table, end="")
         return paths
 
@@ -518,14 +661,25 @@ def _pairings_study(args, dataset, seeds, epochs, meta):
 
         mnist = pairings.summarise_mnist(outcome.finished)
         text = pairings.format_report(rows, mnist, meta, note=partial_note(outcome))
-        paths = [_write_json(out / "results.json", {
-                     "meta": meta, "gradient_checks": pairings.rows_json(rows),
-                     "findings": pairings.findings(rows), "mnist": mnist}),
-                 write_text(out / "table.md", text)]
+        paths = [
+            _write_json(
+                out / "results.json",
+                {
+                    "meta": meta,
+                    "gradient_checks": pairings.rows_json(rows),
+                    "findings": pairings.findings(rows),
+                    "mnist": mnist,
+                },
+            ),
+            write_text(out / "table.md", text),
+        ]
         if plots:
-            paths.append(pairings_figure([r for r in rows if r["mode"] == "corrected"],
-                                         out / "pairings_gradcheck.png"))
-        print(text[text.index("## MNIST"):] if "## MNIST" in text else text, end="")
+            paths.append(
+                pairings_figure(
+                    [r for r in rows if r["mode"] == "corrected"], out / "pairings_gradcheck.png"
+                )
+            )
+        print(text[text.index("## MNIST") :] if "## MNIST" in text else text, end="")
         return paths
 
     return specs, write

@@ -45,6 +45,7 @@ LEARNING_RATE = 0.01
 
 # --------------------------------------------------------------------------- settings
 
+
 @dataclass(frozen=True)
 class Setting:
     """One way of training Example 3.
@@ -70,18 +71,56 @@ class Setting:
         return net
 
 
-SETTINGS = {s.key: s for s in (
-    Setting("off", "flag off (derived)", None, "auto", 1.0, "faithful",
-            "cross-entropy, flag 0 as traincnn derives it: delta = a - y"),
-    Setting("on", "flag on (forced)", True, "auto", 1.0, "faithful",
-            "cross-entropy reported, flag forced to 1: delta = (a - y) a (1 - a)"),
-    Setting("quad", "quad loss", None, "quad", 1.0, "faithful",
-            "loss_func = 'quad', flag 1 as derived: the same gradients as flag on"),
-    Setting("on-lr4", "flag on, lr x4", True, "auto", 4.0, "faithful",
-            "flag forced on, learning rate x4 (max of a(1-a) is 1/4)"),
-    Setting("corrected", "corrected, flag off", None, "auto", 1.0, "corrected",
-            "flag 0, mode='corrected' (the original's gradient defects fixed, D1 above all)"),
-)}
+SETTINGS = {
+    s.key: s
+    for s in (
+        Setting(
+            "off",
+            "flag off (derived)",
+            None,
+            "auto",
+            1.0,
+            "faithful",
+            "cross-entropy, flag 0 as traincnn derives it: delta = a - y",
+        ),
+        Setting(
+            "on",
+            "flag on (forced)",
+            True,
+            "auto",
+            1.0,
+            "faithful",
+            "cross-entropy reported, flag forced to 1: delta = (a - y) a (1 - a)",
+        ),
+        Setting(
+            "quad",
+            "quad loss",
+            None,
+            "quad",
+            1.0,
+            "faithful",
+            "loss_func = 'quad', flag 1 as derived: the same gradients as flag on",
+        ),
+        Setting(
+            "on-lr4",
+            "flag on, lr x4",
+            True,
+            "auto",
+            4.0,
+            "faithful",
+            "flag forced on, learning rate x4 (max of a(1-a) is 1/4)",
+        ),
+        Setting(
+            "corrected",
+            "corrected, flag off",
+            None,
+            "auto",
+            1.0,
+            "corrected",
+            "flag 0, mode='corrected' (the original's gradient defects fixed, D1 above all)",
+        ),
+    )
+}
 """The compared settings, by key, in the order of the table."""
 
 
@@ -98,6 +137,7 @@ def get_setting(name):
 
 
 # --------------------------------------------------------------------------- one run
+
 
 def params_sha256(net):
     """SHA-256 of every parameter array (K, W, b, in layer order): identifies initial weights."""
@@ -180,8 +220,11 @@ def diverged_errors():
     """
     from .. import training
 
-    extra = tuple(v for k, v in vars(training).items()
-                  if "Diverg" in k and isinstance(v, type) and issubclass(v, Exception))
+    extra = tuple(
+        v
+        for k, v in vars(training).items()
+        if "Diverg" in k and isinstance(v, type) and issubclass(v, Exception)
+    )
     return (FloatingPointError,) + extra
 
 
@@ -194,8 +237,18 @@ def _guard_off():
     return {}
 
 
-def run_one(setting, seed, data, epochs=1, *, net=None, batch_size=BATCH_SIZE,
-            lr=LEARNING_RATE, probe_every=25, log=None):
+def run_one(
+    setting,
+    seed,
+    data,
+    epochs=1,
+    *,
+    net=None,
+    batch_size=BATCH_SIZE,
+    lr=LEARNING_RATE,
+    probe_every=25,
+    log=None,
+):
     """Train Example 3 in one setting from one seed and record the results.
 
     Parameters
@@ -244,16 +297,39 @@ def run_one(setting, seed, data, epochs=1, *, net=None, batch_size=BATCH_SIZE,
     work.clear_runtime()
     true = np.asarray(test_y).argmax(axis=1)
     rec = {
-        "setting": s.key, "label": s.label, "seed": int(seed), "mode": s.mode,
-        "loss_func": s.loss_func, "flag_requested": s.flag,
-        "learning_rate": work.learning_rate, "batch_size": batch_size, "epochs": int(epochs),
-        "n_train": n_train, "n_test": int(test_x.shape[0]), "init_sha256": params_sha256(work),
-        "test_error": [], "misclassified": [], "train_seconds": [], "test_seconds": [],
-        "loss_array": [], "loss_cros": [], "loss_quad": [], "grad_norm_last": [],
+        "setting": s.key,
+        "label": s.label,
+        "seed": int(seed),
+        "mode": s.mode,
+        "loss_func": s.loss_func,
+        "flag_requested": s.flag,
+        "learning_rate": work.learning_rate,
+        "batch_size": batch_size,
+        "epochs": int(epochs),
+        "n_train": n_train,
+        "n_test": int(test_x.shape[0]),
+        "init_sha256": params_sha256(work),
+        "test_error": [],
+        "misclassified": [],
+        "train_seconds": [],
+        "test_seconds": [],
+        "loss_array": [],
+        "loss_cros": [],
+        "loss_quad": [],
+        "grad_norm_last": [],
         "grad_norm_all": [],
-        "probe": {"step": [], "last_off": [], "last_on": [], "all_off": [], "all_on": [],
-                  "factor_wrong": [], "factor_right": [], "frac_wrong": []},
-        "confusion": None, "status": "ok",
+        "probe": {
+            "step": [],
+            "last_off": [],
+            "last_on": [],
+            "all_off": [],
+            "all_on": [],
+            "factor_wrong": [],
+            "factor_right": [],
+            "frac_wrong": [],
+        },
+        "confusion": None,
+        "status": "ok",
     }
     probe_time = [0.0]
 
@@ -267,7 +343,7 @@ def run_one(setting, seed, data, epochs=1, *, net=None, batch_size=BATCH_SIZE,
         probe_time[0] += time.perf_counter() - t
 
     def callback(net, epoch, j):
-        yb = train_y[j * batch_size:(j + 1) * batch_size]
+        yb = train_y[j * batch_size : (j + 1) * batch_size]
         ce, q = _both_losses(net, np.ascontiguousarray(yb, dtype=net.dtype))
         rec["loss_cros"].append(ce)
         rec["loss_quad"].append(q)
@@ -289,8 +365,17 @@ def run_one(setting, seed, data, epochs=1, *, net=None, batch_size=BATCH_SIZE,
         probe_time[0] = 0.0
         t0 = time.perf_counter()
         try:
-            traincnn(work, train_x, train_y, 1, batch_size, calc_last_layer_act_derivative=s.flag,
-                     verbose=False, callback=callback, **_guard_off())
+            traincnn(
+                work,
+                train_x,
+                train_y,
+                1,
+                batch_size,
+                calc_last_layer_act_derivative=s.flag,
+                verbose=False,
+                callback=callback,
+                **_guard_off(),
+            )
         except diverged_errors() as exc:
             rec["status"] = "diverged: " + " ".join(str(exc).split())
             rec["loss_array"].extend(work.loss_array)
@@ -306,14 +391,17 @@ def run_one(setting, seed, data, epochs=1, *, net=None, batch_size=BATCH_SIZE,
         rec["test_error"].append(wrong / len(true))
         rec["confusion"] = np.bincount(true * 10 + pred, minlength=100).reshape(10, 10).tolist()
         if log is not None:
-            log(f"{s.label}, seed {seed}, epoch {epoch + 1}/{epochs}: test error "
-                f"{rec['test_error'][-1]:.4f}, {rec['train_seconds'][-1]:.1f} s")
+            log(
+                f"{s.label}, seed {seed}, epoch {epoch + 1}/{epochs}: test error "
+                f"{rec['test_error'][-1]:.4f}, {rec['train_seconds'][-1]:.1f} s"
+            )
     for k in ("loss_array", "loss_cros", "loss_quad"):
         rec[k] = [_finite_or_none(float(v)) for v in rec[k]]
     return rec
 
 
 # --------------------------------------------------------------------------- summary and files
+
 
 def _tail_mean(a, n=100):
     v = [x for x in a[-n:] if x is not None]
@@ -340,8 +428,10 @@ def summarise(runs):
         ok = [r for r in rs if r["test_error"]]
         final = [r["test_error"][-1] if r["status"] == "ok" else float("nan") for r in ok]
         n_ep = max((len(r["test_error"]) for r in ok), default=0)
-        by_epoch = [_stats([r["test_error"][e] for r in ok if len(r["test_error"]) > e])["mean"]
-                    for e in range(n_ep)]
+        by_epoch = [
+            _stats([r["test_error"][e] for r in ok if len(r["test_error"]) > e])["mean"]
+            for e in range(n_ep)
+        ]
         ratios = []
         for r in rs:
             p = r["probe"]
@@ -349,21 +439,31 @@ def summarise(runs):
             if q:
                 ratios.append(float(np.median(q)))
         r0 = rs[0]
-        out.append({
-            "setting": key, "label": r0["label"], "flag": r0.get("flag"),
-            "loss_func": r0.get("loss_func"), "learning_rate": r0["learning_rate"],
-            "mode": r0["mode"], "seeds": [r["seed"] for r in rs],
-            "n_ok": sum(r["status"] == "ok" for r in rs),
-            "error": _stats(final), "error_by_epoch": by_epoch,
-            "misclassified_mean": _stats([r["misclassified"][-1] for r in ok
-                                          if r["status"] == "ok"])["mean"],
-            "ce_last100": _stats([_tail_mean(r["loss_cros"]) for r in rs])["mean"],
-            "train_s_per_epoch": _stats([np.mean(r["train_seconds"]) for r in rs
-                                         if r["train_seconds"]])["mean"],
-            "test_s": _stats([np.mean(r["test_seconds"]) for r in rs
-                              if r["test_seconds"]])["mean"],
-            "grad_ratio_last": _stats(ratios)["mean"],
-        })
+        out.append(
+            {
+                "setting": key,
+                "label": r0["label"],
+                "flag": r0.get("flag"),
+                "loss_func": r0.get("loss_func"),
+                "learning_rate": r0["learning_rate"],
+                "mode": r0["mode"],
+                "seeds": [r["seed"] for r in rs],
+                "n_ok": sum(r["status"] == "ok" for r in rs),
+                "error": _stats(final),
+                "error_by_epoch": by_epoch,
+                "misclassified_mean": _stats(
+                    [r["misclassified"][-1] for r in ok if r["status"] == "ok"]
+                )["mean"],
+                "ce_last100": _stats([_tail_mean(r["loss_cros"]) for r in rs])["mean"],
+                "train_s_per_epoch": _stats(
+                    [np.mean(r["train_seconds"]) for r in rs if r["train_seconds"]]
+                )["mean"],
+                "test_s": _stats([np.mean(r["test_seconds"]) for r in rs if r["test_seconds"]])[
+                    "mean"
+                ],
+                "grad_ratio_last": _stats(ratios)["mean"],
+            }
+        )
     return out
 
 
@@ -375,7 +475,8 @@ def format_table(summary, meta=None):
             f"Example 3, {meta['n_train']} training / {meta['n_test']} test images, "
             f"{meta['epochs']} epoch{'s' if meta['epochs'] != 1 else ''}, batch "
             f"{meta['batch_size']}, batches in order, seeds {_seed_text(meta['seeds'])}; "
-            f"{meta['machine']}; {meta['date']}.")
+            f"{meta['machine']}; {meta['date']}."
+        )
         lines.append("")
     lines += [
         "| setting | flag | loss trained | lr | test error % mean | std | min | max "
@@ -392,12 +493,17 @@ def format_table(summary, meta=None):
             f"| {s['label']}{note} | {flag} | {trained} | {s['learning_rate']:g} "
             f"| **{_pct(e['mean'])}** | {_pct(e['std'])} | {_pct(e['min'])} | {_pct(e['max'])} "
             f"| {_num(s['misclassified_mean'], '.1f')} | {_num(s['ce_last100'], '.3f')} "
-            f"| {_num(s['grad_ratio_last'], '.3f')} | {_num(s['train_s_per_epoch'], '.1f')} |")
+            f"| {_num(s['grad_ratio_last'], '.3f')} | {_num(s['train_s_per_epoch'], '.1f')} |"
+        )
     n_ep = max((len(s["error_by_epoch"]) for s in summary), default=0)
     if n_ep > 1:
-        lines += ["", "Test error (%) after each epoch, mean over seeds:", "",
-                  "| setting | " + " | ".join(f"epoch {e + 1}" for e in range(n_ep)) + " |",
-                  "| --- |" + " --- |" * n_ep]
+        lines += [
+            "",
+            "Test error (%) after each epoch, mean over seeds:",
+            "",
+            "| setting | " + " | ".join(f"epoch {e + 1}" for e in range(n_ep)) + " |",
+            "| --- |" + " --- |" * n_ep,
+        ]
         for s in summary:
             cells = [_pct(v) for v in s["error_by_epoch"]]
             cells += [""] * (n_ep - len(cells))
@@ -405,9 +511,23 @@ def format_table(summary, meta=None):
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ("setting", "label", "seed", "epoch", "test_error", "misclassified", "n_test",
-              "train_seconds", "test_seconds", "flag", "loss_func", "learning_rate", "mode",
-              "n_train", "status")
+CSV_FIELDS = (
+    "setting",
+    "label",
+    "seed",
+    "epoch",
+    "test_error",
+    "misclassified",
+    "n_test",
+    "train_seconds",
+    "test_seconds",
+    "flag",
+    "loss_func",
+    "learning_rate",
+    "mode",
+    "n_train",
+    "status",
+)
 
 
 def results_csv(runs):
@@ -417,16 +537,30 @@ def results_csv(runs):
     w.writeheader()
     for r in runs:
         for e, err in enumerate(r["test_error"]):
-            w.writerow({"setting": r["setting"], "label": r["label"], "seed": r["seed"],
-                        "epoch": e + 1, "test_error": err, "misclassified": r["misclassified"][e],
-                        "n_test": r["n_test"], "train_seconds": f"{r['train_seconds'][e]:.3f}",
-                        "test_seconds": f"{r['test_seconds'][e]:.3f}", "flag": int(r["flag"]),
-                        "loss_func": r["loss_func"], "learning_rate": r["learning_rate"],
-                        "mode": r["mode"], "n_train": r["n_train"], "status": r["status"]})
+            w.writerow(
+                {
+                    "setting": r["setting"],
+                    "label": r["label"],
+                    "seed": r["seed"],
+                    "epoch": e + 1,
+                    "test_error": err,
+                    "misclassified": r["misclassified"][e],
+                    "n_test": r["n_test"],
+                    "train_seconds": f"{r['train_seconds'][e]:.3f}",
+                    "test_seconds": f"{r['test_seconds'][e]:.3f}",
+                    "flag": int(r["flag"]),
+                    "loss_func": r["loss_func"],
+                    "learning_rate": r["learning_rate"],
+                    "mode": r["mode"],
+                    "n_train": r["n_train"],
+                    "status": r["status"],
+                }
+            )
     return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- gradient check
+
 
 def _gradcheck_net(seed):
     net = initcnn((10, 10), LEARNING_RATE, seed=seed)
@@ -476,10 +610,12 @@ def _gradcheck_table(seed, n):
     rng = np.random.default_rng(seed + 1)
     x = rng.random((n, 10, 10))
     y = np.eye(4)[rng.integers(0, 4, n)]
-    cases = [("flag off (derived)", "auto", None, "cros"),
-             ("flag on (forced)", "auto", True, "cros"),
-             ("flag on (derived for quad)", "quad", None, "quad"),
-             ("flag off (forced), quad", "quad", False, "quad")]
+    cases = [
+        ("flag off (derived)", "auto", None, "cros"),
+        ("flag on (forced)", "auto", True, "cros"),
+        ("flag on (derived for quad)", "quad", None, "quad"),
+        ("flag off (forced), quad", "quad", False, "quad"),
+    ]
     rows, grads = [], []
     for name, loss, flag, against in cases:
         w = net.copy()
@@ -488,12 +624,21 @@ def _gradcheck_table(seed, n):
         rep = gradient_checker(w, x, y)
         bpcnn(ffcnn(w, x), y)
         grads.append([g.copy() for g in _grads(w)])
-        rows.append({"name": name, "flag": w.calc_last_layer_act_derivative, "loss": against,
-                     "passed": rep.passed, "max_abs": max(c.max_abs for c in rep.checks),
-                     "max_norm_rel": max(c.norm_rel for c in rep.checks), "report": rep})
+        rows.append(
+            {
+                "name": name,
+                "flag": w.calc_last_layer_act_derivative,
+                "loss": against,
+                "passed": rep.passed,
+                "max_abs": max(c.max_abs for c in rep.checks),
+                "max_norm_rel": max(c.norm_rel for c in rep.checks),
+                "report": rep,
+            }
+        )
     rows[1]["same_as_quad"] = max(float(np.abs(a - b).max()) for a, b in zip(grads[1], grads[2]))
-    rows[1]["ratio_last"] = (float(np.linalg.norm(grads[1][-2]))
-                             / float(np.linalg.norm(grads[0][-2])))
+    rows[1]["ratio_last"] = float(np.linalg.norm(grads[1][-2])) / float(
+        np.linalg.norm(grads[0][-2])
+    )
     lines = [
         f"Gradient check: c(tanh 3, 3x3) - p2 - f(tanh 8) - f(sigm 4), {n} random 10x10 images, "
         f"one-hot targets, faithful mode, central differences with epsilon 1e-4, pass if every "
@@ -505,8 +650,10 @@ def _gradcheck_table(seed, n):
     ]
     for r in rows:
         loss_name = "cross-entropy" if r["loss"] == "cros" else "quadratic loss"
-        lines.append(f"| {r['name']} | {int(r['flag'])} | {loss_name} | {r['max_abs']:.2e} "
-                     f"| {r['max_norm_rel']:.2e} | {'pass' if r['passed'] else '**FAIL**'} |")
+        lines.append(
+            f"| {r['name']} | {int(r['flag'])} | {loss_name} | {r['max_abs']:.2e} "
+            f"| {r['max_norm_rel']:.2e} | {'pass' if r['passed'] else '**FAIL**'} |"
+        )
     lines += [
         "",
         f"The gradients of rows 2 and 3 (flag on, cross-entropy reported; flag on, quadratic "
@@ -516,11 +663,14 @@ def _gradcheck_table(seed, n):
         "",
     ]
     for i, r in enumerate(rows, start=1):
-        lines += [f"Row {i}, {r['name']}, against the "
-                  f"{'cross-entropy' if r['loss'] == 'cros' else 'quadratic loss'}:", "",
-                  r["report"].to_markdown(), ""]
+        lines += [
+            f"Row {i}, {r['name']}, against the "
+            f"{'cross-entropy' if r['loss'] == 'cros' else 'quadratic loss'}:",
+            "",
+            r["report"].to_markdown(),
+            "",
+        ]
     return "\n".join(lines), rows
-
 
 
 # --------------------------------------------------------------------------- the study's runs
@@ -528,8 +678,18 @@ def _gradcheck_table(seed, n):
 TASK = "cnn.studies.flag:run_spec"
 
 
-def spec(setting, seed, dataset, epochs, *, study="flag", lr=LEARNING_RATE,
-         batch_size=BATCH_SIZE, probe_every=25, **extra):
+def spec(
+    setting,
+    seed,
+    dataset,
+    epochs,
+    *,
+    study="flag",
+    lr=LEARNING_RATE,
+    batch_size=BATCH_SIZE,
+    probe_every=25,
+    **extra,
+):
     """The run spec (store key material) of one training of Example 3.
 
     Parameters
@@ -554,12 +714,24 @@ def spec(setting, seed, dataset, epochs, *, study="flag", lr=LEARNING_RATE,
     """
     s = get_setting(setting)
     train_x, _, test_x, _ = dataset.arrays
-    return {"task": TASK, "study": study, "setting": s.key, "label": s.label,
-            "seed": int(seed), "epochs": int(epochs), "lr": float(lr),
-            "batch_size": int(batch_size), "mode": s.mode, "dtype": "float64",
-            "probe_every": int(probe_every), "data": dataset.fingerprint,
-            "n_train": int(len(train_x)), "n_test": int(len(test_x)),
-            "version": __version__, **extra}
+    return {
+        "task": TASK,
+        "study": study,
+        "setting": s.key,
+        "label": s.label,
+        "seed": int(seed),
+        "epochs": int(epochs),
+        "lr": float(lr),
+        "batch_size": int(batch_size),
+        "mode": s.mode,
+        "dtype": "float64",
+        "probe_every": int(probe_every),
+        "data": dataset.fingerprint,
+        "n_train": int(len(train_x)),
+        "n_test": int(len(test_x)),
+        "version": __version__,
+        **extra,
+    }
 
 
 def specs(settings, seeds, dataset, epochs=1, **kwargs):
@@ -569,5 +741,12 @@ def specs(settings, seeds, dataset, epochs=1, **kwargs):
 
 def run_spec(spec, data):
     """Worker entry: train one spec (see :func:`run_one`); returns the record."""
-    return run_one(spec["setting"], spec["seed"], data, spec["epochs"],
-                   batch_size=spec["batch_size"], lr=spec["lr"], probe_every=spec["probe_every"])
+    return run_one(
+        spec["setting"],
+        spec["seed"],
+        data,
+        spec["epochs"],
+        batch_size=spec["batch_size"],
+        lr=spec["lr"],
+        probe_every=spec["probe_every"],
+    )

@@ -22,7 +22,7 @@ from __future__ import annotations
 from . import flag
 from .report import pct, seed_text, stats
 
-LRS = tuple(0.0025 * 2 ** k for k in range(7))
+LRS = tuple(0.0025 * 2**k for k in range(7))
 """The default grid: 0.0025, 0.005, ..., 0.16 (factors of 2)."""
 SETTINGS = ("off", "on", "quad")
 SEEDS = 3
@@ -31,8 +31,7 @@ QUICK = {"lrs": (0.005, 0.02, 0.08), "seeds": 2, "epochs": 2, "n_train": 6000, "
 """``--quick``: 3 learning rates, 2 seeds, 2 epochs, 6,000 / 2,000 images."""
 
 
-def specs(dataset, *, lrs=LRS, seeds=range(SEEDS), epochs=EPOCHS, settings=SETTINGS,
-          quad_seeds=1):
+def specs(dataset, *, lrs=LRS, seeds=range(SEEDS), epochs=EPOCHS, settings=SETTINGS, quad_seeds=1):
     """The study's run specs.
 
     Parameters
@@ -61,8 +60,9 @@ def specs(dataset, *, lrs=LRS, seeds=range(SEEDS), epochs=EPOCHS, settings=SETTI
             for key in settings:
                 if key == "quad" and quad_seeds and n >= quad_seeds:
                     continue
-                out.append(flag.spec(key, seed, dataset, epochs, study="lr", lr=float(lr),
-                                     probe_every=0))
+                out.append(
+                    flag.spec(key, seed, dataset, epochs, study="lr", lr=float(lr), probe_every=0)
+                )
     return out
 
 
@@ -90,9 +90,18 @@ def summarise(finished):
     """
     cells = {}
     for spec, rec in finished:
-        c = cells.setdefault((spec["setting"], spec["lr"]), {
-            "setting": spec["setting"], "label": spec["label"], "lr": spec["lr"],
-            "n_epochs": spec["epochs"], "seeds": [], "diverged": [], "by_seed": {}})
+        c = cells.setdefault(
+            (spec["setting"], spec["lr"]),
+            {
+                "setting": spec["setting"],
+                "label": spec["label"],
+                "lr": spec["lr"],
+                "n_epochs": spec["epochs"],
+                "seeds": [],
+                "diverged": [],
+                "by_seed": {},
+            },
+        )
         c["seeds"].append(spec["seed"])
         c["by_seed"][spec["seed"]] = list(rec["test_error"])
         if _diverged(rec):
@@ -100,9 +109,16 @@ def summarise(finished):
     order = {k: i for i, k in enumerate(flag.SETTINGS)}
     out = []
     for c in sorted(cells.values(), key=lambda c: (order.get(c["setting"], 99), c["lr"])):
-        c["epochs"] = [stats([errs[e] for s, errs in c["by_seed"].items()
-                              if s not in c["diverged"] and len(errs) > e])
-                       for e in range(c["n_epochs"])]
+        c["epochs"] = [
+            stats(
+                [
+                    errs[e]
+                    for s, errs in c["by_seed"].items()
+                    if s not in c["diverged"] and len(errs) > e
+                ]
+            )
+            for e in range(c["n_epochs"])
+        ]
         out.append(c)
     return out
 
@@ -155,21 +171,41 @@ def verdict(summary, epoch):
     for key, b in (("off", off), ("on", on)):
         grid = sorted(c["lr"] for c in summary if c["setting"] == key)
         if len(grid) > 1 and b["lr"] in (grid[0], grid[-1]):
-            edges.append(f"flag {key}'s best lr is the "
-                         f"{'largest' if b['lr'] == grid[-1] else 'smallest'} of the grid")
+            edges.append(
+                f"flag {key}'s best lr is the "
+                f"{'largest' if b['lr'] == grid[-1] else 'smallest'} of the grid"
+            )
     ep = f"{epoch} epoch{'s' if epoch != 1 else ''}"
-    text = (f"After {ep}: flag off is best at lr {off['lr']:g} ({pct(off['stats']['mean'])} "
-            f"+- {pct(off['stats']['std'])} %), flag on at lr {on['lr']:g} "
-            f"({pct(on['stats']['mean'])} +- {pct(on['stats']['std'])} %): the gap is "
-            f"{100 * gap:+.2f} points, "
-            + ("**within** the flag-off seed spread" if within
-               else "**outside** the flag-off seed spread")
-            + f" ({pct(spread)}); the seeds' ranges {'overlap' if overlap else 'do not overlap'}; "
-            f"best lr ratio on/off {on['lr'] / off['lr']:g}."
-            + (f" Not bracketed: {' and '.join(edges)}, so its optimum may lie beyond "
-               f"(extend --lrs; the finished runs are reused)." if edges else ""))
-    return {"epoch": epoch, "off": off, "on": on, "gap": gap, "spread": spread,
-            "within": within, "overlap": overlap, "edges": edges, "text": text}
+    text = (
+        f"After {ep}: flag off is best at lr {off['lr']:g} ({pct(off['stats']['mean'])} "
+        f"+- {pct(off['stats']['std'])} %), flag on at lr {on['lr']:g} "
+        f"({pct(on['stats']['mean'])} +- {pct(on['stats']['std'])} %): the gap is "
+        f"{100 * gap:+.2f} points, "
+        + (
+            "**within** the flag-off seed spread"
+            if within
+            else "**outside** the flag-off seed spread"
+        )
+        + f" ({pct(spread)}); the seeds' ranges {'overlap' if overlap else 'do not overlap'}; "
+        f"best lr ratio on/off {on['lr'] / off['lr']:g}."
+        + (
+            f" Not bracketed: {' and '.join(edges)}, so its optimum may lie beyond "
+            f"(extend --lrs; the finished runs are reused)."
+            if edges
+            else ""
+        )
+    )
+    return {
+        "epoch": epoch,
+        "off": off,
+        "on": on,
+        "gap": gap,
+        "spread": spread,
+        "within": within,
+        "overlap": overlap,
+        "edges": edges,
+        "text": text,
+    }
 
 
 def format_table(summary, meta=None, note=""):
@@ -179,15 +215,22 @@ def format_table(summary, meta=None, note=""):
     if note:
         lines += [note, ""]
     if meta:
-        lines += [f"Example 3, {meta['n_train']} training / {meta['n_test']} test images, "
-                  f"batch {meta['batch_size']}, batches in order, seeds "
-                  f"{seed_text(meta['seeds'])} (quad: seed {seed_text(meta['quad_seeds'])}); "
-                  f"{meta['machine']}; {meta['date']}.", ""]
-    lines += ["Test error (%) after each epoch: mean +- std over seeds (ddof 1); "
-              "diverged runs are counted apart.", "",
-              "| setting | lr | seeds | " + " | ".join(f"epoch {e + 1}" for e in range(n_ep))
-              + " | diverged |",
-              "| --- | --- | --- |" + " --- |" * n_ep + " --- |"]
+        lines += [
+            f"Example 3, {meta['n_train']} training / {meta['n_test']} test images, "
+            f"batch {meta['batch_size']}, batches in order, seeds "
+            f"{seed_text(meta['seeds'])} (quad: seed {seed_text(meta['quad_seeds'])}); "
+            f"{meta['machine']}; {meta['date']}.",
+            "",
+        ]
+    lines += [
+        "Test error (%) after each epoch: mean +- std over seeds (ddof 1); "
+        "diverged runs are counted apart.",
+        "",
+        "| setting | lr | seeds | "
+        + " | ".join(f"epoch {e + 1}" for e in range(n_ep))
+        + " | diverged |",
+        "| --- | --- | --- |" + " --- |" * n_ep + " --- |",
+    ]
     for c in summary:
         cells = []
         for st in c["epochs"]:
@@ -198,28 +241,40 @@ def format_table(summary, meta=None, note=""):
             else:
                 cells.append(f"{pct(st['mean'])} +- {pct(st['std'])}")
         cells += [""] * (n_ep - len(cells))
-        div = (f"{len(c['diverged'])} (seed {seed_text(c['diverged'])})" if c["diverged"]
-               else "0")
-        lines.append(f"| {c['label']} | {c['lr']:g} | {len(c['seeds'])} | "
-                     + " | ".join(cells) + f" | {div} |")
-    lines += ["", "Best learning rate of each setting (lowest mean test error, no seed diverged):",
-              "", "| epochs | setting | best lr | test error % mean | std | min | max |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+        div = f"{len(c['diverged'])} (seed {seed_text(c['diverged'])})" if c["diverged"] else "0"
+        lines.append(
+            f"| {c['label']} | {c['lr']:g} | {len(c['seeds'])} | "
+            + " | ".join(cells)
+            + f" | {div} |"
+        )
+    lines += [
+        "",
+        "Best learning rate of each setting (lowest mean test error, no seed diverged):",
+        "",
+        "| epochs | setting | best lr | test error % mean | std | min | max |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for e in range(1, n_ep + 1):
         for b in best(summary, e).values():
             st = b["stats"]
-            lines.append(f"| {e} | {b['label']} | {b['lr']:g} | **{pct(st['mean'])}** "
-                         f"| {pct(st['std'])} | {pct(st['min'])} | {pct(st['max'])} |")
+            lines.append(
+                f"| {e} | {b['label']} | {b['lr']:g} | **{pct(st['mean'])}** "
+                f"| {pct(st['std'])} | {pct(st['min'])} | {pct(st['max'])} |"
+            )
     lines += ["", "Verdict (computed from the numbers above):", ""]
     for e in range(1, n_ep + 1):
         v = verdict(summary, e)
-        lines.append("* " + (v["text"] if v else f"After {e} epoch(s): not enough finished "
-                                                   f"runs to compare."))
+        lines.append(
+            "* " + (v["text"] if v else f"After {e} epoch(s): not enough finished runs to compare.")
+        )
     same = _quad_identical(summary)
     if same is not None:
         word = "identical" if same else "DIFFERENT"
-        lines += ["", f"* quad loss and flag on (forced) gave {word}"
-                      f" test errors at every learning rate and epoch for the seeds run with both."]
+        lines += [
+            "",
+            f"* quad loss and flag on (forced) gave {word}"
+            f" test errors at every learning rate and epoch for the seeds run with both.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -242,11 +297,24 @@ def csv_text(finished):
     rows = ["setting,lr,seed,epoch,test_error,misclassified,n_test,status"]
     for spec, rec in finished:
         for e, err in enumerate(rec["test_error"]):
-            rows.append(f"{spec['setting']},{spec['lr']!r},{spec['seed']},{e + 1},{err!r},"
-                        f"{rec['misclassified'][e]},{rec['n_test']},"
-                        f"{rec['status'].split(':')[0]}")
+            rows.append(
+                f"{spec['setting']},{spec['lr']!r},{spec['seed']},{e + 1},{err!r},"
+                f"{rec['misclassified'][e]},{rec['n_test']},"
+                f"{rec['status'].split(':')[0]}"
+            )
     return "\n".join(rows) + "\n"
 
 
-__all__ = ["LRS", "SETTINGS", "SEEDS", "EPOCHS", "QUICK", "specs", "summarise", "best",
-           "verdict", "format_table", "csv_text"]
+__all__ = [
+    "LRS",
+    "SETTINGS",
+    "SEEDS",
+    "EPOCHS",
+    "QUICK",
+    "specs",
+    "summarise",
+    "best",
+    "verdict",
+    "format_table",
+    "csv_text",
+]

@@ -47,23 +47,33 @@ QUICK = {"seeds": 1, "n_train": 6000, "n_test": 2000, "n_images": 10}
 
 UNDEFINED = {
     "none": "a linear output takes any real value: log(a) and log(1 - a) are undefined "
-            "outside (0, 1)",
+    "outside (0, 1)",
     "tanh": "tanh outputs lie in (-1, 1): log(a) is undefined for a <= 0",
     "plus": "softplus outputs lie in (0, inf): log(1 - a) is undefined for a >= 1",
 }
-RECT_CROS = ("binary cross-entropy on a (leaky) ReLU output, computed as learners do with "
-             f"a clipped to [{EPS_CLIP:g}, 1 - {EPS_CLIP:g}]; the port refuses it "
-             "(loss_func='cros' needs sigm/soft), so the study computes it")
+RECT_CROS = (
+    "binary cross-entropy on a (leaky) ReLU output, computed as learners do with "
+    f"a clipped to [{EPS_CLIP:g}, 1 - {EPS_CLIP:g}]; the port refuses it "
+    "(loss_func='cros' needs sigm/soft), so the study computes it"
+)
 
-MNIST_PAIRS = (("sigm", "cros", "derived"), ("sigm", "cros", "on"),
-               ("soft", "cros", "derived"), ("soft", "cros", "on"),
-               ("none", "quad", "derived"), ("sigm", "quad", "derived"),
-               ("soft", "quad", "derived"), ("tanh", "quad", "derived"),
-               ("rect", "quad", "derived"), ("plus", "quad", "derived"))
+MNIST_PAIRS = (
+    ("sigm", "cros", "derived"),
+    ("sigm", "cros", "on"),
+    ("soft", "cros", "derived"),
+    ("soft", "cros", "on"),
+    ("none", "quad", "derived"),
+    ("sigm", "quad", "derived"),
+    ("soft", "quad", "derived"),
+    ("tanh", "quad", "derived"),
+    ("rect", "quad", "derived"),
+    ("plus", "quad", "derived"),
+)
 """The pairs trained on MNIST for one epoch (Example 3 with that output and loss)."""
 
 
 # --------------------------------------------------------------------------- losses
+
 
 def loss_value(a, y, act, loss):
     """The loss of outputs ``a`` (N, n) for targets ``y`` (N, n), averaged over examples.
@@ -89,6 +99,7 @@ def defined(act, loss):
 
 
 # --------------------------------------------------------------------------- gradient checks
+
 
 def check_net(act, seed=0, mode="corrected"):
     """c(tanh 3, 3x3) - p2 - f(tanh 8) - f(``act`` 4) on 10 x 10 images (one conv layer,
@@ -180,21 +191,33 @@ def gradient_rows(*, seed=0, n_images=20, quick=False):
             num_quad = _numerical(nets["corrected"], x, y, act, "quad")
             for loss in LOSSES:
                 ok, reason = defined(act, loss)
-                num = (num_quad if loss == "quad" else
-                       _numerical(nets["corrected"], x, y, act, loss) if ok else None)
+                num = (
+                    num_quad
+                    if loss == "quad"
+                    else _numerical(nets["corrected"], x, y, act, loss)
+                    if ok
+                    else None
+                )
                 for flag in FLAGS:
                     fv = _flag_value(act, loss, flag)
                     grads = {}
                     for mode in ("corrected", "faithful"):
                         g = _analytic(nets[mode], x, y, fv)
                         if mode == "faithful" and all(
-                                np.array_equal(a, b) for a, b in zip(g, grads["corrected"])):
+                            np.array_equal(a, b) for a, b in zip(g, grads["corrected"])
+                        ):
                             continue
                         grads[mode] = g
-                        row = {"act": act, "loss": loss, "flag": flag, "flag_value": fv,
-                               "mode": mode, "defined": ok,
-                               "reason": reason or (RECT_CROS if (act, loss) == ("rect", "cros")
-                                                    else "")}
+                        row = {
+                            "act": act,
+                            "loss": loss,
+                            "flag": flag,
+                            "flag_value": fv,
+                            "mode": mode,
+                            "defined": ok,
+                            "reason": reason
+                            or (RECT_CROS if (act, loss) == ("rect", "cros") else ""),
+                        }
                         if ok:
                             row["max_abs"], row["norm_rel"] = _compare(g, num)
                             row["passed"] = row["max_abs"] <= TOL
@@ -208,13 +231,15 @@ def gradient_rows(*, seed=0, n_images=20, quick=False):
 
 def rows_json(rows):
     """The rows as plain JSON values."""
-    return [{k: (bool(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in r.items()}
-            for r in rows]
+    return [
+        {k: (bool(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in r.items()} for r in rows
+    ]
 
 
 def _row(rows, act, loss, flag, mode="corrected"):
-    return next(r for r in rows if (r["act"], r["loss"], r["flag"], r["mode"])
-                == (act, loss, flag, mode))
+    return next(
+        r for r in rows if (r["act"], r["loss"], r["flag"], r["mode"]) == (act, loss, flag, mode)
+    )
 
 
 def findings(rows):
@@ -250,8 +275,11 @@ def findings(rows):
         "flag_on_sigm_cros_is_quad": bool(not sig_on["passed"] and sig_on["passed_quad"]),
         "rect_cros_fails": bool(all(not r["passed"] for r in rect)),
         "rect_cros_norm_rel": {r["flag"]: r["norm_rel"] for r in rect},
-        "undefined": {f"{r['act']}+{r['loss']}": r["reason"] for r in corrected
-                      if not r["defined"] and r["flag"] == "derived"},
+        "undefined": {
+            f"{r['act']}+{r['loss']}": r["reason"]
+            for r in corrected
+            if not r["defined"] and r["flag"] == "derived"
+        },
     }
 
 
@@ -288,25 +316,32 @@ def format_gradient_table(rows):
     for r in rows:
         if not r["defined"]:
             if r["flag"] == "derived" and r["mode"] == "corrected":
-                lines.append(f"| {r['act']} | {_loss_name(r['act'], r['loss'])} | any | | "
-                             f"| | undefined: {r['reason']} | | | |")
+                lines.append(
+                    f"| {r['act']} | {_loss_name(r['act'], r['loss'])} | any | | "
+                    f"| | undefined: {r['reason']} | | | |"
+                )
             continue
-        head = (f"| {r['act']} | {_loss_name(r['act'], r['loss'])} | {r['flag']} "
-                f"| {int(r['flag_value'])} | {_delta(r['act'], r['flag_value'], r['mode'])} "
-                f"| {r['mode']} |")
+        head = (
+            f"| {r['act']} | {_loss_name(r['act'], r['loss'])} | {r['flag']} "
+            f"| {int(r['flag_value'])} | {_delta(r['act'], r['flag_value'], r['mode'])} "
+            f"| {r['mode']} |"
+        )
         canon = (r["act"], r["loss"]) in CANONICAL and not r["flag_value"]
         res = "pass" if r["passed"] else "**FAIL**"
         if canon and r["passed"]:
             res = "**pass** (canonical)"
-        lines.append(head + f" {res} | {r['max_abs']:.1e} | {r['norm_rel']:.1e} "
-                     f"| {'pass' if r['passed_quad'] else 'fail'} ({r['norm_rel_quad']:.1e}) |")
+        lines.append(
+            head + f" {res} | {r['max_abs']:.1e} | {r['norm_rel']:.1e} "
+            f"| {'pass' if r['passed_quad'] else 'fail'} ({r['norm_rel_quad']:.1e}) |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def format_findings(f):
     """The findings as Markdown bullet points."""
-    canon = ", ".join(f"{k} {'passes' if v else 'FAILS'}" for k, v in
-                      f["canonical_pass_flag_off"].items())
+    canon = ", ".join(
+        f"{k} {'passes' if v else 'FAILS'}" for k, v in f["canonical_pass_flag_off"].items()
+    )
     need = [k for k, v in f["others_need_flag_on"].items() if v]
     not_need = [k for k, v in f["others_need_flag_on"].items() if not v]
     rel = ", ".join(f"flag {k}: {v:.2f}" for k, v in f["rect_cros_norm_rel"].items())
@@ -314,18 +349,22 @@ def format_findings(f):
         f"* The three canonical pairs with the flag off: {canon}.",
         f"* Every other defined pair needs the flag on (fails off, passes on): "
         f"{', '.join(need) or 'none'}"
-        + (f"; NOT so for: {', '.join(not_need)}" if not_need else "") + ".",
+        + (f"; NOT so for: {', '.join(not_need)}" if not_need else "")
+        + ".",
         "* Sigmoid + cross-entropy with the flag forced on "
-        + ("fails against the cross-entropy and passes against the quadratic loss: it is the "
-           "quadratic loss's gradient." if f["flag_on_sigm_cros_is_quad"]
-           else "does NOT behave as the quadratic loss here."),
+        + (
+            "fails against the cross-entropy and passes against the quadratic loss: it is the "
+            "quadratic loss's gradient."
+            if f["flag_on_sigm_cros_is_quad"]
+            else "does NOT behave as the quadratic loss here."
+        ),
         "* ReLU + binary cross-entropy (clipped): "
         + ("fails with every flag" if f["rect_cros_fails"] else "does NOT fail everywhere")
         + f" (max norm-rel diff {rel}). Its gradient at the pre-activation is "
-          "(a - y) / (a (1 - a)) * relu'(z) where a lies inside the clipping, and 0 where it "
-          "is clipped: the 1 / (a (1 - a)) of the cross-entropy cancels only against the "
-          "sigmoid's derivative a (1 - a). Neither a - y (flag off) nor (a - y) relu'(z) "
-          "(flag on) is it, and a ReLU output is not confined to (0, 1) anyway.",
+        "(a - y) / (a (1 - a)) * relu'(z) where a lies inside the clipping, and 0 where it "
+        "is clipped: the 1 / (a (1 - a)) of the cross-entropy cancels only against the "
+        "sigmoid's derivative a (1 - a). Neither a - y (flag off) nor (a - y) relu'(z) "
+        "(flag on) is it, and a ReLU output is not confined to (0, 1) anyway.",
         "* Undefined: " + "; ".join(f"{k}: {v}" for k, v in f["undefined"].items()) + ".",
     ]
     return "\n".join(lines) + "\n"
@@ -339,13 +378,29 @@ TASK = "cnn.studies.pairings:run_spec"
 def specs(dataset, *, seeds=range(SEEDS), epochs=1, pairs=MNIST_PAIRS, lr=0.01):
     """One training of Example 3 per (output, loss, flag) in ``pairs`` and seed."""
     train_x, _, test_x, _ = dataset.arrays
-    return [{"task": TASK, "study": "pairings", "setting": f"{act}+{loss}, flag {flag}",
-             "label": f"{act} + {_loss_name(act, loss)}, flag {flag}", "act": act,
-             "loss": loss, "flag": flag, "seed": int(seed), "epochs": int(epochs),
-             "lr": float(lr), "batch_size": 50, "mode": "faithful", "dtype": "float64",
-             "data": dataset.fingerprint, "n_train": int(len(train_x)),
-             "n_test": int(len(test_x)), "version": __version__}
-            for act, loss, flag in pairs for seed in seeds]
+    return [
+        {
+            "task": TASK,
+            "study": "pairings",
+            "setting": f"{act}+{loss}, flag {flag}",
+            "label": f"{act} + {_loss_name(act, loss)}, flag {flag}",
+            "act": act,
+            "loss": loss,
+            "flag": flag,
+            "seed": int(seed),
+            "epochs": int(epochs),
+            "lr": float(lr),
+            "batch_size": 50,
+            "mode": "faithful",
+            "dtype": "float64",
+            "data": dataset.fingerprint,
+            "n_train": int(len(train_x)),
+            "n_test": int(len(test_x)),
+            "version": __version__,
+        }
+        for act, loss, flag in pairs
+        for seed in seeds
+    ]
 
 
 def run_spec(spec, data):
@@ -359,12 +414,26 @@ def run_spec(spec, data):
     net.loss_func = spec["loss"]
     flag = None if spec["flag"] == "derived" else spec["flag"] == "on"
     true = np.asarray(test_y).argmax(axis=1)
-    rec = {"test_error": [], "misclassified": [], "n_test": int(len(true)), "status": "ok",
-           "flag_value": None, "loss_array": []}
+    rec = {
+        "test_error": [],
+        "misclassified": [],
+        "n_test": int(len(true)),
+        "status": "ok",
+        "flag_value": None,
+        "loss_array": [],
+    }
     for _ in range(spec["epochs"]):
         try:
-            traincnn(net, train_x, train_y, 1, spec["batch_size"],
-                     calc_last_layer_act_derivative=flag, verbose=False, **_guard_off())
+            traincnn(
+                net,
+                train_x,
+                train_y,
+                1,
+                spec["batch_size"],
+                calc_last_layer_act_derivative=flag,
+                verbose=False,
+                **_guard_off(),
+            )
         except diverged_errors() as exc:
             rec["status"] = "diverged: " + " ".join(str(exc).split())
             break
@@ -382,9 +451,18 @@ def summarise_mnist(finished):
     """Per (output, loss, flag): the test error after the last epoch over seeds."""
     cells = {}
     for spec, rec in finished:
-        c = cells.setdefault((spec["act"], spec["loss"], spec["flag"]), {
-            "act": spec["act"], "loss": spec["loss"], "flag": spec["flag"],
-            "flag_value": rec["flag_value"], "seeds": [], "errors": [], "diverged": 0})
+        c = cells.setdefault(
+            (spec["act"], spec["loss"], spec["flag"]),
+            {
+                "act": spec["act"],
+                "loss": spec["loss"],
+                "flag": spec["flag"],
+                "flag_value": rec["flag_value"],
+                "seeds": [],
+                "errors": [],
+                "diverged": 0,
+            },
+        )
         c["seeds"].append(spec["seed"])
         if rec["status"] == "ok" and rec["test_error"]:
             c["errors"].append(rec["test_error"][-1])
@@ -397,22 +475,32 @@ def summarise_mnist(finished):
 
 
 def format_mnist(cells):
-    lines = ["| output | loss | flag | flag used | seeds | test error % mean | std | min | max "
-             "| diverged |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| output | loss | flag | flag used | seeds | test error % mean | std | min | max "
+        "| diverged |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for c in cells:
         e = c["error"]
-        lines.append(f"| {c['act']} | {_loss_name(c['act'], c['loss'])} | {c['flag']} "
-                     f"| {int(bool(c['flag_value']))} | {len(c['seeds'])} "
-                     f"| **{pct(e['mean'])}** | {pct(e['std'])} | {pct(e['min'])} "
-                     f"| {pct(e['max'])} | {c['diverged']} |")
+        lines.append(
+            f"| {c['act']} | {_loss_name(c['act'], c['loss'])} | {c['flag']} "
+            f"| {int(bool(c['flag_value']))} | {len(c['seeds'])} "
+            f"| **{pct(e['mean'])}** | {pct(e['std'])} | {pct(e['min'])} "
+            f"| {pct(e['max'])} | {c['diverged']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def meta():
     """What the report states about the checks."""
-    return {"check_network": "c(tanh 3, 3x3)-p2-f(tanh 8)-f(OUTPUT 4) on 10x10",
-            "epsilon": EPSILON, "tol": TOL, "clip": EPS_CLIP, "mnist_lr": 0.01,
-            "mnist_network": "Example 3 with the output activation replaced"}
+    return {
+        "check_network": "c(tanh 3, 3x3)-p2-f(tanh 8)-f(OUTPUT 4) on 10x10",
+        "epsilon": EPSILON,
+        "tol": TOL,
+        "clip": EPS_CLIP,
+        "mnist_lr": 0.01,
+        "mnist_network": "Example 3 with the output activation replaced",
+    }
 
 
 def format_report(rows, mnist, meta=None, note=""):
@@ -422,11 +510,22 @@ def format_report(rows, mnist, meta=None, note=""):
         lines += [note, ""]
     if meta:
         lines += [f"{meta['machine']}; {meta['date']}; command: `{meta['command']}`", ""]
-    lines += ["## Gradient checks", "", format_gradient_table(rows), "## Findings", "",
-              format_findings(findings(rows)), "## MNIST after one epoch", ""]
+    lines += [
+        "## Gradient checks",
+        "",
+        format_gradient_table(rows),
+        "## Findings",
+        "",
+        format_findings(findings(rows)),
+        "## MNIST after one epoch",
+        "",
+    ]
     if meta:
-        lines += [f"Example 3 with its output activation and loss replaced, learning rate 0.01, "
-                  f"batch 50, {meta['n_train']} training / {meta['n_test']} test images, "
-                  f"{meta['epochs']} epoch(s).", ""]
+        lines += [
+            f"Example 3 with its output activation and loss replaced, learning rate 0.01, "
+            f"batch 50, {meta['n_train']} training / {meta['n_test']} test images, "
+            f"{meta['epochs']} epoch(s).",
+            "",
+        ]
     lines += [format_mnist(mnist)]
     return "\n".join(lines)

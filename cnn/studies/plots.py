@@ -46,8 +46,13 @@ OCTAVE_REFERENCE = {"flag off (derived)": 0.0832, "flag on (forced)": 0.2787}
 
 def _octave_comparable(runs):
     """Whether the runs are like the Octave reference runs (full MNIST, one epoch)."""
-    return all(r["n_train"] == 60000 and r["n_test"] == 10000 and r["epochs"] == 1
-               and r["batch_size"] == BATCH_SIZE for r in runs)
+    return all(
+        r["n_train"] == 60000
+        and r["n_test"] == 10000
+        and r["epochs"] == 1
+        and r["batch_size"] == BATCH_SIZE
+        for r in runs
+    )
 
 
 def flag_figures(runs, out, *, prefix="", reference=None):
@@ -85,18 +90,32 @@ def flag_figures(runs, out, *, prefix="", reference=None):
     palette = {s.label: f"C{i}" for i, s in enumerate(SETTINGS.values())}
 
     def colors(curves):
-        return {lab: palette.get(lab.split(" = ")[0].replace("along the ", "")
-                                 .replace(" runs", ""), None) for lab in curves}
+        return {
+            lab: palette.get(
+                lab.split(" = ")[0].replace("along the ", "").replace(" runs", ""), None
+            )
+            for lab in curves
+        }
 
     def curves(field):
         """label -> per-seed arrays; settings with identical curves share one entry."""
         out = {}
         for lab, rs in by.items():
-            arrs = [np.array([np.nan if v is None else v for v in r[field]]) for r in rs
-                    if r[field]]
-            same = next((k for k, v in out.items() if len(v) == len(arrs) and all(
-                a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
-                for a, b in zip(v, arrs))), None)
+            arrs = [
+                np.array([np.nan if v is None else v for v in r[field]]) for r in rs if r[field]
+            ]
+            same = next(
+                (
+                    k
+                    for k, v in out.items()
+                    if len(v) == len(arrs)
+                    and all(
+                        a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+                        for a, b in zip(v, arrs)
+                    )
+                ),
+                None,
+            )
             if same is not None and arrs:
                 out[f"{same} = {lab} (identical)"] = out.pop(same)
             else:
@@ -105,55 +124,95 @@ def flag_figures(runs, out, *, prefix="", reference=None):
 
     ce = {k: v for k, v in curves("loss_cros").items() if v}
     if ce:
-        paths.append(plots.loss_curves(
-            ce, out / f"{prefix}loss_cros.png", smooth=smooth, ylabel="cross-entropy",
-            colors=colors(ce),
-            title=f"Cross-entropy of each minibatch before its update ({seeds}; all settings, "
-                  f"also quad)"))
+        paths.append(
+            plots.loss_curves(
+                ce,
+                out / f"{prefix}loss_cros.png",
+                smooth=smooth,
+                ylabel="cross-entropy",
+                colors=colors(ce),
+                title=f"Cross-entropy of each minibatch before its update ({seeds}; all settings, "
+                f"also quad)",
+            )
+        )
     q = {k: v for k, v in curves("loss_quad").items() if v}
     if q:
-        paths.append(plots.loss_curves(
-            q, out / f"{prefix}loss_quad.png", smooth=smooth, ylabel="quadratic loss",
-            colors=colors(q),
-            title=f"Quadratic loss of each minibatch before its update ({seeds})"))
-    errs = {lab: [r["test_error"][-1] if r["test_error"] and r["status"] == "ok" else np.nan
-                  for r in rs] for lab, rs in by.items()}
+        paths.append(
+            plots.loss_curves(
+                q,
+                out / f"{prefix}loss_quad.png",
+                smooth=smooth,
+                ylabel="quadratic loss",
+                colors=colors(q),
+                title=f"Quadratic loss of each minibatch before its update ({seeds})",
+            )
+        )
+    errs = {
+        lab: [
+            r["test_error"][-1] if r["test_error"] and r["status"] == "ok" else np.nan for r in rs
+        ]
+        for lab, rs in by.items()
+    }
     n_test = runs[0]["n_test"]
-    paths.append(plots.error_by_setting(
-        errs, out / f"{prefix}test_error.png", colors=colors(errs), reference=reference,
-        title=f"Test error after {runs[0]['epochs']} epoch(s), {n_test} test images "
-              f"({seeds})"))
+    paths.append(
+        plots.error_by_setting(
+            errs,
+            out / f"{prefix}test_error.png",
+            colors=colors(errs),
+            reference=reference,
+            title=f"Test error after {runs[0]['epochs']} epoch(s), {n_test} test images ({seeds})",
+        )
+    )
     if max(len(r["test_error"]) for r in runs) > 1:
-        ep = {lab: [100 * np.asarray(r["test_error"]) for r in rs if r["test_error"]]
-              for lab, rs in by.items()}
+        ep = {
+            lab: [100 * np.asarray(r["test_error"]) for r in rs if r["test_error"]]
+            for lab, rs in by.items()
+        }
         ep = {k: v for k, v in ep.items() if v}
         n_ep = max(len(x) for v in ep.values() for x in v)
-        paths.append(plots.loss_curves(
-            ep, out / f"{prefix}test_error_by_epoch.png", smooth=1, ylabel="test error (%)",
-            colors=colors(ep),
-            xlabel="epoch", x=np.arange(1, n_ep + 1),
-            title=f"Test error after each epoch ({seeds}: mean, min-max band)"))
+        paths.append(
+            plots.loss_curves(
+                ep,
+                out / f"{prefix}test_error_by_epoch.png",
+                smooth=1,
+                ylabel="test error (%)",
+                colors=colors(ep),
+                xlabel="epoch",
+                x=np.arange(1, n_ep + 1),
+                title=f"Test error after each epoch ({seeds}: mean, min-max band)",
+            )
+        )
     ratio, steps = {}, {}
     for key in ("off", "on"):
         rs = [r for r in runs if r["setting"] == key and r["probe"]["step"]]
         if rs:
             lab = f"along the {SETTINGS[key].label} runs"
-            ratio[lab] = [np.array(r["probe"]["last_on"]) / np.array(r["probe"]["last_off"])
-                          for r in rs]
+            ratio[lab] = [
+                np.array(r["probe"]["last_on"]) / np.array(r["probe"]["last_off"]) for r in rs
+            ]
             steps[lab] = rs[0]["probe"]["step"]
     if ratio:
-        paths.append(plots.grad_norm_ratio(
-            ratio, out / f"{prefix}grad_ratio.png", steps=steps, colors=colors(ratio),
-            title="Last-layer gradient norm, flag on / flag off (same state, same minibatch)"))
+        paths.append(
+            plots.grad_norm_ratio(
+                ratio,
+                out / f"{prefix}grad_ratio.png",
+                steps=steps,
+                colors=colors(ratio),
+                title="Last-layer gradient norm, flag on / flag off (same state, same minibatch)",
+            )
+        )
     for key, name in (("off", "confusion_off"), ("on", "confusion_on")):
         rs = [r for r in runs if r["setting"] == key and r["confusion"] is not None]
         if rs:
             c = np.sum([np.array(r["confusion"]) for r in rs], axis=0)
-            paths.append(plots.confusion_counts(
-                c, out / f"{prefix}{name}.png",
-                title=f"{SETTINGS[key].label}, summed over {len(rs)} seed(s)"))
+            paths.append(
+                plots.confusion_counts(
+                    c,
+                    out / f"{prefix}{name}.png",
+                    title=f"{SETTINGS[key].label}, summed over {len(rs)} seed(s)",
+                )
+            )
     return paths
-
 
 
 # --------------------------------------------------------------------------- study "lr"
@@ -181,8 +240,7 @@ def lr_figure(summary, path, *, title=None):
     n_ep = max(c["n_epochs"] for c in summary)
     ncol = min(n_ep, 3)
     nrow = math.ceil(n_ep / ncol)
-    fig, axes = _figure(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow), squeeze=False,
-                        sharey=True)
+    fig, axes = _figure(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow), squeeze=False, sharey=True)
     settings = list(dict.fromkeys(c["setting"] for c in summary))
     top = max((st["max"] for c in summary for st in c["epochs"] if st["n"]), default=1.0)
     for e in range(n_ep):
@@ -190,19 +248,37 @@ def lr_figure(summary, path, *, title=None):
         for key in settings:
             cs = sorted((c for c in summary if c["setting"] == key), key=lambda c: c["lr"])
             color, marker, ls = _LR_STYLE.get(key, (None, "o", "-"))
-            pts = [(c["lr"], c["epochs"][e]) for c in cs
-                   if len(c["epochs"]) > e and c["epochs"][e]["n"] and not c["diverged"]]
+            pts = [
+                (c["lr"], c["epochs"][e])
+                for c in cs
+                if len(c["epochs"]) > e and c["epochs"][e]["n"] and not c["diverged"]
+            ]
             if pts:
                 x = [p[0] for p in pts]
                 m = [100 * p[1]["mean"] for p in pts]
                 s = [100 * p[1]["std"] for p in pts]
-                eb = ax.errorbar(x, m, yerr=s, color=color, marker=marker, ls=ls, capsize=3,
-                                 label=cs[0]["label"] if e == 0 else None, ms=5)
+                eb = ax.errorbar(
+                    x,
+                    m,
+                    yerr=s,
+                    color=color,
+                    marker=marker,
+                    ls=ls,
+                    capsize=3,
+                    label=cs[0]["label"] if e == 0 else None,
+                    ms=5,
+                )
                 eb[0].set_gid(key)  # the line of the means, findable by its setting
             bad = [c["lr"] for c in cs if c["diverged"]]
             if bad:
-                ax.plot(bad, [100 * top * 1.2] * len(bad), "x", color=color, ms=8,
-                        label=f"{cs[0]['label']}: diverged" if e == 0 else None)
+                ax.plot(
+                    bad,
+                    [100 * top * 1.2] * len(bad),
+                    "x",
+                    color=color,
+                    ms=8,
+                    label=f"{cs[0]['label']}: diverged" if e == 0 else None,
+                )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")  # the differences near the best lr are a few tenths of a point
         lrs = sorted({c["lr"] for c in summary})
@@ -222,6 +298,7 @@ def lr_figure(summary, path, *, title=None):
 
 
 # --------------------------------------------------------------------------- study "pairings"
+
 
 def pairings_figure(rows, path, *, title=None):
     """The gradient check of every pairing: max norm-relative difference, pass/FAIL.
@@ -258,12 +335,18 @@ def pairings_figure(rows, path, *, title=None):
     ax.set_xticks(range(len(flags)))
     ax.set_xticklabels([f"flag {f}" for f in flags])
     ax.set_yticks(range(len(pairs)))
-    ax.set_yticklabels([f"{a} + {'cross-entropy' if loss == 'cros' else 'quadratic'}"
-                        + (" (clipped)" if (a, loss) == ("rect", "cros") else "")
-                        for a, loss in pairs], fontsize=8)
+    ax.set_yticklabels(
+        [
+            f"{a} + {'cross-entropy' if loss == 'cros' else 'quadratic'}"
+            + (" (clipped)" if (a, loss) == ("rect", "cros") else "")
+            for a, loss in pairs
+        ],
+        fontsize=8,
+    )
     cb = fig.colorbar(im, ax=ax, norm=matplotlib.colors.Normalize(-12, 0))
     cb.set_label("log10 max norm-relative difference")
-    ax.set_title(title or "bpcnn's gradient vs the numerical gradient of the reported loss",
-                 fontsize=9)
+    ax.set_title(
+        title or "bpcnn's gradient vs the numerical gradient of the reported loss", fontsize=9
+    )
     fig.tight_layout()
     return _save(fig, path)

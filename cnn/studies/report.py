@@ -25,8 +25,13 @@ def stats(values):
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
     if v.size == 0:
         return dict(mean=None, std=None, min=None, max=None, n=0)
-    return dict(mean=float(v.mean()), std=float(v.std(ddof=1)) if v.size > 1 else 0.0,
-                min=float(v.min()), max=float(v.max()), n=int(v.size))
+    return dict(
+        mean=float(v.mean()),
+        std=float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        min=float(v.min()),
+        max=float(v.max()),
+        n=int(v.size),
+    )
 
 
 def pct(v, digits=2):
@@ -49,8 +54,10 @@ def seed_text(seeds):
 
 def machine_text():
     """E.g. ``'2 cores (x86_64), Linux, Python 3.11'``."""
-    return (f"{os.cpu_count()} cores ({platform.machine()}), {platform.system()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} cores ({platform.machine()}), {platform.system()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def now_text():
@@ -81,7 +88,10 @@ def partial_note(outcome):
     """
     if not outcome.partial:
         return ""
-    why = outcome.stopped or (f"{len(outcome.failed)} run(s) failed" if outcome.failed
-                              else "unfinished")
-    return (f"**PARTIAL**: {len(outcome.finished)} of {outcome.total} runs finished ({why}); "
-            f"rerun the same command to train only the missing ones.")
+    why = outcome.stopped or (
+        f"{len(outcome.failed)} run(s) failed" if outcome.failed else "unfinished"
+    )
+    return (
+        f"**PARTIAL**: {len(outcome.finished)} of {outcome.total} runs finished ({why}); "
+        f"rerun the same command to train only the missing ones."
+    )

@@ -36,13 +36,16 @@ def _flag_key(flag):
         return "derived"
     if flag in (True, 1, "on", "forced_on", "forced on"):
         return "forced_on"
-    raise ValueError(f"flag must be None/'derived' (flag off, as traincnn derives it) or "
-                     f"True/'on' (forced on), got {flag!r}")
+    raise ValueError(
+        f"flag must be None/'derived' (flag off, as traincnn derives it) or "
+        f"True/'on' (forced on), got {flag!r}"
+    )
 
 
 def _params_dict(net):
-    return {f"layer{i + 1}.{name}": np.array(a, dtype=np.float64) for i, name, a in
-            net.parameters()}
+    return {
+        f"layer{i + 1}.{name}": np.array(a, dtype=np.float64) for i, name, a in net.parameters()
+    }
 
 
 def _set_params(net, params, where):
@@ -94,9 +97,14 @@ def write_reference_fixture(mat_paths, path):
         arrays[f"{key}.loss_array"] = ref["loss_array"]
         for k, v in ref["params"].items():
             arrays[f"{key}.{k}"] = v
-        meta["runs"][key] = {"source": Path(p).name, "flag": int(ref["flag"]),
-                             "err": ref["err"], "t_train_octave": ref.get("t_train"),
-                             "seed": ref.get("seed"), "ntrain": ref.get("ntrain")}
+        meta["runs"][key] = {
+            "source": Path(p).name,
+            "flag": int(ref["flag"]),
+            "err": ref["err"],
+            "t_train_octave": ref.get("t_train"),
+            "seed": ref.get("seed"),
+            "ntrain": ref.get("ntrain"),
+        }
     meta["init_sha256"] = init_hash
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,15 +116,23 @@ def write_reference_fixture(mat_paths, path):
 def _load_reference_mat(path):
     from ..matlab import load_cnn, loadmat_checked
 
-    d = loadmat_checked(path, variable_names=["err", "pred", "la", "flag", "t_train", "seed",
-                                               "ntrain"])
+    d = loadmat_checked(
+        path, variable_names=["err", "pred", "la", "flag", "t_train", "seed", "ntrain"]
+    )
     trained = load_cnn(path, var="cnn")
-    out = {"init": load_cnn(path, var="cnn_init"), "err": float(np.ravel(d["err"])[0]),
-           "pred": np.ravel(d["pred"]).astype(np.int64) - 1,
-           "loss_array": np.ravel(d["la"]).astype(np.float64),
-           "params": _params_dict(trained), "source": str(path)}
-    out["flag"] = (bool(np.ravel(d["flag"])[0]) if "flag" in d
-                   else bool(trained.calc_last_layer_act_derivative))
+    out = {
+        "init": load_cnn(path, var="cnn_init"),
+        "err": float(np.ravel(d["err"])[0]),
+        "pred": np.ravel(d["pred"]).astype(np.int64) - 1,
+        "loss_array": np.ravel(d["la"]).astype(np.float64),
+        "params": _params_dict(trained),
+        "source": str(path),
+    }
+    out["flag"] = (
+        bool(np.ravel(d["flag"])[0])
+        if "flag" in d
+        else bool(trained.calc_last_layer_act_derivative)
+    )
     for k in ("t_train", "seed", "ntrain"):
         if k in d:
             out[k] = float(np.ravel(d[k])[0])
@@ -140,8 +156,10 @@ def load_reference(ref, flag):
     if ref.suffix.lower() == ".mat":
         out = _load_reference_mat(ref)
         if _flag_key(out["flag"]) != key:
-            raise ValueError(f"{ref} holds the run with the flag "
-                             f"{'forced on' if out['flag'] else 'off (derived)'}, not {key}")
+            raise ValueError(
+                f"{ref} holds the run with the flag "
+                f"{'forced on' if out['flag'] else 'off (derived)'}, not {key}"
+            )
         return out
     with np.load(ref, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
@@ -150,12 +168,16 @@ def load_reference(ref, flag):
         if f"{key}.err" not in z.files:
             raise ValueError(f"{ref} has no {key} run")
         init = {k[5:]: z[k] for k in z.files if k.startswith("init.")}
-        params = {k[len(key) + 1:]: z[k] for k in z.files
-                  if k.startswith(key + ".layer")}
-        out = {"err": float(z[f"{key}.err"]), "pred": z[f"{key}.pred"].astype(np.int64),
-               "loss_array": z[f"{key}.loss_array"], "params": params,
-               "flag": REFERENCE_FLAGS[key], "source": str(ref),
-               "t_train": meta["runs"][key].get("t_train_octave")}
+        params = {k[len(key) + 1 :]: z[k] for k in z.files if k.startswith(key + ".layer")}
+        out = {
+            "err": float(z[f"{key}.err"]),
+            "pred": z[f"{key}.pred"].astype(np.int64),
+            "loss_array": z[f"{key}.loss_array"],
+            "params": params,
+            "flag": REFERENCE_FLAGS[key],
+            "source": str(ref),
+            "t_train": meta["runs"][key].get("t_train_octave"),
+        }
     out["init"] = _set_params(example_network(3, seed=0), init, str(ref))
     return out
 
@@ -166,8 +188,9 @@ def _max_rel(a, b):
     return float(np.abs(a - b).max()) / scale if scale > 0 else float(np.abs(a - b).max())
 
 
-def reproduce_reference(ref_path_or_npz, flag, data_dir=None, *, data=None, download=True,
-                        progress=False):
+def reproduce_reference(
+    ref_path_or_npz, flag, data_dir=None, *, data=None, download=True, progress=False
+):
     """Retrain the Octave reference run from its initial weights and compare.
 
     Parameters
@@ -202,28 +225,45 @@ def reproduce_reference(ref_path_or_npz, flag, data_dir=None, *, data=None, down
     train_x, train_y, test_x, test_y = data
     net = ref["init"].copy()
     t0 = time.perf_counter()
-    traincnn(net, train_x, train_y, 1, BATCH_SIZE,
-             calc_last_layer_act_derivative=True if ref["flag"] else None, verbose=False)
+    traincnn(
+        net,
+        train_x,
+        train_y,
+        1,
+        BATCH_SIZE,
+        calc_last_layer_act_derivative=True if ref["flag"] else None,
+        verbose=False,
+    )
     seconds = time.perf_counter() - t0
     _, pred = predictcnn(net, test_x)
     true = np.asarray(test_y).argmax(axis=1)
     wrong = int(np.count_nonzero(pred != true))
     la = np.asarray(net.loss_array, dtype=float)
     la_ref = np.asarray(ref["loss_array"], dtype=float)
-    la_rel = (float(np.max(np.abs(la - la_ref) / np.abs(la_ref))) if la.shape == la_ref.shape
-              else float("inf"))
+    la_rel = (
+        float(np.max(np.abs(la - la_ref) / np.abs(la_ref)))
+        if la.shape == la_ref.shape
+        else float("inf")
+    )
     mine = _params_dict(net)
     p_rel = max(_max_rel(mine[k], v) for k, v in ref["params"].items())
     ref_wrong = int(round(ref["err"] * len(true)))
     same_pred = ref["pred"].shape == pred.shape and bool(np.array_equal(ref["pred"], pred))
     res = {
         "flag": "forced on" if ref["flag"] else "off (derived)",
-        "err": wrong / len(true), "ref_err": ref["err"], "misclassified": wrong,
-        "ref_misclassified": ref_wrong, "pred_identical": same_pred,
-        "pred_differ": int(np.count_nonzero(ref["pred"] != pred)) if ref["pred"].shape ==
-        pred.shape else len(pred),
-        "loss_array_max_rel": la_rel, "params_max_rel": p_rel, "train_seconds": seconds,
-        "ref_train_seconds": ref.get("t_train"), "source": ref["source"],
+        "err": wrong / len(true),
+        "ref_err": ref["err"],
+        "misclassified": wrong,
+        "ref_misclassified": ref_wrong,
+        "pred_identical": same_pred,
+        "pred_differ": int(np.count_nonzero(ref["pred"] != pred))
+        if ref["pred"].shape == pred.shape
+        else len(pred),
+        "loss_array_max_rel": la_rel,
+        "params_max_rel": p_rel,
+        "train_seconds": seconds,
+        "ref_train_seconds": ref.get("t_train"),
+        "source": ref["source"],
     }
     res["match"] = bool(wrong == ref_wrong and same_pred and la_rel <= 1e-9 and p_rel <= 1e-9)
     res["pred"] = pred
@@ -233,17 +273,20 @@ def reproduce_reference(ref_path_or_npz, flag, data_dir=None, *, data=None, down
 
 def format_reproduction(results):
     """Markdown table of :func:`reproduce_reference` results."""
-    lines = ["| run | test error (Python) | Octave | misclassified | predictions "
-             "| loss_array max rel diff | trained parameters max rel diff | training s "
-             "(Python / Octave) | match |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| run | test error (Python) | Octave | misclassified | predictions "
+        "| loss_array max rel diff | trained parameters max rel diff | training s "
+        "(Python / Octave) | match |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
         pred = "identical" if r["pred_identical"] else f"{r['pred_differ']} differ"
         oct_s = "n/a" if r.get("ref_train_seconds") is None else f"{r['ref_train_seconds']:.0f}"
-        lines.append(f"| flag {r['flag']} | {r['err']:.4f} | {r['ref_err']:.4f} "
-                     f"| {r['misclassified']} / {r['ref_misclassified']} | {pred} "
-                     f"| {r['loss_array_max_rel']:.1e} | {r['params_max_rel']:.1e} "
-                     f"| {r['train_seconds']:.0f} / {oct_s} "
-                     f"| {'yes' if r['match'] else '**NO**'} |")
+        lines.append(
+            f"| flag {r['flag']} | {r['err']:.4f} | {r['ref_err']:.4f} "
+            f"| {r['misclassified']} / {r['ref_misclassified']} | {pred} "
+            f"| {r['loss_array_max_rel']:.1e} | {r['params_max_rel']:.1e} "
+            f"| {r['train_seconds']:.0f} / {oct_s} "
+            f"| {'yes' if r['match'] else '**NO**'} |"
+        )
     return "\n".join(lines) + "\n"
-

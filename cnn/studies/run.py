@@ -53,6 +53,7 @@ class Terminated(KeyboardInterrupt):
 
 # --------------------------------------------------------------------------- data
 
+
 def data_fingerprint(data):
     """SHA-256 (20 hex digits) of the four arrays' shapes and float64 values.
 
@@ -94,13 +95,16 @@ def load_source(source):
     if source["kind"] == "mnist":
         from ..mnist import load_mnist
 
-        train_x, train_y, test_x, test_y = load_mnist(source.get("data_dir"), download=False,
-                                                      progress=False)
+        train_x, train_y, test_x, test_y = load_mnist(
+            source.get("data_dir"), download=False, progress=False
+        )
     elif source["kind"] == "synthetic":
         from ..synthetic import synthetic_split
 
-        (train_x, train_y), (test_x, test_y) = (synthetic_split("train", n_train),
-                                                synthetic_split("test", n_test))
+        (train_x, train_y), (test_x, test_y) = (
+            synthetic_split("train", n_train),
+            synthetic_split("test", n_test),
+        )
     else:
         raise ValueError(f"unknown data source {source['kind']!r}")
     return train_x[:n_train], train_y[:n_train], test_x[:n_test], test_y[:n_test]
@@ -129,6 +133,7 @@ def _has_source(source, fingerprint):
 
 # --------------------------------------------------------------------------- one run
 
+
 def execute(spec, data):
     """Run one spec here: ``spec["task"]`` (``"module:function"``) called as ``f(spec, data)``.
 
@@ -150,8 +155,11 @@ def execute(spec, data):
         return "error", " ".join(f"{type(exc).__name__}: {exc}".split())
     import numba
 
-    record["worker"] = {"pid": os.getpid(), "numba_threads": int(numba.get_num_threads()),
-                        "blas_threads": 1}
+    record["worker"] = {
+        "pid": os.getpid(),
+        "numba_threads": int(numba.get_num_threads()),
+        "blas_threads": 1,
+    }
     return "ok", record
 
 
@@ -192,6 +200,7 @@ def _dask_task(index, spec, data, fingerprint):
 
 # --------------------------------------------------------------------------- many runs
 
+
 @dataclass
 class Outcome:
     """What :func:`run_specs` got.
@@ -222,8 +231,7 @@ class Outcome:
         return any(r is None for r in self.records)
 
 
-def run_specs(specs, dataset, out, *, jobs=2, scheduler=None, fresh=False, log=None,
-              retries=1):
+def run_specs(specs, dataset, out, *, jobs=2, scheduler=None, fresh=False, log=None, retries=1):
     """Train every spec that has no record in ``<out>/runs/`` yet; return an :class:`Outcome`.
 
     Parameters
@@ -277,8 +285,10 @@ def run_specs(specs, dataset, out, *, jobs=2, scheduler=None, fresh=False, log=N
             outcome.failed[i] = payload
             what = f"FAILED: {payload}"
         n = outcome.trained + len(outcome.failed)
-        log(f"[{n:>{width}}/{len(todo)}] {_spec_text(outcome.specs[i])}: {what} "
-            f"(elapsed {time.perf_counter() - t0:.0f} s)")
+        log(
+            f"[{n:>{width}}/{len(todo)}] {_spec_text(outcome.specs[i])}: {what} "
+            f"(elapsed {time.perf_counter() - t0:.0f} s)"
+        )
 
     try:
         if scheduler:
@@ -331,12 +341,14 @@ def _run_local(outcome, todo, dataset, jobs, done, log, retries):
         pending = list(todo)
         for attempt in range(retries + 1):
             try:
-                tasks = [delayed(_local_task)(i, outcome.specs[i], files, os.getpid(), tmp)
-                         for i in pending]
-                with parallel_config(backend="loky",
-                                     inner_max_num_threads=_worker_threads(jobs)):
-                    gen = Parallel(n_jobs=min(jobs, len(pending)),
-                                   return_as="generator_unordered")(tasks)
+                tasks = [
+                    delayed(_local_task)(i, outcome.specs[i], files, os.getpid(), tmp)
+                    for i in pending
+                ]
+                with parallel_config(backend="loky", inner_max_num_threads=_worker_threads(jobs)):
+                    gen = Parallel(n_jobs=min(jobs, len(pending)), return_as="generator_unordered")(
+                        tasks
+                    )
                     with contextlib.closing(gen):  # closing it stops every worker
                         for i, status, payload in gen:
                             pending.remove(i)
@@ -345,8 +357,10 @@ def _run_local(outcome, todo, dataset, jobs, done, log, retries):
             except BrokenExecutor as exc:  # a worker died (TerminatedWorkerError): runs lost
                 msg = " ".join(str(exc).split())[:300]
                 if attempt < retries:
-                    log(f"a worker process died ({type(exc).__name__}); retrying its "
-                        f"{len(pending)} unfinished run(s) on fresh workers")
+                    log(
+                        f"a worker process died ({type(exc).__name__}); retrying its "
+                        f"{len(pending)} unfinished run(s) on fresh workers"
+                    )
                 else:
                     for i in list(pending):
                         done(i, "error", f"worker died twice: {msg}")
@@ -370,9 +384,16 @@ def _run_dask(outcome, todo, dataset, scheduler, done, log, retries):
             log(f"dask: {n} worker(s) at {scheduler}; data sent from here")
         futures = {}
         for i in todo:
-            fut = client.submit(_dask_task, i, outcome.specs[i], data, dataset.fingerprint,
-                                key=f"cnn-run-{spec_key(outcome.specs[i])}-{os.getpid()}",
-                                pure=False, retries=retries)
+            fut = client.submit(
+                _dask_task,
+                i,
+                outcome.specs[i],
+                data,
+                dataset.fingerprint,
+                key=f"cnn-run-{spec_key(outcome.specs[i])}-{os.getpid()}",
+                pure=False,
+                retries=retries,
+            )
             futures[fut] = i
         try:
             for fut in as_completed(futures):
