@@ -41,7 +41,6 @@ import json
 import math
 import os
 import shutil
-import stat
 import sys
 import time
 import urllib.request
@@ -50,6 +49,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from .safeio import open_regular
 
 __all__ = [
     "MNISTError",
@@ -218,33 +219,7 @@ _CHUNK = 1 << 20
 
 def _open_regular(path):
     """Open ``path`` for reading; refuse a FIFO, device or folder without blocking on it."""
-    path = Path(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except IsADirectoryError:
-        raise MNISTError(f"{path} is a folder, not an IDX file") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            what = (
-                "a folder"
-                if stat.S_ISDIR(mode)
-                else "a FIFO"
-                if stat.S_ISFIFO(mode)
-                else "a device"
-                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                else "a socket"
-                if stat.S_ISSOCK(mode)
-                else "not a regular file"
-            )
-            raise MNISTError(f"{path} is {what}, not an IDX file")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    return open_regular(path, MNISTError, "an IDX file")
 
 
 def _is_gzip(path):

@@ -83,7 +83,7 @@ def open_regular(path, error, expected):
     FileNotFoundError
         No such file.
     error
-        A folder, FIFO, device or socket.
+        A folder, FIFO, device or socket, or a file without read permission.
     """
     path = Path(path)
     try:
@@ -92,7 +92,10 @@ def open_regular(path, error, expected):
         raise FileNotFoundError(f"no such file: {path}") from None
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{path} is {_kind_of_mode(st.st_mode)}, not {expected}")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except PermissionError:  # unreadable input: bad input (exit 2), not a failure of ours
+        raise error(f"{path} cannot be read (permission denied)") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -722,3 +722,25 @@ def test_tampered_meta_is_refused_in_one_line(finished_run, tmp_path, capsys, pa
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert "\n" not in err and f"no valid {path}" in err and "unexpected" not in err, err
+
+
+def test_unreadable_network_file_is_bad_input(tmp_path, capsys, monkeypatch):
+    """A file without read permission is reported as bad input (exit 2), in one line."""
+    import os
+
+    path = tmp_path / "net.npz"
+    path.write_bytes(b"PK")
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: refuse this one path as the OS would
+        real_open = os.open
+
+        def refuse(p, *a, **k):
+            if str(p) == str(path):
+                raise PermissionError(13, "Permission denied", str(p))
+            return real_open(p, *a, **k)
+
+        monkeypatch.setattr(os, "open", refuse)
+    code = cli.main(["test", str(path), "--synthetic", "10"])
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot be read (permission denied)" in err[0]
