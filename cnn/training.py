@@ -51,7 +51,7 @@ def _resolve_step(step):
 
 
 @contextlib.contextmanager
-def _single_threaded_blas():
+def single_threaded_blas():
     """Run the block with every BLAS library (NumPy's, SciPy's) on one thread.
 
     The dense layers' matrix products and the per-example products inside the
@@ -246,7 +246,7 @@ def traincnn(
     from .guard import DivergenceGuard  # guard.py builds on NonFiniteError from this module
 
     guard = DivergenceGuard(net) if divergence_guard else None
-    with _single_threaded_blas(), _workspace(net):
+    with single_threaded_blas(), _workspace(net):
         if step == "fused" and fused.supports(net):
             stepper = _FusedStep(net, batch_size)
         else:
@@ -324,7 +324,7 @@ def _outputs_in_chunks(net, x, chunk, step=None):
     out = None
     fnets = {}
     use_fused = step == "fused" and fused.supports_forward(view)
-    with _single_threaded_blas(), _workspace(view):
+    with single_threaded_blas(), _workspace(view):
         for i in range(0, x.shape[0], chunk):
             xc = x[i : i + chunk]
             if use_fused:

@@ -144,12 +144,12 @@ def execute(spec, data):
         the run becomes a message, so that one failing run never stops the
         others.
     """
-    from threadpoolctl import threadpool_limits
+    from ..training import single_threaded_blas
 
     try:
         module, name = spec["task"].split(":")
         fn = getattr(importlib.import_module(module), name)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():  # results must not depend on BLAS threads
             record = fn(spec, data)
     except Exception as exc:  # reported with the run, not raised
         return "error", " ".join(f"{type(exc).__name__}: {exc}".split())
