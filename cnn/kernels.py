@@ -24,9 +24,14 @@ How the loops are written (see ``docs/performance.md``):
   is the contiguous slice ``xb[k, b, a*Wo : a*Wo + Ho*Wo]`` lined up with the
   output positions ``i = p*Wo + q``, so the innermost loop is one long
   contiguous loop over outputs that LLVM vectorises, with no wasted columns.
-* :func:`conv_valid` is compiled per kernel size: a whole kernel row of taps
-  is added per pass over an output (its loads/stores are amortised over
-  ``kw`` multiply-adds) and two output maps share every load of ``x``.
+* :func:`conv_valid`'s loop is compiled for each kernel width up to
+  :data:`MAX_UNROLLED_WIDTH`: a whole kernel row of taps is added per pass
+  over an output (its loads/stores are amortised over ``kw`` multiply-adds)
+  and two output maps share every load of ``x``.
+* The work of one example is a serial function (``conv_valid_example``,
+  ``kernel_grad_example``, ``conv_full_example``); the batch functions run it
+  in a ``prange`` over examples, and the fused step (``fused.py``) calls the
+  same functions inside its own loop over examples.
   :func:`kernel_grad` takes dot products of two error maps with three column
   windows at a time.
 * The full convolution walks maps as flat rows ("row-padded"): for a map of
@@ -45,8 +50,6 @@ of threads.
 """
 
 from __future__ import annotations
-
-import functools
 
 import numba as nb
 import numpy as np
@@ -106,59 +109,102 @@ def _shifted_columns(xn, Wo, xb):
                     dst[q] = src[q]
 
 
-@functools.cache
-def _conv_valid_impl(kh, kw):
-    """The compiled loop of :func:`conv_valid` for ``kh x kw`` kernels.
+def _conv_example_impl(KW):
+    """:func:`conv_valid_example`'s loop compiled for kernels ``KW`` wide (0: any width).
 
-    ``kh`` and ``kw`` are compile-time constants here, so the loop over one
-    kernel row (``b``) is unrolled inside the vectorised loop over output
-    positions: each output is loaded and stored once per kernel row (not once
-    per tap), and two output maps share every load of ``x``. Numba compiles
-    (and caches on disk) one such kernel per kernel size.
+    With ``KW`` a compile-time constant, the loop over one kernel row's taps
+    is unrolled inside the vectorised loop over output positions: each output
+    is loaded and stored once per kernel row (not once per tap), and two
+    output maps share every load of ``x``.
     """
 
-    @_jit
-    def conv_valid_kernel(x, K, bias, z):
-        # x (N, P, H, W) ; K (M, P, kh, kw) ; bias (M,) ; z (N, M, Ho, Wo)
-        N, P, H, W = x.shape
-        M = K.shape[0]
-        Ho, Wo = z.shape[2], z.shape[3]
-        S = Ho * Wo
-        npair = (M + 1) // 2
-        for n in nb.prange(N):  # independent outputs: example n
-            xb = np.empty((P, kw, H * Wo), dtype=z.dtype)
-            _shifted_columns(x[n], Wo, xb)  # xb[k, b, r*Wo + q] = x[n, k, r, q+b]
-            for jp in range(npair):  # two maps j0, j1 per pass
-                j0 = 2 * jp
-                j1 = min(j0 + 1, M - 1)  # odd M: the last pair is map M-1 twice
-                z0 = z[n, j0].reshape(S)  # output position i = p*Wo + q
-                z1 = z[n, j1].reshape(S)
-                for i in range(S):
-                    z0[i] = 0
-                    z1[i] = 0
-                for k in range(P):  # input maps in order
-                    for a in range(kh):  # kernel rows in order
-                        w0 = K[j0, k, a]
-                        w1 = K[j1, k, a]
-                        xs = xb[k, :, a * Wo : a * Wo + S]  # xs[b, i] = x[n, k, p+a, q+b]
-                        for i in range(S):
-                            s0 = z0[i]
-                            s1 = z1[i]
-                            for b in range(kw):  # unrolled: taps in order
-                                c = xs[b, i]
-                                s0 += w0[b] * c
-                                s1 += w1[b] * c
-                            z0[i] = s0
-                            z1[i] = s1
-                b0 = bias[j0]  # the sum over maps, then + b(j)
-                for i in range(S):
-                    z0[i] += b0
-                if j1 != j0:
-                    b1 = bias[j1]
+    @_jit_serial
+    def conv_example(xn, K, bias, z):
+        P, H, W = xn.shape
+        M, _, kh, kw = K.shape
+        if KW:
+            kw = KW
+        Wo = W - kw + 1
+        S = z.shape[1]
+        xb = np.empty((P, kw, H * Wo), dtype=z.dtype)
+        _shifted_columns(xn, Wo, xb)  # xb[k, b, r*Wo + q] = xn[k, r, q+b]
+        for j0 in range(0, M, 2):  # two maps j0, j1 per pass
+            j1 = min(j0 + 1, M - 1)  # odd M: the last pair is map M-1 twice
+            z0 = z[j0]  # output position i = p*Wo + q
+            z1 = z[j1]
+            for i in range(S):
+                z0[i] = 0
+                z1[i] = 0
+            for k in range(P):  # input maps in order
+                for a in range(kh):  # kernel rows in order
+                    w0 = K[j0, k, a]
+                    w1 = K[j1, k, a]
+                    xs = xb[k, :, a * Wo : a * Wo + S]  # xs[b, i] = xn[k, p+a, q+b]
                     for i in range(S):
-                        z1[i] += b1
+                        s0 = z0[i]
+                        s1 = z1[i]
+                        for b in range(kw):  # unrolled when KW: taps in order
+                            c = xs[b, i]
+                            s0 += w0[b] * c
+                            s1 += w1[b] * c
+                        z0[i] = s0
+                        z1[i] = s1
+            b0 = bias[j0]  # the sum over maps, then + b(j)
+            for i in range(S):
+                z0[i] += b0
+            if j1 != j0:
+                b1 = bias[j1]
+                for i in range(S):
+                    z1[i] += b1
 
-    return conv_valid_kernel
+    return conv_example
+
+
+MAX_UNROLLED_WIDTH = 9
+"""Kernels up to this wide run a loop compiled for their width; wider ones a generic
+loop (the same sums, slower)."""
+
+_cv0, _cv1, _cv2, _cv3, _cv4, _cv5, _cv6, _cv7, _cv8, _cv9 = (
+    _conv_example_impl(w) for w in range(MAX_UNROLLED_WIDTH + 1)
+)
+
+
+@_jit_serial
+def conv_valid_example(xn, K, bias, z):
+    """Valid correlation of one example (serial; :func:`conv_valid` runs it per example).
+
+    ``z[j, p*Wo + q] = sum_k sum_ab xn[k, p+a, q+b] K[j, k, a, b] + bias[j]``;
+    xn (P, H, W) ; K (M, P, kh, kw) ; bias (M,) ; z (M, Ho*Wo) overwritten.
+    Taps are added in the order k, a, b (one FMA each), then the bias.
+    """
+    kw = K.shape[3]
+    if kw == 1:
+        _cv1(xn, K, bias, z)
+    elif kw == 2:
+        _cv2(xn, K, bias, z)
+    elif kw == 3:
+        _cv3(xn, K, bias, z)
+    elif kw == 4:
+        _cv4(xn, K, bias, z)
+    elif kw == 5:
+        _cv5(xn, K, bias, z)
+    elif kw == 6:
+        _cv6(xn, K, bias, z)
+    elif kw == 7:
+        _cv7(xn, K, bias, z)
+    elif kw == 8:
+        _cv8(xn, K, bias, z)
+    elif kw == 9:
+        _cv9(xn, K, bias, z)
+    else:
+        _cv0(xn, K, bias, z)
+
+
+@_jit
+def _conv_valid(x, K, bias, z):
+    # x (N, P, H, W) ; K (M, P, kh, kw) ; bias (M,) ; z (N, M, Ho*Wo)
+    for n in nb.prange(x.shape[0]):  # independent outputs: example n
+        conv_valid_example(x[n], K, bias, z[n])
 
 
 def conv_valid(x, K, bias=None, *, out=None):
@@ -187,38 +233,59 @@ def conv_valid(x, K, bias=None, *, out=None):
         raise ValueError(f"kernels {K.shape} do not fit maps {x.shape}")
     z = _output(out, (N, M, H - kh + 1, W - kw + 1), dt)
     b = np.zeros(M, dt) if bias is None else _contig(bias, dt).reshape(M)
-    _conv_valid_impl(kh, kw)(x, K, b, z)
+    _conv_valid(x, K, b, z.reshape(N, M, -1))
     return z
 
 
 # --------------------------------------------------------------------------- full convolution
 
 
-@_jit
-def _conv_full(e, Kt, kh, kw, g):
-    # e (N, M, Ho, Wo) ; Kt (P*kh*kw, M): Kt[(k, a, b), j] = K[j, k, a, b] (flipped or not)
-    # g (N, P, Ho+kh-1, Wo+kw-1)
-    N, M, Ho, Wo = e.shape
-    P = g.shape[1]
+@_jit_serial
+def conv_full_example(en, Kt, gn):
+    """One example's full convolution (serial; :func:`conv_full` runs it per example).
+
+    ``gn[k, p+a, q+b] += sum_j Kt[(k, a, b), j] * en[j, p, q]``, gn zeroed first;
+    en (M, Ho, Wo) ; Kt (P*kh*kw, M): ``Kt[(k, a, b), j] = K[j, k, a, b]`` (flipped
+    or not) ; gn (P, Ho+kh-1, Wo+kw-1) overwritten.
+    """
+    M, Ho, Wo = en.shape
+    P, H, W = gn.shape
+    kh = H - Ho + 1
+    kw = W - Wo + 1
     R = Ho * Wo
-    for n in nb.prange(N):
-        # cols[(k, a, b), (p, q)] = sum_j K[j, k, a, b] * e[n, j, p, q]: one small matrix
-        # product per example (BLAS, on this thread)
-        cols = np.empty((Kt.shape[0], R), dtype=g.dtype)
-        np.dot(Kt, e[n].reshape(M, R), cols)
-        gn = g[n]
-        gn[:] = 0
-        t = 0
-        for k in range(P):  # g[k, p+a, q+b] += cols[(k, a, b), (p, q)]
-            for a in range(kh):
-                for b in range(kw):
-                    c = cols[t]
-                    for p in range(Ho):
-                        row = gn[k, p + a, b : b + Wo]
-                        cp = c[p * Wo : (p + 1) * Wo]
-                        for q in range(Wo):
-                            row[q] += cp[q]
-                    t += 1
+    # cols[(k, a, b), (p, q)] = sum_j K[j, k, a, b] * en[j, p, q]: one small matrix
+    # product (BLAS, on this thread)
+    cols = np.empty((Kt.shape[0], R), dtype=gn.dtype)
+    np.dot(Kt, en.reshape(M, R), cols)
+    gn[:] = 0
+    t = 0
+    for k in range(P):  # gn[k, p+a, q+b] += cols[(k, a, b), (p, q)]
+        for a in range(kh):
+            for b in range(kw):
+                c = cols[t]
+                for p in range(Ho):
+                    row = gn[k, p + a, b : b + Wo]
+                    cp = c[p * Wo : (p + 1) * Wo]
+                    for q in range(Wo):
+                        row[q] += cp[q]
+                t += 1
+
+
+@_jit
+def _conv_full(e, Kt, g):
+    # e (N, M, Ho, Wo) ; Kt (P*kh*kw, M) ; g (N, P, Ho+kh-1, Wo+kw-1)
+    for n in nb.prange(e.shape[0]):
+        conv_full_example(e[n], Kt, g[n])
+
+
+def transposed_kernels(K, flip):
+    """``Kt[(k, a, b), j] = K[j, k, a, b]`` (``K[j, k, kh-1-a, kw-1-b]`` if ``flip``), C-contiguous.
+
+    K (M, P, kh, kw) ; Kt (P*kh*kw, M): the matrix :func:`conv_full_example` takes.
+    """
+    M, P, kh, kw = K.shape
+    Kf = K[:, :, ::-1, ::-1] if flip else K
+    return np.ascontiguousarray(Kf.reshape(M, P * kh * kw).T)
 
 
 def conv_full(e, K, flip=False, *, out=None):
@@ -251,64 +318,73 @@ def conv_full(e, K, flip=False, *, out=None):
     if M2 != M:
         raise ValueError(f"kernels {K.shape} do not match errors {e.shape}")
     g = _output(out, (N, P, Ho + kh - 1, Wo + kw - 1), dt)
-    Kf = K[:, :, ::-1, ::-1] if flip else K
-    Kt = np.ascontiguousarray(Kf.reshape(M, P * kh * kw).T)
-    _conv_full(e, Kt, kh, kw, g)
+    _conv_full(e, transposed_kernels(K, flip), g)
     return g
 
 
 # --------------------------------------------------------------------------- kernel gradient
 
 
-@_jit_dot
-def _kernel_grad_parts(x, e, part):
-    # x (N, P, H, W) ; e (N, M, Ho, Wo) ; part (N, M, P, kh, kw): one sum per example
-    N, P, H, W = x.shape
-    M, Ho, Wo = e.shape[1], e.shape[2], e.shape[3]
-    kh, kw = part.shape[3], part.shape[4]
-    S = Ho * Wo
+@nb.njit(cache=True, fastmath={"contract", "reassoc"})
+def kernel_grad_example(xn, e, part):
+    """One example's kernel gradient (serial; :func:`kernel_grad` runs it per example).
+
+    ``part[j, k, a, b] = sum_{p,q} xn[k, p+a, q+b] * e[j, p*Wo + q]``;
+    xn (P, H, W) ; e (M, Ho*Wo) ; part (M, P, kh, kw) overwritten. Each sum
+    is a dot product split over SIMD lanes (reassociation allowed here only).
+    """
+    P, H, W = xn.shape
+    M, _, kh, kw = part.shape
+    S = e.shape[1]
+    Wo = W - kw + 1
     zero = part.dtype.type(0)
-    for n in nb.prange(N):  # independent outputs: example n
-        xb = np.empty((P, kw, H * Wo), dtype=part.dtype)
-        _shifted_columns(x[n], Wo, xb)  # xb[k, b, r*Wo + q] = x[n, k, r, q+b]
-        for j in range(0, M, 2):  # two maps per pass
-            j1 = min(j + 1, M - 1)
-            e0 = e[n, j].reshape(S)  # position i = p*Wo + q
-            e1 = e[n, j1].reshape(S)
-            for k in range(P):
-                for a in range(kh):
-                    b = 0
-                    while b < kw:  # three taps per pass (the last repeated at the end)
-                        b1 = min(b + 1, kw - 1)
-                        b2 = min(b + 2, kw - 1)
-                        y0 = xb[k, b, a * Wo : a * Wo + S]
-                        y1 = xb[k, b1, a * Wo : a * Wo + S]
-                        y2 = xb[k, b2, a * Wo : a * Wo + S]
-                        s00 = zero
-                        s01 = zero
-                        s02 = zero
-                        s10 = zero
-                        s11 = zero
-                        s12 = zero
-                        for i in range(S):
-                            u0 = e0[i]
-                            u1 = e1[i]
-                            c0 = y0[i]
-                            c1 = y1[i]
-                            c2 = y2[i]
-                            s00 += u0 * c0
-                            s01 += u0 * c1
-                            s02 += u0 * c2
-                            s10 += u1 * c0
-                            s11 += u1 * c1
-                            s12 += u1 * c2
-                        part[n, j, k, a, b] = s00
-                        part[n, j, k, a, b1] = s01
-                        part[n, j, k, a, b2] = s02
-                        part[n, j1, k, a, b] = s10
-                        part[n, j1, k, a, b1] = s11
-                        part[n, j1, k, a, b2] = s12
-                        b += 3
+    xb = np.empty((P, kw, H * Wo), dtype=part.dtype)
+    _shifted_columns(xn, Wo, xb)  # xb[k, b, r*Wo + q] = xn[k, r, q+b]
+    for j in range(0, M, 2):  # two maps per pass
+        j1 = min(j + 1, M - 1)
+        e0 = e[j]  # position i = p*Wo + q
+        e1 = e[j1]
+        for k in range(P):
+            for a in range(kh):
+                b = 0
+                while b < kw:  # three taps per pass (the last repeated at the end)
+                    b1 = min(b + 1, kw - 1)
+                    b2 = min(b + 2, kw - 1)
+                    y0 = xb[k, b, a * Wo : a * Wo + S]
+                    y1 = xb[k, b1, a * Wo : a * Wo + S]
+                    y2 = xb[k, b2, a * Wo : a * Wo + S]
+                    s00 = zero
+                    s01 = zero
+                    s02 = zero
+                    s10 = zero
+                    s11 = zero
+                    s12 = zero
+                    for i in range(S):
+                        u0 = e0[i]
+                        u1 = e1[i]
+                        c0 = y0[i]
+                        c1 = y1[i]
+                        c2 = y2[i]
+                        s00 += u0 * c0
+                        s01 += u0 * c1
+                        s02 += u0 * c2
+                        s10 += u1 * c0
+                        s11 += u1 * c1
+                        s12 += u1 * c2
+                    part[j, k, a, b] = s00
+                    part[j, k, a, b1] = s01
+                    part[j, k, a, b2] = s02
+                    part[j1, k, a, b] = s10
+                    part[j1, k, a, b1] = s11
+                    part[j1, k, a, b2] = s12
+                    b += 3
+
+
+@_jit
+def _kernel_grad_parts(x, e, part):
+    # x (N, P, H, W) ; e (N, M, Ho*Wo) ; part (N, M, P, kh, kw): one sum per example
+    for n in nb.prange(x.shape[0]):  # independent outputs: example n
+        kernel_grad_example(x[n], e[n], part[n])
 
 
 def kernel_grad(x, e, kernel_shape, *, out=None):
@@ -342,7 +418,7 @@ def kernel_grad(x, e, kernel_shape, *, out=None):
         raise ValueError(f"errors {e.shape} do not match maps {x.shape} and kernel {kh}x{kw}")
     dK = _output(out, (M, P, kh, kw), dt)
     part = np.empty((N, M * P * kh * kw), dtype=dt)
-    _kernel_grad_parts(x, e, part.reshape(N, M, P, kh, kw))
+    _kernel_grad_parts(x, e.reshape(N, M, -1), part.reshape(N, M, P, kh, kw))
     np.add.reduce(part, axis=0, out=dK.reshape(-1))  # examples in order n = 0, 1, ...
     return dK
 
