@@ -50,6 +50,7 @@ import numpy as np
 
 from .activations import LEAK
 from .backward import compute_loss
+from .kernels import conv_full_example, conv_valid_example, kernel_grad_example, transposed_kernels
 from .vmath import tanh as vtanh
 
 T_INPUT, T_CONV, T_POOL, T_FC = 0, 1, 2, 3
@@ -93,25 +94,40 @@ def _logaddexp0(v):
 
 
 @_serial
-def _act_forward(z, a, code, one, leak):
-    """a = f(z) elementwise (1-D arrays; not softmax). ``a`` may be ``z``."""
-    S = z.shape[0]
+def _activate(a, code, one, leak):
+    """a = f(a) elementwise, in place (1-D; not softmax).
+
+    In place on one array on purpose: with two arrays that may be the same,
+    LLVM's run-time overlap check would send the in-place calls to its scalar loop.
+    """
+    S = a.shape[0]
     if code == 0:  # sigm
         for i in range(S):
-            a[i] = one / (one + np.exp(-z[i]))
+            a[i] = one / (one + np.exp(-a[i]))
     elif code == 1:  # tanh (vectorised, within 2 ulp: cnn.vmath)
         for i in range(S):
-            a[i] = vtanh(z[i])
+            a[i] = vtanh(a[i])
     elif code == 2:  # rect
         for i in range(S):
-            v = z[i]
+            v = a[i]
             a[i] = v if v > 0 else v * leak
     elif code == 4:  # plus
         for i in range(S):
-            a[i] = _logaddexp0(z[i])
-    else:  # none
-        for i in range(S):
+            a[i] = _logaddexp0(a[i])
+
+
+@_serial
+def _activation(z, a, code, M, one, leak):
+    """a = f(z): softmax over M groups, or elementwise (``a`` may be ``z``)."""
+    if code == A_SOFT:
+        _soft_forward(z, a, M)
+        return
+    if code == A_NONE and a is z:
+        return
+    if a is not z:
+        for i in range(a.shape[0]):
             a[i] = z[i]
+    _activate(a, code, one, leak)
 
 
 @_serial
@@ -169,115 +185,6 @@ def _act_backward(a, g, e, code, faithful, one, leak, M):
 # ---------------------------------------------------------------------- map kernels, one example
 
 
-@_serial
-def _shifted_columns(x, Wo, kw):
-    # xb[k, b, r*Wo + q] = x[k, r, q + b]
-    P, H, _ = x.shape
-    xb = np.empty((P, kw, H * Wo), dtype=x.dtype)
-    for k in range(P):
-        for b in range(kw):
-            for r in range(H):
-                for q in range(Wo):
-                    xb[k, b, r * Wo + q] = x[k, r, q + b]
-    return xb
-
-
-@_serial
-def _conv_forward(x, K, bias, z):
-    """z[j] = sum_k sum_ab x[k, p+a, q+b] K[j, k, a, b] + bias[j] for one example.
-
-    x (P, H, W), K (M, P, kh, kw), z (M, Ho*Wo). Taps in the order k, a, b, as
-    ``kernels.conv_valid``.
-    """
-    P, _, W = x.shape
-    M, _, kh, kw = K.shape
-    S = z.shape[1]
-    Wo = W - kw + 1
-    xb = _shifted_columns(x, Wo, kw)
-    for j0 in range(0, M, 2):
-        j1 = min(j0 + 1, M - 1)
-        z0 = z[j0]
-        z1 = z[j1]
-        for i in range(S):
-            z0[i] = 0
-            z1[i] = 0
-        for k in range(P):
-            for a in range(kh):
-                o = a * Wo
-                b = 0
-                while b < kw:
-                    if b + 3 <= kw:  # three taps per pass, in order
-                        u0, u1, u2 = K[j0, k, a, b], K[j0, k, a, b + 1], K[j0, k, a, b + 2]
-                        v0, v1, v2 = K[j1, k, a, b], K[j1, k, a, b + 1], K[j1, k, a, b + 2]
-                        x0 = xb[k, b, o : o + S]
-                        x1 = xb[k, b + 1, o : o + S]
-                        x2 = xb[k, b + 2, o : o + S]
-                        if j1 != j0:  # two maps share each load
-                            for i in range(S):
-                                c0 = x0[i]
-                                c1 = x1[i]
-                                c2 = x2[i]
-                                s0 = z0[i]
-                                s1 = z1[i]
-                                s0 += u0 * c0
-                                s1 += v0 * c0
-                                s0 += u1 * c1
-                                s1 += v1 * c1
-                                s0 += u2 * c2
-                                s1 += v2 * c2
-                                z0[i] = s0
-                                z1[i] = s1
-                        else:  # odd M: the last map alone
-                            for i in range(S):
-                                s0 = z0[i]
-                                s0 += u0 * x0[i]
-                                s0 += u1 * x1[i]
-                                s0 += u2 * x2[i]
-                                z0[i] = s0
-                        b += 3
-                    else:  # the remaining taps one at a time
-                        w0 = K[j0, k, a, b]
-                        w1 = K[j1, k, a, b]
-                        xs = xb[k, b, o : o + S]
-                        if j1 != j0:
-                            for i in range(S):
-                                c = xs[i]
-                                z0[i] += w0 * c
-                                z1[i] += w1 * c
-                        else:
-                            for i in range(S):
-                                z0[i] += w0 * xs[i]
-                        b += 1
-        b0 = bias[j0]
-        for i in range(S):
-            z0[i] += b0
-        if j1 != j0:
-            b1 = bias[j1]
-            for i in range(S):
-                z1[i] += b1
-
-
-@_serial_dot
-def _kernel_grad_part(x, e, part):
-    """part[j, k, a, b] = sum_pq x[k, p+a, q+b] e[j, p, q] (one example; e (M, Ho*Wo))."""
-    P, _, W = x.shape
-    M, _, kh, kw = part.shape
-    S = e.shape[1]
-    Wo = W - kw + 1
-    xb = _shifted_columns(x, Wo, kw)
-    zero = e[0, 0] * 0
-    for j in range(M):
-        ej = e[j]
-        for k in range(P):
-            for a in range(kh):
-                for b in range(kw):
-                    xs = xb[k, b, a * Wo : a * Wo + S]
-                    s = zero
-                    for i in range(S):
-                        s += ej[i] * xs[i]
-                    part[j, k, a, b] = s
-
-
 @_serial_dot
 def _row_sums(e, out):
     """out[j] = sum_u e[j, u] (one example's bias-gradient part)."""
@@ -287,33 +194,6 @@ def _row_sums(e, out):
         for u in range(S):
             s += e[j, u]
         out[j] = s
-
-
-@_serial
-def _conv_full(e, K, flip, g):
-    """g[k, p+a, q+b] += e[j, p, q] K[j, k, a, b] (K rotated by 180 degrees if ``flip``, D1).
-
-    One example: e (M, Ho, Wo), K (M, P, kh, kw), g (P, H, W) overwritten.
-    """
-    M, Ho, Wo = e.shape
-    _, P, kh, kw = K.shape
-    for k in range(P):
-        gk = g[k]
-        for u in range(gk.shape[0]):
-            for v in range(gk.shape[1]):
-                gk[u, v] = 0
-        for j in range(M):
-            for a in range(kh):
-                for b in range(kw):
-                    if flip:
-                        w = K[j, k, kh - 1 - a, kw - 1 - b]
-                    else:
-                        w = K[j, k, a, b]
-                    for p in range(Ho):
-                        row = gk[p + a, b : b + Wo]
-                        ep = e[j, p]
-                        for q in range(Wo):
-                            row[q] += w * ep[q]
 
 
 @_serial
@@ -420,11 +300,8 @@ def _forward_example(n, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
             x = A[l - 1][n].reshape(P, H, W)
             K = Ks[l].reshape(M, P, kh, kw)
             z = Z[n] if l == last else a
-            _conv_forward(x, K, Bs[l][0], z.reshape(M, S // M))
-            if code == A_SOFT:
-                _soft_forward(z, a, M)
-            else:
-                _act_forward(z, a, code, one, leak)
+            conv_valid_example(x, K, Bs[l][0], z.reshape(M, S // M))
+            _activation(z, a, code, M, one, leak)
         elif t == T_POOL:
             P, H, W = spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W]
             r = spec[l, C_RATE]
@@ -438,10 +315,7 @@ def _forward_example(n, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
                 _flatten(A[l - 1][n], spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W], x)
             z = Z[n] if l == last else a
             _fc_forward(Ws[l], Bs[l][0], x, z)
-            if code == A_SOFT:
-                _soft_forward(z, a, M)
-            else:
-                _act_forward(z, a, code, one, leak)
+            _activation(z, a, code, M, one, leak)
 
 
 @_serial
@@ -503,7 +377,7 @@ def _backward_example(
     Z,
     F,
     E,
-    Ks,
+    KT,
     Ws,
     PK,
     PB,
@@ -564,16 +438,13 @@ def _backward_example(
             x = A[l - 1][n].reshape(Mb, Hb, Wb)
             e2 = er.reshape(M, S // M)
             if not (l == last and d3):
-                _kernel_grad_part(x, e2, PK[l][n].reshape(M, Mb, kh, kw))
+                kernel_grad_example(x, e2, PK[l][n].reshape(M, Mb, kh, kw))
             _row_sums(e2, PB[l][n])
             if l > 1:
                 gb = np.empty(Sb, dtype=er.dtype)
-                _conv_full(
-                    er.reshape(M, H, W),
-                    Ks[l].reshape(M, Mb, kh, kw),
-                    faithful,
-                    gb.reshape(Mb, Hb, Wb),
-                )
+                # KT[l]: the kernels as (Mb*kh*kw, M), rotated by 180 degrees when
+                # faithful (D1)
+                conv_full_example(er.reshape(M, H, W), KT[l], gb.reshape(Mb, Hb, Wb))
                 g = gb
 
 
@@ -591,7 +462,27 @@ def _forward(spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
 
 @_parallel
 def _examples(
-    spec, cst, A, Z, F, E, Ks, Bs, Ws, PK, PB, y, perm, loss_kind, flag, faithful, d3, one, leak, lp
+    spec,
+    cst,
+    A,
+    Z,
+    F,
+    E,
+    Ks,
+    KT,
+    Bs,
+    Ws,
+    PK,
+    PB,
+    y,
+    perm,
+    loss_kind,
+    flag,
+    faithful,
+    d3,
+    one,
+    leak,
+    lp,
 ):
     """Forward, loss term, backward and gradient parts of every example of the minibatch."""
     N = A[0].shape[0]
@@ -607,7 +498,7 @@ def _examples(
             Z,
             F,
             E,
-            Ks,
+            KT,
             Ws,
             PK,
             PB,
@@ -628,7 +519,7 @@ def _examples(
         Mb, Hb, Wb = spec[last - 1, C_M], spec[last - 1, C_H], spec[last - 1, C_W]
         S = spec[last, C_S]
         for n in nb.prange(N):
-            _kernel_grad_part(
+            kernel_grad_example(
                 A[last - 1][n].reshape(Mb, Hb, Wb),
                 E[last][N - 1 - n].reshape(M, S // M),
                 PK[last][n].reshape(M, Mb, kh, kw),
@@ -898,6 +789,19 @@ class FusedNet:
             id(getattr(layer, name, None)) for layer in layers for name in ("K", "W", "b")
         )
 
+    def _transposed_kernels(self):
+        """Per layer, a conv layer's kernels as the (P*kh*kw, M) matrix of the full
+        convolution (rotated by 180 degrees in faithful mode, D1); a dummy elsewhere."""
+        flip = self.net.mode == "faithful"
+        dummy = np.zeros((1, 1), self.dtype)
+        return _pad(
+            [
+                transposed_kernels(layer.K, flip) if layer.type == "c" and l > 1 else dummy
+                for l, layer in enumerate(self.net.layers)
+            ],
+            dummy,
+        )
+
     def _load(self, x):
         self.A[0][...] = x.reshape(x.shape[0], -1)
 
@@ -949,6 +853,7 @@ class FusedNet:
             self.F,
             self.E,
             self.Ks,
+            self._transposed_kernels(),
             self.Bs,
             self.Ws,
             self.PK,
