@@ -253,69 +253,47 @@ def _unflatten(f, M, H, W, a):
                 a[m * H * W + r * W + c] = f[m * H * W + c * H + r]
 
 
-@_serial_dot
-def _fc_forward(W, b, x, z):
-    """z[j] = sum_i W[j, i] x[i] + b[j] (one example)."""
-    n, m = W.shape
-    for j in range(n):
-        s = x[0] * 0
-        wj = W[j]
-        for i in range(m):
-            s += wj[i] * x[i]
-        z[j] = s + b[j]
-
-
 @_serial
-def _fc_backward(W, e, g):
-    """g[i] = sum_j e[j] W[j, i] (one example)."""
-    n, m = W.shape
-    for i in range(m):
-        g[i] = 0
-    for j in range(n):
-        ej = e[j]
-        wj = W[j]
-        for i in range(m):
-            g[i] += ej * wj[i]
-
-
-# --------------------------------------------------------------------------- one example
-
-
-@_serial
-def _forward_example(n, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
-    """The forward pass of example n: A[l][n] for every layer, Z[n] (last layer's
-    pre-activation), F[n] (the flattened maps that the first FC layer reads)."""
-    L = spec.shape[0]
-    last = L - 1
-    for l in range(1, L):
+def _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak):
+    """The forward pass of example n through the map layers 1..top (conv, pool):
+    A[l][n], Z[n] if ``top`` is the last layer, and F[n] (the maps of layer
+    ``top`` flattened in MATLAB order) if an FC layer follows."""
+    last = spec.shape[0] - 1
+    for l in range(1, top + 1):
         t = spec[l, C_TYPE]
         code = spec[l, C_ACT]
         M = spec[l, C_M]
         S = spec[l, C_S]
-        t0 = spec[l - 1, C_TYPE]
+        P, H, W = spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W]
         a = A[l][n]
         if t == T_CONV:
-            P, H, W = spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W]
-            kh, kw = spec[l, C_KH], spec[l, C_KW]
             x = A[l - 1][n].reshape(P, H, W)
-            K = Ks[l].reshape(M, P, kh, kw)
+            K = Ks[l].reshape(M, P, spec[l, C_KH], spec[l, C_KW])
             z = Z[n] if l == last else a
             conv_valid_example(x, K, Bs[l][0], z.reshape(M, S // M))
             _activation(z, a, code, M, one, leak)
-        elif t == T_POOL:
-            P, H, W = spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W]
-            r = spec[l, C_RATE]
-            c = cst[l, 0]  # 1 / r^2 in the network's dtype
-            _mean_pool(A[l - 1][n].reshape(P, H, W), r, c, a.reshape(M, spec[l, C_H], spec[l, C_W]))
-        elif t == T_FC:
-            if t0 == T_FC:
-                x = A[l - 1][n]
-            else:
-                x = F[n]
-                _flatten(A[l - 1][n], spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W], x)
-            z = Z[n] if l == last else a
-            _fc_forward(Ws[l], Bs[l][0], x, z)
-            _activation(z, a, code, M, one, leak)
+        else:  # mean pool; cst[l, 0] = 1 / r^2 in the network's dtype
+            h, w = spec[l, C_H], spec[l, C_W]
+            _mean_pool(A[l - 1][n].reshape(P, H, W), spec[l, C_RATE], cst[l, 0], a.reshape(M, h, w))
+    if top < last:  # an FC layer follows: its input, flattened in MATLAB order
+        _flatten(A[top][n], spec[top, C_M], spec[top, C_H], spec[top, C_W], F[n])
+
+
+@_serial
+def _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ws, one, leak):
+    """The FC layers top+1.. of examples n0..n1-1: one matrix product per layer
+    (BLAS, on this thread), then the bias and the activation per example."""
+    last = spec.shape[0] - 1
+    for l in range(top + 1, last + 1):
+        x = F[n0:n1] if l == top + 1 else A[l - 1][n0:n1]
+        z = Z[n0:n1] if l == last else A[l][n0:n1]
+        np.dot(x, Ws[l].T, z)  # z[n, j] = sum_i x[n, i] W[j, i]
+        b = Bs[l][0]
+        for r in range(n1 - n0):
+            zr = z[r]
+            for j in range(zr.shape[0]):
+                zr[j] += b[j]
+            _activation(zr, A[l][n0 + r], spec[l, C_ACT], spec[l, C_M], one, leak)
 
 
 @_serial
@@ -368,59 +346,42 @@ def _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, 
 
 
 @_serial
-def _backward_example(
-    n,
-    N,
-    spec,
-    cst,
-    A,
-    Z,
-    F,
-    E,
-    KT,
-    Ws,
-    PK,
-    PB,
-    y,
-    perm,
-    loss_kind,
-    flag,
-    faithful,
-    d3,
-    one,
-    leak,
-    lp,
-):
-    """Loss term, output error, every layer's error and the conv gradient parts of example n."""
-    L = spec.shape[0]
-    last = L - 1
-    S_last = spec[last, C_S]
-    eo = np.empty(S_last, dtype=A[0].dtype)
-    _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, eo, lp)
-    # g: error w.r.t. the outputs of layer l (map layout), eo for the last layer
+def _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo):
+    """The errors of the FC layers top+1.. of examples n0..n1-1, from the output
+    errors eo (n1-n0, S); returns the error w.r.t. the (flattened) outputs of
+    layer ``top`` (n1-n0, S_top), MATLAB order."""
+    last = spec.shape[0] - 1
     g = eo
-    for l in range(last, 0, -1):
+    for l in range(last, top, -1):
+        er = E[l][n0:n1]
+        if l == last:
+            er[:] = g
+        else:
+            for r in range(n1 - n0):
+                _act_backward(
+                    A[l][n0 + r], g[r], er[r], spec[l, C_ACT], faithful, one, leak, spec[l, C_M]
+                )
+        if l == 1:  # nothing below but the input
+            break
+        gb = np.empty((n1 - n0, spec[l - 1, C_S]), dtype=eo.dtype)
+        np.dot(er, Ws[l], gb)  # gb[n, i] = sum_j er[n, j] W[j, i]
+        g = gb
+    return g
+
+
+@_serial
+def _maps_backward(n, top, g, spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak):
+    """The errors of the map layers top..1 of example n and its parts of their
+    kernel and bias gradients; g: the error w.r.t. the outputs of layer ``top``
+    (map layout)."""
+    last = spec.shape[0] - 1
+    for l in range(top, 0, -1):
         t = spec[l, C_TYPE]
         code = spec[l, C_ACT]
         M, H, W, S = spec[l, C_M], spec[l, C_H], spec[l, C_W], spec[l, C_S]
         Mb, Hb, Wb, Sb = spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W], spec[l - 1, C_S]
-        tb = spec[l - 1, C_TYPE]
         er = E[l][n]
-        if t == T_FC:
-            if l == last:
-                for i in range(S):
-                    er[i] = g[i]
-            else:
-                _act_backward(A[l][n], g, er, code, faithful, one, leak, M)
-            if l > 1:
-                gb = np.empty(Sb, dtype=er.dtype)
-                _fc_backward(Ws[l], er, gb)
-                if tb != T_FC:  # cut back into maps
-                    gm = np.empty(Sb, dtype=er.dtype)
-                    _unflatten(gb, Mb, Hb, Wb, gm)
-                    gb = gm
-                g = gb
-        elif t == T_POOL:
+        if t == T_POOL:
             r = spec[l, C_RATE]
             # D4: no / r^2 for a pool last layer in faithful mode
             div = one if (l == last and faithful) else cst[l, 1]
@@ -430,10 +391,8 @@ def _backward_example(
             if l == last:
                 for i in range(S):
                     er[i] = g[i]
-            elif code == A_SOFT:
-                _act_backward(A[l][n], g, er, code, faithful, one, leak, M)
             else:
-                _act_backward(A[l][n], g, er, code, faithful, one, leak, 1)
+                _act_backward(A[l][n], g, er, code, faithful, one, leak, M if code == A_SOFT else 1)
             kh, kw = spec[l, C_KH], spec[l, C_KW]
             x = A[l - 1][n].reshape(Mb, Hb, Wb)
             e2 = er.reshape(M, S // M)
@@ -448,16 +407,38 @@ def _backward_example(
                 g = gb
 
 
-# --------------------------------------------------------------------------- the two calls
+# --------------------------------------------------------------------------- the calls
+
+
+CHUNK = 5
+"""Examples per task of the fused loops: the FC layers of a chunk are one matrix
+product each. A fixed size (not the thread count), so results do not depend on it."""
+
+
+@_serial
+def _top_map_layer(spec):
+    """The last conv/pool layer (the input layer if the network is all FC)."""
+    top = 0
+    for l in range(1, spec.shape[0]):
+        if spec[l, C_TYPE] != T_FC:
+            top = l
+    return top
 
 
 @_parallel
 def _forward(spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
     N = A[0].shape[0]
-    for n in nb.prange(N):
-        # int64(n): the callees are compiled once (the prange index is typed int64 in the
+    last = spec.shape[0] - 1
+    top = _top_map_layer(spec)
+    for c in nb.prange((N + CHUNK - 1) // CHUNK):
+        # int64: the callees are compiled once (the prange index is typed int64 in the
         # first typing pass and uint64 in the parallel loop body: two compilations)
-        _forward_example(np.int64(n), spec, cst, A, Z, F, Ks, Bs, Ws, one, leak)
+        n0 = np.int64(c) * CHUNK
+        n1 = min(n0 + CHUNK, N)
+        for n in range(n0, n1):
+            _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak)
+        if top < last:
+            _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ws, one, leak)
 
 
 @_parallel
@@ -484,37 +465,39 @@ def _examples(
     leak,
     lp,
 ):
-    """Forward, loss term, backward and gradient parts of every example of the minibatch."""
+    """Forward, loss term, backward and gradient parts of every example of the minibatch,
+    in chunks of :data:`CHUNK` examples."""
     N = A[0].shape[0]
-    for n in nb.prange(N):
-        i = np.int64(n)  # one signature for the callees (see _forward)
-        _forward_example(i, spec, cst, A, Z, F, Ks, Bs, Ws, one, leak)
-        _backward_example(
-            i,
-            N,
-            spec,
-            cst,
-            A,
-            Z,
-            F,
-            E,
-            KT,
-            Ws,
-            PK,
-            PB,
-            y,
-            perm,
-            loss_kind,
-            flag,
-            faithful,
-            d3,
-            one,
-            leak,
-            lp,
-        )
+    last = spec.shape[0] - 1
+    top = _top_map_layer(spec)
+    S_last = spec[last, C_S]
+    for c in nb.prange((N + CHUNK - 1) // CHUNK):
+        n0 = np.int64(c) * CHUNK  # int64: see _forward
+        n1 = min(n0 + CHUNK, N)
+        for n in range(n0, n1):
+            _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak)
+        if top < last:
+            _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ws, one, leak)
+        eo = np.empty((n1 - n0, S_last), dtype=lp.dtype)
+        for n in range(n0, n1):
+            _output_error(
+                n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, eo[n - n0], lp
+            )
+        if top == last:  # no FC layer: the maps' errors start at the output
+            for n in range(n0, n1):
+                _maps_backward(
+                    n, top, eo[n - n0], spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak
+                )
+        else:
+            g = _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo)
+            if top > 0:  # cut back into maps (MATLAB order to map layout)
+                Mb, Hb, Wb = spec[top, C_M], spec[top, C_H], spec[top, C_W]
+                gm = np.empty(spec[top, C_S], dtype=lp.dtype)
+                for n in range(n0, n1):
+                    _unflatten(g[n - n0], Mb, Hb, Wb, gm)
+                    _maps_backward(n, top, gm, spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak)
     if d3:
         # D3 (faithful, conv last layer): example n's maps with example N-1-n's error
-        last = spec.shape[0] - 1
         M, kh, kw = spec[last, C_M], spec[last, C_KH], spec[last, C_KW]
         Mb, Hb, Wb = spec[last - 1, C_M], spec[last - 1, C_H], spec[last - 1, C_W]
         S = spec[last, C_S]
@@ -546,13 +529,28 @@ def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3):
             m = W.shape[1]
             for j in range(start, stop):
                 dWj = dW[j]
+                v = e[0, j]
+                x0 = x[0]
                 for i in range(m):
-                    dWj[i] = e[0, j] * x[0, i]
-                for n in range(1, N):
+                    dWj[i] = v * x0[i]
+                n = 1
+                while n + 4 <= N:  # four examples per pass over the row, in example order
+                    v0, v1, v2, v3 = e[n, j], e[n + 1, j], e[n + 2, j], e[n + 3, j]
+                    x0, x1, x2, x3 = x[n], x[n + 1], x[n + 2], x[n + 3]
+                    for i in range(m):
+                        acc = dWj[i]
+                        acc += v0 * x0[i]
+                        acc += v1 * x1[i]
+                        acc += v2 * x2[i]
+                        acc += v3 * x3[i]
+                        dWj[i] = acc
+                    n += 4
+                while n < N:
                     v = e[n, j]
                     xn = x[n]
                     for i in range(m):
                         dWj[i] += v * xn[i]
+                    n += 1
                 Wj = W[j]
                 for i in range(m):
                     dWj[i] /= N
