@@ -50,7 +50,6 @@ import numpy as np
 
 from . import vmath
 from .activations import LEAK
-from .backward import compute_loss
 from .kernels import conv_full_example, conv_valid_example, kernel_grad_example, transposed_kernels
 
 T_INPUT, T_CONV, T_POOL, T_FC = 0, 1, 2, 3
@@ -510,16 +509,50 @@ def _examples(
             )
 
 
+_serial_max = nb.njit(cache=True, fastmath={"nnan", "ninf", "nsz", "reassoc"})
+
+
+@_serial_max
+def _abs_max(p, m):
+    """max(m, max |p|) (vectorised; meaningless if p holds NaN/Inf: see :func:`_watch`)."""
+    for i in range(p.shape[0]):
+        m = max(m, abs(p[i]))
+    return m
+
+
+@_serial_dot
+def _nan_if_nonfinite(p):
+    """0 if every entry of p is finite, else NaN (sum of p - p)."""
+    s = p.dtype.type(0)
+    for i in range(p.shape[0]):
+        s += p[i] - p[i]
+    return s
+
+
+@_serial
+def _watch(p, stat, col):
+    """stat[col] = max(stat[col], max |p|); stat[2] becomes NaN if p holds a NaN/Inf."""
+    stat[col] = _abs_max(p, stat[col])
+    stat[2] += _nan_if_nonfinite(p)
+
+
 @_parallel_exact
-def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3):
+def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats):
     """Sum the per-example parts in example order, divide by N, step: p -= lr * dp.
 
     tasks[t] = (layer, kind, start, stop): kind 0 FC rows start:stop (W and b),
-    kind 1 conv kernel entries start:stop, kind 2 conv bias.
+    kind 1 conv kernel entries start:stop, kind 2 conv bias. stats[t] =
+    (max |W or K entry|, max |b entry|, NaN if any is NaN/Inf else 0) over the
+    new values the task wrote: what the finite check and the divergence guard
+    of the next minibatch read, without another pass over the parameters.
     """
     last = spec.shape[0] - 1
     for t in nb.prange(tasks.shape[0]):
         l, kind, start, stop = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
+        stat = stats[t]
+        stat[0] = 0
+        stat[1] = 0
+        stat[2] = 0
         if kind == 0:
             W = Ps[l]
             dW = DP[l]
@@ -556,11 +589,13 @@ def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3):
                 for i in range(m):
                     dWj[i] /= N
                     Wj[i] -= lr * dWj[i]
+                _watch(Wj, stat, 0)
                 s = e[0, j]
                 for n in range(1, N):
                     s += e[n, j]
                 db[j] = s / N
                 b[j] -= lr * db[j]
+            _watch(b[start:stop], stat, 1)
         elif kind == 1:
             K = Ps[l][0]
             dK = DP[l][0]
@@ -573,6 +608,7 @@ def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3):
                     s /= N
                 dK[i] = s
                 K[i] -= lr * s
+            _watch(K[start:stop], stat, 0)
         else:
             b = Bs[l][0]
             db = DB[l][0]
@@ -583,6 +619,7 @@ def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3):
                     s += p[n, j]
                 db[j] = s / N
                 b[j] -= lr * db[j]
+            _watch(b, stat, 1)
 
 
 # --------------------------------------------------------------------------- the network side
@@ -726,7 +763,9 @@ class FusedNet:
                 dummy,
             )
             self.tasks = self._task_table()
+            self.stats = np.zeros((len(self.tasks), 3))
         self._params = None
+        self._stats_valid = False
         self.sync_params()
 
     def _task_table(self):
@@ -787,6 +826,7 @@ class FusedNet:
         self._params = tuple(
             id(getattr(layer, name, None)) for layer in layers for name in ("K", "W", "b")
         )
+        self._stats_valid = False  # new parameter arrays: not checked by an update
 
     def _transposed_kernels(self):
         """Per layer, a conv layer's kernels as the (P*kh*kw, M) matrix of the full
@@ -867,11 +907,11 @@ class FusedNet:
             self.leak,
             self.lp,
         )
-        # the loss as bpcnn computes it (the same NumPy code on the exposed outputs, so
-        # it is bit-identical to what compute_loss gives for them); self.lp holds the
-        # per-example terms (their sum in example order / 2N or -1/N: the same to round-off)
         self.expose()
-        net.loss = compute_loss(net, y)
+        # the loss from the per-example terms (backward.compute_loss's formulas, summed
+        # in another order: the same to round-off)
+        total = float(self.lp.sum())
+        net.loss = -total / self.N if loss_kind == 1 else total / (2 * self.N)
         return net.loss
 
     def apply(self):
@@ -899,7 +939,37 @@ class FusedNet:
             self.N,
             lr,
             d3,
+            self.stats,
         )
+        self._stats_valid = True
+
+    def parameter_check(self):
+        """``(finite, (value, where, name))`` of the current parameters, or ``None``.
+
+        ``finite``: whether every parameter is finite; the rest names the entry
+        largest in absolute value as ``guard._largest_weight`` does. Read from
+        the last update (no pass over the parameters); ``None`` when that is
+        not known (before the first update, after the parameters were replaced,
+        or after :meth:`invalidate`).
+        """
+        if not (self.train and self._stats_valid):
+            return None
+        st = self.stats
+        finite = not np.isnan(st[:, 2]).any()
+        t, c = np.unravel_index(int(np.argmax(st[:, :2])), (len(st), 2))
+        layers = self.net.layers
+        best = (0.0, "no layer", "")
+        t_layer = int(self.tasks[t, 0])
+        layer = layers[t_layer]
+        name = "b" if c == 1 else ("W" if layer.type == "f" else "K")
+        value = float(st[t, c])
+        if value > 0:
+            best = (value, f"layer {t_layer + 1} ({layer.type})", name)
+        return finite, best
+
+    def invalidate(self):
+        """Forget the parameter check (call after the parameters were changed in place)."""
+        self._stats_valid = False
 
     def expose(self):
         """Set the layers' runtime fields to views of the fused buffers (see module notes)."""

@@ -80,7 +80,7 @@ class DivergenceGuard:
             return None
         return LOSS_GROWTH * max(self.start, LOSS_FLOOR)
 
-    def check(self, net, epoch, batch):
+    def check(self, net, epoch, batch, largest=None):
         """Raise :class:`DivergenceError` if the run diverges; call after each backward pass.
 
         Parameters
@@ -89,11 +89,14 @@ class DivergenceGuard:
             After ``bpcnn`` (``net.loss`` is this minibatch's loss).
         epoch, batch : int
             1-based, for the message.
+        largest : tuple, optional
+            ``(value, where, name)`` of the largest parameter, when the step
+            already knows it (the fused update); otherwise it is looked up.
         """
         loss = float(net.loss)
         if self.start is None:
             self.start = loss
-        value, layer, name = _largest_weight(net)
+        value, layer, name = largest if largest is not None else _largest_weight(net)
         where = f"diverging at epoch {epoch}, minibatch {batch}"
         hint = f"try a learning rate below {net.learning_rate:g}"
         if loss > self.bound():

@@ -110,11 +110,19 @@ def gradientdescentcnn(net):
     return net
 
 
-def _check_finite(net, epoch, batch):
-    """Stop with a message naming the layer when anything became NaN/Inf."""
+def _check_finite(net, epoch, batch, params_finite=None):
+    """Stop with a message naming the layer when anything became NaN/Inf.
+
+    ``params_finite``: whether the parameters are all finite, when the step
+    already knows (the fused update checks what it writes); ``None``: look.
+    """
+    if params_finite and math.isfinite(net.loss):
+        return
     # fast path: a sum is finite only if every element is (one pass, no temporaries)
-    if math.isfinite(net.loss) and math.isfinite(
-        sum(float(a.sum()) for _, _, a in net.parameters())
+    if (
+        params_finite is None
+        and math.isfinite(net.loss)
+        and math.isfinite(sum(float(a.sum()) for _, _, a in net.parameters()))
     ):
         return
     if np.isfinite(net.loss) and all(np.isfinite(a).all() for _, _, a in net.parameters()):
@@ -146,6 +154,12 @@ class _LayerStep:
     def apply(self):
         gradientdescentcnn(self.net)
 
+    def parameter_check(self):
+        return None  # not known: the checks look at the parameters
+
+    def invalidate(self):
+        pass
+
 
 class _FusedStep:
     """The fused step (``cnn.fused``): two Numba calls per minibatch."""
@@ -158,6 +172,12 @@ class _FusedStep:
 
     def apply(self):
         self.f.apply()  # also fills the exposed dK/dW/db
+
+    def parameter_check(self):
+        return self.f.parameter_check()  # from the last update: (finite, largest weight)
+
+    def invalidate(self):
+        self.f.invalidate()
 
 
 def traincnn(
@@ -260,9 +280,10 @@ def traincnn(
             for j in range(first, n_batches):
                 sl = slice(j * batch_size, (j + 1) * batch_size)
                 stepper.compute(x[sl], y[sl])  # forward, loss, backward
-                _check_finite(net, epoch + 1, j + 1)
+                known = stepper.parameter_check()  # None, or (finite, largest weight)
+                _check_finite(net, epoch + 1, j + 1, None if known is None else known[0])
                 if guard is not None:
-                    guard.check(net, epoch + 1, j + 1)
+                    guard.check(net, epoch + 1, j + 1, None if known is None else known[1])
                 stepper.apply()  # the update
                 net.loss_array.append(net.loss)
                 if bar is not None:
@@ -270,6 +291,7 @@ def traincnn(
                     bar.update(1)
                 if callback is not None:
                     callback(net, epoch, j)
+                    stepper.invalidate()  # it may have changed the parameters in place
             if bar is not None:
                 bar.close()
             if verbose:

@@ -242,6 +242,54 @@ def test_nonfinite_stops_in_both_paths():
             cnn.traincnn(net, x * 1e200, y, 3, 4, verbose=False, step=step)
 
 
+@pytest.mark.parametrize("k", [0, 2, 4])
+def test_parameter_check_from_the_update(k):
+    """The update's record of what it wrote: finiteness and the largest weight, as the
+    guard would find them by looking."""
+    from cnn.guard import _largest_weight
+
+    spec, image, loss, _ = NETS[k]
+    net = build_net(spec, image, loss=loss, seed=5, lr=0.3)
+    x, y = data(net, n=10, seed=6, one_hot=loss == "cros")
+    prepare_loss_and_flag(net)
+    f = fused.FusedNet(net, 5)
+    assert f.parameter_check() is None  # nothing written yet
+    for i in range(2):
+        f.compute(x[5 * i : 5 * i + 5], y[5 * i : 5 * i + 5])
+        f.apply()
+        finite, largest = f.parameter_check()
+        assert finite
+        assert largest == _largest_weight(net)
+    # a parameter replaced by a new array is not vouched for; a NaN written is seen
+    top = [layer for layer in net.layers if layer.type in "cf"][-1]
+    top.b = top.b.copy()
+    f.sync_params()
+    assert f.parameter_check() is None
+    top.b[0] = np.nan
+    f.compute(x[:5], y[:5])
+    f.apply()
+    assert f.parameter_check()[0] is False
+    f.invalidate()
+    assert f.parameter_check() is None
+
+
+def test_divergence_stops_alike_in_both_paths():
+    """The guard (fed by the fused update's record) stops at the same minibatch with
+    the same message as the layer path (which looks at the parameters)."""
+    from cnn.synthetic import synthetic_digits
+
+    x, y = synthetic_digits(100, seed=1)
+    messages = {}
+    for step in ("fused", "layers"):
+        net = cnn.example_network(3, seed=0)
+        net.learning_rate = 1e6
+        with pytest.raises(cnn.DivergenceError) as err, np.errstate(all="ignore"):
+            cnn.traincnn(net, x, y, 1, 50, verbose=False, step=step)
+        messages[step] = str(err.value)
+    assert "diverging at epoch 1, minibatch" in messages["fused"]
+    assert messages["fused"] == messages["layers"]
+
+
 # --------------------------------------------------------------------------- threads
 
 SCRIPT = r"""
