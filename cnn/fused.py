@@ -3,29 +3,38 @@
 ``ffcnn``/``bpcnn``/``gradientdescentcnn`` (``forward.py``, ``backward.py``,
 ``training.py``) are the readable reference: one kernel call per layer and
 per operation, every map, error and gradient kept on the layers. That costs
-about twenty parallel regions per minibatch and a third of the time on one
+about twenty parallel regions per minibatch and part of the time on one
 thread (NumPy's elementwise functions, the dense products, the loss). This
-module computes the same numbers with two calls per minibatch:
+module computes the same numbers with two calls per minibatch; it is what
+``traincnn``, ``testcnn`` and ``predictcnn`` use unless told otherwise.
 
-1. :func:`_examples` — one ``prange`` over the examples of the minibatch. For
-   example ``n`` (on whichever thread) it runs the whole forward pass (conv,
-   activation, pooling, flattening, FC), the loss term, the output error, the
-   whole backward pass (FC errors, the error into the maps, upsampling, full
-   convolutions, activation derivatives) and the example's own part of every
-   conv layer's kernel and bias gradient. Nothing in an iteration reads what
-   another iteration writes (the one exception, defect D3, gets a second
-   loop in the same call).
+1. :func:`_examples` — one ``prange`` over chunks of :data:`CHUNK` examples.
+   For each example of a chunk (on whichever thread) it runs the forward pass
+   through the map layers (conv, activation, pooling; :func:`_maps_forward`);
+   then the chunk's FC layers, one matrix product per layer
+   (:func:`_dense_forward`); the loss terms and output errors
+   (:func:`_output_error`); the FC errors, again one product per layer
+   (:func:`_dense_backward`); and per example the map layers' errors and the
+   example's own part of every conv layer's kernel and bias gradient
+   (:func:`_maps_backward`). Nothing in a chunk reads what another chunk
+   writes (the one exception, defect D3, gets a second loop in the same call).
 2. :func:`_update` — one ``prange`` over a fixed table of tasks (rows of FC
    weights, chunks of conv kernels, bias vectors). Each task sums the
    per-example parts **in example order**, divides by N and applies
-   ``p <- p - lr * dp`` in place, as ``gradientdescentcnn``.
+   ``p <- p - lr * dp`` in place, as ``gradientdescentcnn``, and records the
+   largest new value and whether any is NaN/Inf (the next minibatch's finite
+   check and divergence guard read that instead of passing over the weights).
+
+The conv loops are ``kernels.py``'s per-example functions (the layer path runs
+the same ones in its own ``prange``); the activations come from
+:mod:`cnn.vmath` (vectorised ``tanh``, ``sigmoid``, ``softplus``, ``exp``).
 
 Every number is computed by the same serial code whichever thread runs it,
-and every sum over examples runs in example order, so the results are
-bit-identical for any thread count. They are not bit-identical to the layer
-path (other summation orders in the dense products, Numba's ``exp`` against
-NumPy's, ``tanh`` from :func:`cnn.vmath.tanh`, within 2 ulp), but agree to
-round-off: the golden fixtures at 1e-10 and weights within 1e-12 after
+the chunks are fixed (not the thread count), and every sum over examples runs
+in a fixed order, so the results are bit-identical for any thread count. They
+are not bit-identical to the layer path (other summation orders in the dense
+products, :mod:`cnn.vmath` against NumPy's functions, within 2 ulp), but agree
+to round-off: the golden fixtures at 1e-10 and weights within 1e-12 after
 training (``tests/test_fused.py``).
 
 The network is described to the kernels by an integer table (one row per
@@ -36,7 +45,7 @@ supported layers (conv, mean pool, FC; activations ``sigm tanh rect none plus
 soft``; losses ``quad cros``; faithful and corrected modes, defects D1-D4 as
 ``bpcnn``), float64 and float32.
 
-Runtime fields: after :meth:`FusedNet.step` the layers' ``featuremaps``,
+Runtime fields: after :meth:`FusedNet.compute` the layers' ``featuremaps``,
 ``outputs``, last-layer ``z``, ``er``, ``dK``/``dW``/``db`` are views of the
 fused buffers with the layer path's shapes and meanings, overwritten by the
 next minibatch. One difference: the input layer's ``featuremaps`` and a
@@ -425,24 +434,11 @@ def _top_map_layer(spec):
     return top
 
 
-@_parallel
-def _forward(spec, cst, A, Z, F, Ks, Bs, Ws, one, leak):
-    N = A[0].shape[0]
-    last = spec.shape[0] - 1
-    top = _top_map_layer(spec)
-    for c in nb.prange((N + CHUNK - 1) // CHUNK):
-        # int64: the callees are compiled once (the prange index is typed int64 in the
-        # first typing pass and uint64 in the parallel loop body: two compilations)
-        n0 = np.int64(c) * CHUNK
-        n1 = min(n0 + CHUNK, N)
-        for n in range(n0, n1):
-            _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak)
-        if top < last:
-            _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ws, one, leak)
-
-
-@_parallel
-def _examples(
+@_serial
+def _chunk(
+    n0,
+    n1,
+    train,
     spec,
     cst,
     A,
@@ -465,39 +461,94 @@ def _examples(
     leak,
     lp,
 ):
-    """Forward, loss term, backward and gradient parts of every example of the minibatch,
-    in chunks of :data:`CHUNK` examples."""
-    N = A[0].shape[0]
+    """Examples n0..n1-1: the forward pass; with ``train`` also the loss terms, the
+    errors and the examples' parts of the conv gradients."""
     last = spec.shape[0] - 1
     top = _top_map_layer(spec)
-    S_last = spec[last, C_S]
-    for c in nb.prange((N + CHUNK - 1) // CHUNK):
-        n0 = np.int64(c) * CHUNK  # int64: see _forward
-        n1 = min(n0 + CHUNK, N)
+    for n in range(n0, n1):
+        _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak)
+    if top < last:
+        _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ws, one, leak)
+    if not train:
+        return
+    eo = np.empty((n1 - n0, spec[last, C_S]), dtype=lp.dtype)
+    for n in range(n0, n1):
+        _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, eo[n - n0], lp)
+    if top == last:  # no FC layer: the maps' errors start at the output
         for n in range(n0, n1):
-            _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak)
-        if top < last:
-            _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ws, one, leak)
-        eo = np.empty((n1 - n0, S_last), dtype=lp.dtype)
-        for n in range(n0, n1):
-            _output_error(
-                n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, eo[n - n0], lp
-            )
-        if top == last:  # no FC layer: the maps' errors start at the output
+            _maps_backward(n, top, eo[n - n0], spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak)
+    else:
+        g = _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo)
+        if top > 0:  # cut back into maps (MATLAB order to map layout)
+            Mb, Hb, Wb = spec[top, C_M], spec[top, C_H], spec[top, C_W]
+            gm = np.empty(spec[top, C_S], dtype=lp.dtype)
             for n in range(n0, n1):
-                _maps_backward(
-                    n, top, eo[n - n0], spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak
-                )
-        else:
-            g = _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo)
-            if top > 0:  # cut back into maps (MATLAB order to map layout)
-                Mb, Hb, Wb = spec[top, C_M], spec[top, C_H], spec[top, C_W]
-                gm = np.empty(spec[top, C_S], dtype=lp.dtype)
-                for n in range(n0, n1):
-                    _unflatten(g[n - n0], Mb, Hb, Wb, gm)
-                    _maps_backward(n, top, gm, spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak)
-    if d3:
+                _unflatten(g[n - n0], Mb, Hb, Wb, gm)
+                _maps_backward(n, top, gm, spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak)
+
+
+@_parallel
+def _examples(
+    train,
+    spec,
+    cst,
+    A,
+    Z,
+    F,
+    E,
+    Ks,
+    KT,
+    Bs,
+    Ws,
+    PK,
+    PB,
+    y,
+    perm,
+    loss_kind,
+    flag,
+    faithful,
+    d3,
+    one,
+    leak,
+    lp,
+):
+    """Every example of the minibatch, in chunks of :data:`CHUNK` (see :func:`_chunk`);
+    ``train`` false: the forward pass only (E, KT, PK, PB, y, perm, lp unused)."""
+    N = A[0].shape[0]
+    for c in nb.prange((N + CHUNK - 1) // CHUNK):
+        # int64: the callees are compiled once (the prange index is typed int64 in the
+        # first typing pass and uint64 in the parallel loop body: two compilations)
+        n0 = np.int64(c) * CHUNK
+        n1 = min(n0 + CHUNK, N)
+        _chunk(
+            n0,
+            n1,
+            train,
+            spec,
+            cst,
+            A,
+            Z,
+            F,
+            E,
+            Ks,
+            KT,
+            Bs,
+            Ws,
+            PK,
+            PB,
+            y,
+            perm,
+            loss_kind,
+            flag,
+            faithful,
+            d3,
+            one,
+            leak,
+            lp,
+        )
+    if train and d3:
         # D3 (faithful, conv last layer): example n's maps with example N-1-n's error
+        last = spec.shape[0] - 1
         M, kh, kw = spec[last, C_M], spec[last, C_KH], spec[last, C_KW]
         Mb, Hb, Wb = spec[last - 1, C_M], spec[last - 1, C_H], spec[last - 1, C_W]
         S = spec[last, C_S]
@@ -710,6 +761,8 @@ class FusedNet:
         layers = net.layers
         L = len(layers)
         dummy = np.zeros((1, 1), dt)
+        self._dummy = dummy
+        self._dummies = _pad([dummy] * L, dummy)  # the unused tuples of a forward pass
         sizes = self.spec[:, C_S]
         self.A = [np.empty((N, int(s)), dt) for s in sizes]
         self.At = _pad(self.A, dummy)
@@ -851,17 +904,30 @@ class FusedNet:
         """
         self.sync_params()
         self._load(x)
-        _forward(
+        d = self._dummy
+        _examples(
+            False,
             self.spec,
             self.cst,
             self.At,
             self.Z,
             self.F,
+            self._dummies,
             self.Ks,
+            self._dummies,
             self.Bs,
             self.Ws,
+            self._dummies,
+            self._dummies,
+            d,
+            self.perm,
+            0,
+            False,
+            False,
+            False,
             self.one,
             self.leak,
+            d[0],
         )
         o = self.A[-1]
         if self.net.layers[-1].type == "f":
@@ -885,6 +951,7 @@ class FusedNet:
         d3 = faithful and last.type == "c"
         loss_kind = 1 if net.loss_func == "cros" else 0
         _examples(
+            True,
             self.spec,
             self.cst,
             self.At,

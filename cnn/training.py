@@ -28,18 +28,17 @@ STEPS = ("fused", "layers")
 """The two implementations of a training step (see :func:`traincnn`)."""
 
 STEP_ENV = "CNN_STEP"
-"""Environment variable giving the default step (``layers`` unless set).
+"""Environment variable giving the default step (``fused`` unless set).
 
-The layer-by-layer path is the default because it measured faster on an idle
-machine (AMD EPYC Zen 4, 2 cores, 2026-12-02: 5.5 s against 7.6 s per Example 3
-epoch, docs/performance.md); ``CNN_STEP=fused`` or ``step="fused"`` selects the
-fused step, which needs fewer thread joins per minibatch."""
+The fused step is the default: it measured faster than the layer-by-layer path
+on an idle machine and on a busy one (docs/performance.md); ``CNN_STEP=layers``
+or ``step="layers"`` selects the readable path."""
 
 
 def _resolve_step(step):
-    """``step`` checked, or the default (``$CNN_STEP``, else ``'layers'``) for ``None``."""
+    """``step`` checked, or the default (``$CNN_STEP``, else ``'fused'``) for ``None``."""
     if step is None:
-        step = os.environ.get(STEP_ENV, "").strip() or "layers"
+        step = os.environ.get(STEP_ENV, "").strip() or "fused"
         where = f"${STEP_ENV}"
     else:
         where = "step"
@@ -229,8 +228,8 @@ def traincnn(
         minibatch; networks it does not handle fall back to the layer path).
         ``"layers"``: the readable layer-by-layer path (``ffcnn``, ``bpcnn``,
         ``gradientdescentcnn``), the reference that a debugger steps through.
-        ``None``: ``$CNN_STEP`` if set, else ``"layers"`` (measured faster on an
-        idle machine; see ``STEP_ENV``). Both give the same
+        ``None``: ``$CNN_STEP`` if set, else ``"fused"`` (the faster one; see
+        ``STEP_ENV``). Both give the same
         parameters, loss and ``loss_array`` to round-off (1e-12) and are
         bit-identical for any thread count. After a fused minibatch the
         layers' maps, outputs, errors and gradients are views of the fused
@@ -341,7 +340,7 @@ def _outputs_in_chunks(net, x, chunk, step=None):
     Every example is independent in the forward pass, so chunking only saves
     memory (and keeps each chunk's maps in cache).
     """
-    step = _resolve_step(step)  # the layer forward is the faster one (1.6-2.7x, issue 11)
+    step = _resolve_step(step)
     view = _runtime_view(net)
     out = None
     fnets = {}
@@ -375,7 +374,7 @@ def predictcnn(net, x, *, chunk=500, step=None):
         depend on it). 500 was fastest for Example 3 (docs/performance.md).
     step : {"fused", "layers"} or None
         The forward pass to use, as in :func:`traincnn`; ``None``: ``$CNN_STEP``
-        if set, else ``"layers"`` (its forward is the faster one).
+        if set, else ``"fused"``.
 
     Returns
     -------
@@ -404,7 +403,7 @@ def testcnn(net, x, y, *, chunk=500, verbose=False, step=None):
         Examples per forward pass (memory and cache use only).
     step : {"fused", "layers"} or None
         The forward pass to use, as in :func:`traincnn`; ``None``: ``$CNN_STEP``
-        if set, else ``"layers"`` (its forward is the faster one).
+        if set, else ``"fused"``.
     verbose : bool
         Print "test error is" and the value, as the original.
 

@@ -82,9 +82,12 @@ def test_testcnn_and_predictcnn_match_the_forward_pass_and_ties():
     net = build([("c", 2, 3, "tanh"), ("p", 2), ("f", 3, "sigm")], (8, 8))
     x, y = data(net, n=7)
     o = cnn.ffcnn(net.copy(), x).layers[-1].outputs
-    a, labels = cnn.predictcnn(net, x, chunk=3)
+    a, labels = cnn.predictcnn(net, x, chunk=3, step="layers")  # ffcnn's own forward
     np.testing.assert_array_equal(labels, o.argmax(axis=1))
     np.testing.assert_array_equal(a, o.max(axis=1))
+    a, labels = cnn.predictcnn(net, x, chunk=3)  # the fused forward: the same to round-off
+    np.testing.assert_array_equal(labels, o.argmax(axis=1))
+    np.testing.assert_allclose(a, o.max(axis=1), rtol=1e-13)
     err = cnn.testcnn(net, x, y, chunk=2)
     assert err == np.mean(o.argmax(axis=1) != y.argmax(axis=1))
     # ties in the target: the first maximum wins, as MATLAB's max
