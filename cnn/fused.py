@@ -589,10 +589,12 @@ def _watch(p, stat, col):
 
 @_parallel_exact
 def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats):
-    """Sum the per-example parts in example order, divide by N, step: p -= lr * dp.
+    """Sum the per-example parts, divide by N, step: p -= lr * dp.
 
     tasks[t] = (layer, kind, start, stop): kind 0 FC rows start:stop (W and b),
-    kind 1 conv kernel entries start:stop, kind 2 conv bias. stats[t] =
+    kind 1 conv kernel entries start:stop, kind 2 conv bias. The conv and bias
+    parts are summed in example order; an FC weight gradient is one matrix product
+    per task. stats[t] =
     (max |W or K entry|, max |b entry|, NaN if any is NaN/Inf else 0) over the
     new values the task wrote: what the finite check and the divergence guard
     of the next minibatch read, without another pass over the parameters.
@@ -612,30 +614,15 @@ def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats):
             e = E[l]
             x = A[l - 1] if spec[l - 1, C_TYPE] == T_FC else F
             m = W.shape[1]
+            # dW[j] = sum_n e[n, j] x[n]: one matrix product for rows start:stop (BLAS,
+            # on this thread; the same call whatever the thread count)
+            et = np.empty((stop - start, N), dtype=W.dtype)
+            for j in range(start, stop):
+                for n in range(N):
+                    et[j - start, n] = e[n, j]
+            np.dot(et, x, dW[start:stop])
             for j in range(start, stop):
                 dWj = dW[j]
-                v = e[0, j]
-                x0 = x[0]
-                for i in range(m):
-                    dWj[i] = v * x0[i]
-                n = 1
-                while n + 4 <= N:  # four examples per pass over the row, in example order
-                    v0, v1, v2, v3 = e[n, j], e[n + 1, j], e[n + 2, j], e[n + 3, j]
-                    x0, x1, x2, x3 = x[n], x[n + 1], x[n + 2], x[n + 3]
-                    for i in range(m):
-                        acc = dWj[i]
-                        acc += v0 * x0[i]
-                        acc += v1 * x1[i]
-                        acc += v2 * x2[i]
-                        acc += v3 * x3[i]
-                        dWj[i] = acc
-                    n += 4
-                while n < N:
-                    v = e[n, j]
-                    xn = x[n]
-                    for i in range(m):
-                        dWj[i] += v * xn[i]
-                    n += 1
                 Wj = W[j]
                 for i in range(m):
                     dWj[i] /= N

@@ -24,8 +24,8 @@ How the loops are written (see ``docs/performance.md``):
   is the contiguous slice ``xb[k, b, a*Wo : a*Wo + Ho*Wo]`` lined up with the
   output positions ``i = p*Wo + q``, so the innermost loop is one long
   contiguous loop over outputs that LLVM vectorises, with no wasted columns.
-* :func:`conv_valid`'s loop is compiled for each kernel width up to
-  :data:`MAX_UNROLLED_WIDTH`: a whole kernel row of taps is added per pass
+* :func:`conv_valid`'s loop is compiled for each kernel width in
+  :data:`UNROLLED_WIDTHS`: a whole kernel row of taps is added per pass
   over an output (its loads/stores are amortised over ``kw`` multiply-adds)
   and two output maps share every load of ``x``.
 * The work of one example is a serial function (``conv_valid_example``,
@@ -160,13 +160,11 @@ def _conv_example_impl(KW):
     return conv_example
 
 
-MAX_UNROLLED_WIDTH = 9
-"""Kernels up to this wide run a loop compiled for their width; wider ones a generic
-loop (the same sums, slower)."""
+UNROLLED_WIDTHS = (3, 5, 7, 9)
+"""Kernel widths with a loop compiled for them (the odd sizes in use); other widths
+run the generic loop (the same sums, slower). Each width costs compile time."""
 
-_cv0, _cv1, _cv2, _cv3, _cv4, _cv5, _cv6, _cv7, _cv8, _cv9 = (
-    _conv_example_impl(w) for w in range(MAX_UNROLLED_WIDTH + 1)
-)
+_cv_any, _cv3, _cv5, _cv7, _cv9 = (_conv_example_impl(w) for w in (0,) + UNROLLED_WIDTHS)
 
 
 @_jit_serial
@@ -178,26 +176,16 @@ def conv_valid_example(xn, K, bias, z):
     Taps are added in the order k, a, b (one FMA each), then the bias.
     """
     kw = K.shape[3]
-    if kw == 1:
-        _cv1(xn, K, bias, z)
-    elif kw == 2:
-        _cv2(xn, K, bias, z)
-    elif kw == 3:
+    if kw == 3:
         _cv3(xn, K, bias, z)
-    elif kw == 4:
-        _cv4(xn, K, bias, z)
     elif kw == 5:
         _cv5(xn, K, bias, z)
-    elif kw == 6:
-        _cv6(xn, K, bias, z)
     elif kw == 7:
         _cv7(xn, K, bias, z)
-    elif kw == 8:
-        _cv8(xn, K, bias, z)
     elif kw == 9:
         _cv9(xn, K, bias, z)
     else:
-        _cv0(xn, K, bias, z)
+        _cv_any(xn, K, bias, z)
 
 
 @_jit
