@@ -806,6 +806,7 @@ class FusedNet:
             self.stats = np.zeros((len(self.tasks), 3))
         self._params = None
         self._stats_valid = False
+        self._fields = None  # expose()'s views, made on first use
         self.sync_params()
 
     def _task_table(self):
@@ -882,7 +883,14 @@ class FusedNet:
         )
 
     def _load(self, x):
-        self.A[0][...] = x.reshape(x.shape[0], -1)
+        """Point the input entry of the layer tuple at ``x`` (no copy when ``x`` is a
+        C-contiguous array of the network's dtype, as ``traincnn`` passes)."""
+        x2 = x.reshape(x.shape[0], -1)
+        if x2.dtype != self.dtype or not x2.flags.c_contiguous:
+            self.A[0][...] = x2
+            x2 = self.A[0]
+        self._input = x2
+        self.At = (x2,) + self.At[1:]
 
     def forward(self, x):
         """Forward pass of ``x`` (N, C, H, W): returns the outputs (N, n_outputs), MATLAB order.
@@ -1027,37 +1035,48 @@ class FusedNet:
 
     def expose(self):
         """Set the layers' runtime fields to views of the fused buffers (see module notes)."""
-        net = self.net
-        layers = net.layers
+        if self._fields is None:
+            self._fields = self._runtime_fields()
+        for layer, name, value in self._fields:
+            setattr(layer, name, value)
+        top = self.net.layers[-1]
+        if top.type != "f":  # outputs in MATLAB order: a copy
+            o = np.empty((self.N, self.perm.size), self.dtype)
+            o[:, self.perm] = self.A[-1]
+            top.outputs = o
+
+    def _runtime_fields(self):
+        """``[(layer, name, view), ...]``: what :meth:`expose` sets (the buffers never move)."""
+        layers = self.net.layers
         N = self.N
         last = len(layers) - 1
+        out = []
         for l, layer in enumerate(layers):
             if l == 0:
                 continue
             if layer.type == "f":
-                layer.outputs = self.A[l]
+                out.append((layer, "outputs", self.A[l]))
                 if l == self.kmap + 1:
-                    layers[self.kmap].outputs = self.F
+                    out.append((layers[self.kmap], "outputs", self.F))
             else:
-                layer.featuremaps = self.A[l].reshape((N, layer.n_maps) + layer.map_shape)
+                maps = self.A[l].reshape((N, layer.n_maps) + layer.map_shape)
+                out.append((layer, "featuremaps", maps))
             if layer.type in "cf":
-                layer.z = None
+                out.append((layer, "z", None))
             if self.train:
                 if layer.type == "f":
-                    layer.er = self.E[l]
-                    layer.dW = self.DP[l]
-                    layer.db = self.DB[l][0]
+                    out += [(layer, "er", self.E[l]), (layer, "dW", self.DP[l])]
+                    out.append((layer, "db", self.DB[l][0]))
                 elif layer.type == "p":
-                    below = layers[l - 1]
-                    layer.er = self.E[l].reshape((N, layer.n_maps) + below.map_shape)
+                    shape = (N, layer.n_maps) + layers[l - 1].map_shape
+                    out.append((layer, "er", self.E[l].reshape(shape)))
                 else:
-                    layer.er = self.E[l].reshape((N, layer.n_maps) + layer.map_shape)
-                    layer.dK = self.DP[l][0].reshape(layer.K.shape)
-                    layer.db = self.DB[l][0]
+                    shape = (N, layer.n_maps) + layer.map_shape
+                    out.append((layer, "er", self.E[l].reshape(shape)))
+                    out.append((layer, "dK", self.DP[l][0].reshape(layer.K.shape)))
+                    out.append((layer, "db", self.DB[l][0]))
         top = layers[last]
         if top.type in "cf":
-            top.z = self.Z if top.type == "f" else self.Z.reshape((N, top.n_maps) + top.map_shape)
-        if top.type != "f":
-            o = np.empty((N, self.perm.size), self.dtype)
-            o[:, self.perm] = self.A[last]
-            top.outputs = o
+            z = self.Z if top.type == "f" else self.Z.reshape((N, top.n_maps) + top.map_shape)
+            out.append((top, "z", z))
+        return out
