@@ -81,6 +81,7 @@ _serial_dot = nb.njit(cache=True, fastmath={"contract", "reassoc"}, error_model=
 _parallel = nb.njit(cache=True, parallel=True, fastmath=_CONTRACT, error_model="numpy")
 # the update: plain IEEE arithmetic (no FMA), so ``p - lr*dp`` rounds as NumPy's
 _parallel_exact = nb.njit(cache=True, parallel=True, error_model="numpy")
+_serial_exact = nb.njit(cache=True, error_model="numpy")
 
 TUPLE_LEN = 8
 """Layer tuples are padded to a multiple of this, so one compiled kernel (per dtype)
@@ -587,6 +588,18 @@ def _watch(p, stat, col):
     stat[2] += _nan_if_nonfinite(p)
 
 
+@_serial_exact
+def _sum_rows(p, start, stop, d):
+    """d[i] = sum_n p[n, start + i], added in the order n = 0, 1, ... (vectorised over i)."""
+    p0 = p[0]
+    for i in range(stop - start):
+        d[i] = p0[start + i]
+    for n in range(1, p.shape[0]):
+        pn = p[n]
+        for i in range(stop - start):
+            d[i] += pn[start + i]
+
+
 @_parallel_exact
 def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats):
     """Sum the per-example parts, divide by N, step: p -= lr * dp.
@@ -638,15 +651,15 @@ def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats):
             K = Ps[l][0]
             dK = DP[l][0]
             p = PK[l]
-            for i in range(start, stop):
-                s = p[0, i]
-                for n in range(1, N):
-                    s += p[n, i]
-                if not (d3 and l == last):  # D3: no 1/N
-                    s /= N
-                dK[i] = s
-                K[i] -= lr * s
-            _watch(K[start:stop], stat, 0)
+            d = dK[start:stop]
+            _sum_rows(p, start, stop, d)  # d[i] = p[0, i] + p[1, i] + ... in example order
+            k = K[start:stop]
+            scale = not (d3 and l == last)  # D3: no 1/N
+            for i in range(stop - start):
+                if scale:
+                    d[i] /= N
+                k[i] -= lr * d[i]
+            _watch(k, stat, 0)
         else:
             b = Bs[l][0]
             db = DB[l][0]
