@@ -72,6 +72,7 @@ def conv_valid(x, K, bias=None, *, out=None):
     z : ndarray, shape (N, M, H-kh+1, W-kw+1)
     """
     from scipy.signal import correlate2d  # imported here: scipy.signal takes 0.6 s to import
+
     dt = _dtype(x, K, out=out)
     N, P = x.shape[:2]
     M = K.shape[0]
@@ -110,6 +111,7 @@ def conv_full(e, K, flip=False, *, out=None):
     g : ndarray, shape (N, P, Ho+kh-1, Wo+kw-1)
     """
     from scipy.signal import convolve2d  # imported here: scipy.signal takes 0.6 s to import
+
     dt = _dtype(e, K, out=out)
     N, M = e.shape[:2]
     P = K.shape[1]
@@ -144,6 +146,7 @@ def kernel_grad(x, e, kernel_shape, *, out=None):
     dK : ndarray, shape (M, P, kh, kw)
     """
     from scipy.signal import correlate2d  # imported here: scipy.signal takes 0.6 s to import
+
     dt = _dtype(x, e, out=out)
     N, P = x.shape[:2]
     M = e.shape[1]
