@@ -897,9 +897,11 @@ class FusedNet:
 
     def _load(self, x):
         """Point the input entry of the layer tuple at ``x`` (no copy when ``x`` is a
-        C-contiguous array of the network's dtype, as ``traincnn`` passes)."""
+        C-contiguous, aligned, writeable array of the network's dtype, as ``traincnn``
+        usually passes: the kernels are compiled for that array type only)."""
         x2 = x.reshape(x.shape[0], -1)
-        if x2.dtype != self.dtype or not x2.flags.c_contiguous:
+        f = x2.flags
+        if x2.dtype != self.dtype or not (f.c_contiguous and f.aligned and f.writeable):
             self.A[0][...] = x2
             x2 = self.A[0]
         self._input = x2

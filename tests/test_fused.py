@@ -234,6 +234,21 @@ def test_callback_and_resume_same_as_layers():
     assert len(seen["fused"][1].loss_array) == 4
 
 
+def test_read_only_input_is_copied_not_refused():
+    """A read-only input (a memory map, a study worker's shared array) trains as a
+    writeable one (the kernels are compiled for writeable arrays only)."""
+    spec, image, loss, _ = NETS[0]
+    nets = []
+    for writeable in (True, False):
+        net = build_net(spec, image, loss=loss, seed=3, lr=0.2)
+        x, y = data(net, n=8, seed=4)
+        x = np.ascontiguousarray(x, dtype=net.dtype)
+        x.flags.writeable = writeable
+        cnn.traincnn(net, x, y, 1, 4, verbose=False, step="fused")
+        nets.append(net)
+    _assert_same_params(nets[0], nets[1], 0, 0)
+
+
 def test_nonfinite_stops_in_both_paths():
     for step in ("fused", "layers"):
         net = build_net(NETS[2][0], NETS[2][1], loss="quad", seed=3, lr=1e300)
