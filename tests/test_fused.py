@@ -198,6 +198,12 @@ def test_runtime_fields_match_layer_path(mode):
 
 
 def test_step_switch_and_env(monkeypatch):
+    from cnn.training import _resolve_step
+
+    monkeypatch.delenv("CNN_STEP", raising=False)
+    assert _resolve_step(None) == "fused"  # the default
+    with cnn.use_kernels("reference"):
+        assert _resolve_step(None) == "layers"  # the readable kernels: the readable path
     net = build_net(NETS[0][0], NETS[0][1], loss="cros")
     x, y = data(net, n=4)
     with pytest.raises(ValueError, match="step='fast'"):
