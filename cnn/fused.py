@@ -95,14 +95,6 @@ UPDATE_CHUNK = 512
 
 
 @_serial
-def _logaddexp0(v):
-    # log(1 + exp(v)) = logaddexp(0, v), overflow-free (NumPy's formula)
-    if v > 0:
-        return v + np.log1p(np.exp(-v))
-    return np.log1p(np.exp(v))
-
-
-@_serial
 def _activate(a, code, one, leak):
     """a = f(a) elementwise, in place (1-D; not softmax).
 
@@ -331,7 +323,7 @@ def _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, 
     elif code == A_SIGM:  # cros, sigm: sum y log o + (1 - y) log(1 - o)
         for s in range(S):
             v = yn[perm[s]]
-            acc += v * -_logaddexp0(-z[s]) + (one - v) * -_logaddexp0(z[s])
+            acc += v * -vmath.softplus(-z[s]) + (one - v) * -vmath.softplus(z[s])
     else:  # cros, soft: sum y log o (log-softmax over axis 1)
         G = S if t == T_FC else M
         R = S // G
