@@ -54,6 +54,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from . import simd
+
 _FMA = {"contract"}
 _jit = nb.njit(cache=True, parallel=True, fastmath=_FMA)
 _jit_serial = nb.njit(cache=True, fastmath=_FMA)
@@ -173,10 +175,17 @@ def conv_valid_example(xn, K, bias, z):
 
     ``z[j, p*Wo + q] = sum_k sum_ab xn[k, p+a, q+b] K[j, k, a, b] + bias[j]``;
     xn (P, H, W) ; K (M, P, kh, kw) ; bias (M,) ; z (M, Ho*Wo) overwritten.
-    Taps are added in the order k, a, b (one FMA each), then the bias.
+    Taps are added in the order k, a, b (one FMA each), then the bias. Where
+    :data:`cnn.simd.ENABLED`, the register-blocked SIMD version (the same numbers).
     """
     kw = K.shape[3]
-    if kw == 3:
+    if simd.ENABLED and z.shape[1] >= simd.block_positions(z):
+        P, H, W = xn.shape
+        Wo = W - kw + 1
+        xb = np.empty((P, kw, H * Wo), dtype=z.dtype)
+        _shifted_columns(xn, Wo, xb)  # xb[k, b, r*Wo + q] = xn[k, r, q+b]
+        simd.valid_correlation(xb, K, bias, z, Wo)
+    elif kw == 3:
         _cv3(xn, K, bias, z)
     elif kw == 5:
         _cv5(xn, K, bias, z)

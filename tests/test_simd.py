@@ -1,0 +1,96 @@
+"""The register-blocked SIMD valid correlation (cnn/simd.py) against the portable loop.
+
+The SIMD block adds the same taps in the same order with one FMA each, so the
+results must be equal bit for bit to the portable loop (``kernels._cv_any`` and
+the width-specialised loops), for every block remainder: maps not a multiple of
+the block, positions not a multiple of the block, fewer positions than a block.
+"""
+
+import numpy as np
+import pytest
+
+from cnn import kernels, simd
+
+needs_simd = pytest.mark.skipif(not simd.ENABLED, reason="no FMA + AVX2/AVX-512 target")
+
+
+@pytest.mark.parametrize(
+    "features, block",
+    [
+        ("+64bit,+avx,+avx2,+fma,-avx512f", (5, 2, 4)),
+        ("+avx2,+fma,+avx512f,+avx512vl", (5, 4, 8)),
+        ("+avx,+avx2,-fma", None),  # no FMA: the portable loop (its sums round twice)
+        ("+avx,+fma", None),  # FMA without AVX2
+        ("", None),  # not x86-64
+    ],
+)
+def test_block_chosen_from_target_features(features, block):
+    assert simd.choose_block(features) == block
+
+
+def _case(rng, dtype, P, H, W, M, kh, kw):
+    x = rng.standard_normal((P, H, W)).astype(dtype)
+    K = rng.standard_normal((M, P, kh, kw)).astype(dtype)
+    b = rng.standard_normal(M).astype(dtype)
+    S = (H - kh + 1) * (W - kw + 1)
+    return x, K, b, S
+
+
+SHAPES = [
+    # P, H, W, M, kh, kw
+    (1, 28, 28, 10, 9, 9),  # Example 3, conv 1
+    (10, 10, 10, 20, 3, 3),  # Example 3, conv 2
+    (3, 12, 17, 7, 2, 5),  # maps and positions both with remainders, non-square kernel
+    (2, 9, 40, 1, 1, 1),  # one map, 1 x 1 kernel
+    (4, 6, 6, 11, 3, 3),  # 16 positions: fewer than a block for float32 on AVX-512
+    (1, 5, 5, 3, 5, 5),  # one position: the portable loop
+]
+
+
+@needs_simd
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_conv_valid_example_equals_portable_loop_bitwise(dtype, shape):
+    rng = np.random.default_rng(sum(shape))
+    x, K, b, S = _case(rng, dtype, *shape)
+    M = shape[3]
+    ref = np.empty((M, S), dtype)
+    kernels._cv_any(x, K, b, ref)
+    got = np.full((M, S), np.nan, dtype)
+    kernels.conv_valid_example(x, K, b, got)
+    np.testing.assert_array_equal(got, ref)
+
+
+@needs_simd
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_valid_correlation_blocks_cover_every_output(dtype):
+    # NaN-filled output, maps and positions one more than whole blocks: every
+    # entry written, each equal to the portable loop's
+    n = simd.positions_needed(dtype)
+    rng = np.random.default_rng(1)
+    H, W, kh, kw = 3, n + 1 + 2, 3, 3  # Ho = 1, Wo = n + 1 positions
+    x, K, b, S = _case(rng, dtype, 2, H, W, simd.MAPS + 1, kh, kw)
+    assert S == n + 1
+    Wo = W - kw + 1
+    xb = np.empty((2, kw, H * Wo), dtype)
+    kernels._shifted_columns(x, Wo, xb)
+    got = np.full((simd.MAPS + 1, S), np.nan, dtype)
+    simd.valid_correlation(xb, K, b, got, Wo)
+    ref = np.empty_like(got)
+    kernels._cv_any(x, K, b, ref)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_against_the_formula():
+    # independent of the portable loop: the docstring's sum, in float64
+    rng = np.random.default_rng(2)
+    x, K, b, S = _case(rng, np.float64, 2, 11, 30, 6, 3, 4)
+    got = np.empty((6, S))
+    kernels.conv_valid_example(x, K, b, got)
+    Ho, Wo = 11 - 3 + 1, 30 - 4 + 1
+    ref = np.empty((6, Ho, Wo))
+    for j in range(6):
+        for p in range(Ho):
+            for q in range(Wo):
+                ref[j, p, q] = np.sum(x[:, p : p + 3, q : q + 4] * K[j]) + b[j]
+    np.testing.assert_allclose(got.reshape(6, Ho, Wo), ref, rtol=1e-13, atol=1e-13)
