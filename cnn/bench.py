@@ -523,6 +523,7 @@ def machine_header(r):
     return (
         f"CPU: {m.get('cpu_model', m.get('processor', '?'))} ({m['cpu_count']} CPUs; "
         f"SIMD {m['simd']}; LLVM target {m.get('llvm_cpu', '?')})\n"
+        f"Conv kernels: {m.get('conv_kernels', '?')}\n"
         f"BLAS: {m['blas']}\n"
         f"Numba threading layer: {threading_layer()}; "
         f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}, "
@@ -559,6 +560,14 @@ def machine_info():
     import llvmlite.binding as llvm  # Numba's own dependency
 
     info["llvm_cpu"] = llvm.get_host_cpu_name()
+    from . import simd
+
+    info["conv_kernels"] = (
+        f"register-blocked SIMD (cnn.simd: {simd.MAPS} maps x {simd.VECTORS} vectors of "
+        f"{simd.LANES64} float64)"
+        if simd.ENABLED
+        else "portable loops (cnn.simd not enabled on this target)"
+    )
     info["blas"] = blas_info()
     # the version without importing torch (see run for the import order)
     from importlib.metadata import PackageNotFoundError, version

@@ -328,15 +328,30 @@ def kernel_grad_example(xn, e, part):
 
     ``part[j, k, a, b] = sum_{p,q} xn[k, p+a, q+b] * e[j, p*Wo + q]``;
     xn (P, H, W) ; e (M, Ho*Wo) ; part (M, P, kh, kw) overwritten. Each sum
-    is a dot product split over SIMD lanes (reassociation allowed here only).
+    is a dot product split over SIMD lanes (reassociation allowed here only):
+    :func:`cnn.simd.kernel_gradient` where :data:`cnn.simd.ENABLED`, else
+    :func:`_kernel_grad_loop` (the same sums, lanes added in another order: equal
+    to round-off).
     """
     P, H, W = xn.shape
-    M, _, kh, kw = part.shape
-    S = e.shape[1]
+    kw = part.shape[3]
     Wo = W - kw + 1
-    zero = part.dtype.type(0)
     xb = np.empty((P, kw, H * Wo), dtype=part.dtype)
     _shifted_columns(xn, Wo, xb)  # xb[k, b, r*Wo + q] = xn[k, r, q+b]
+    if simd.ENABLED and e.shape[1] >= simd.lanes(e):
+        simd.kernel_gradient(xb, e, part, Wo)
+    else:
+        _kernel_grad_loop(xb, e, part, Wo)
+
+
+@nb.njit(cache=True, fastmath={"contract", "reassoc"})
+def _kernel_grad_loop(xb, e, part, Wo):
+    """The portable loop of :func:`kernel_grad_example`, from the column windows
+    ``xb[k, b, r*Wo + q] = xn[k, r, q+b]`` (P, kw, H*Wo)."""
+    P = xb.shape[0]
+    M, _, kh, kw = part.shape
+    S = e.shape[1]
+    zero = part.dtype.type(0)
     for j in range(0, M, 2):  # two maps per pass
         j1 = min(j + 1, M - 1)
         e0 = e[j]  # position i = p*Wo + q

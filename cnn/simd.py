@@ -43,15 +43,16 @@ from numba.extending import intrinsic
 
 
 def choose_block(features):
-    """``(maps, vectors, float64 lanes)`` of the block for a Numba target feature
-    string (``"+avx2,+fma,..."``), or ``None`` where the portable loop is used."""
+    """``(maps, vectors, float64 lanes, gradient maps, gradient taps)`` of the blocks
+    for a Numba target feature string (``"+avx2,+fma,..."``), or ``None`` where the
+    portable loops are used."""
     f = set(features.split(","))
     if "+fma" not in f:
         return None
     if "+avx512f" in f:
-        return 5, 4, 8
+        return 5, 4, 8, 5, 3
     if "+avx2" in f:
-        return 5, 2, 4
+        return 5, 2, 4, 3, 3
     return None
 
 
@@ -62,8 +63,8 @@ def _target_features():
 
 _BLOCK = choose_block(_target_features())
 ENABLED = _BLOCK is not None
-"""Whether :func:`cnn.kernels.conv_valid_example` uses :func:`valid_correlation`."""
-MAPS, VECTORS, LANES64 = _BLOCK if ENABLED else (1, 1, 1)
+"""Whether :mod:`cnn.kernels` uses :func:`valid_correlation` and :func:`kernel_gradient`."""
+MAPS, VECTORS, LANES64, GRAD_MAPS, GRAD_TAPS = _BLOCK if ENABLED else (1, 1, 1, 1, 1)
 
 
 def _lanes(dtype):
@@ -184,3 +185,130 @@ def valid_correlation(xb, K, bias, z, Wo):
 def positions_needed(dtype):
     """``block_positions`` for a NumPy dtype (Python side)."""
     return VECTORS * LANES64 * (2 if np.dtype(dtype) == np.float32 else 1)
+
+
+@intrinsic
+def lanes(typingctx, a):
+    """SIMD lanes for ``a``'s dtype (a compile-time constant)."""
+    n = _lanes(a.dtype)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(ir.IntType(64), n)
+
+    return types.int64(a), codegen
+
+
+@intrinsic
+def _grad_block(typingctx, xb, e, part, j0, k, t0, Wo, Sv):
+    """``part[j, k, a, b] = sum_{i < Sv} e[j, i] * xb[k, b, a*Wo + i]`` for maps
+    ``j = min(j0 + m, M - 1)``, m < GRAD_MAPS, and taps ``t = a*kw + b =
+    min(t0 + n, kh*kw - 1)``, n < GRAD_TAPS; Sv a multiple of ``lanes(e)``.
+
+    xb (P, kw, H*Wo) ; e (M, S) ; part (M, P, kh, kw). Each sum: one vector
+    accumulator of FMAs over i (lane l takes i = l mod lanes, in order), then its
+    lanes added pairwise (upper half onto lower half, repeated).
+    """
+    dt = e.dtype
+    nl = _lanes(dt)
+
+    def codegen(context, builder, sig, args):
+        xbv, ev, pv, j0v, kv, t0v, Wov, Svv = args
+        xa = context.make_array(sig.args[0])(context, builder, xbv)
+        ea = context.make_array(sig.args[1])(context, builder, ev)
+        pa = context.make_array(sig.args[2])(context, builder, pv)
+        fty = context.get_value_type(dt)
+        vty = ir.VectorType(fty, nl)
+        align = context.get_abi_sizeof(fty)
+        fma = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(vty, [vty, vty, vty]),
+            f"llvm.fma.v{nl}{'f32' if dt == types.float32 else 'f64'}",
+        )
+        _, kw, HWo = cgutils.unpack_tuple(builder, xa.shape, 3)
+        M, P, kh, _ = cgutils.unpack_tuple(builder, pa.shape, 4)
+        S = cgutils.unpack_tuple(builder, ea.shape, 2)[1]
+        ity = M.type
+
+        def c(v):
+            return ir.Constant(ity, v)
+
+        def clamp(v, last):
+            return builder.select(builder.icmp_signed("<=", v, last), v, last)
+
+        T = builder.mul(kh, kw)
+        maps = [clamp(builder.add(j0v, c(m)), builder.sub(M, c(1))) for m in range(GRAD_MAPS)]
+        taps = [clamp(builder.add(t0v, c(n)), builder.sub(T, c(1))) for n in range(GRAD_TAPS)]
+        ebase = [builder.mul(j, S) for j in maps]
+        xbase = []
+        for t in taps:
+            a = builder.udiv(t, kw)
+            b = builder.urem(t, kw)
+            row = builder.add(builder.mul(kv, kw), b)
+            xbase.append(builder.add(builder.mul(row, HWo), builder.mul(a, Wov)))
+        zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * nl)
+        acc = [
+            [cgutils.alloca_once_value(builder, zero) for _ in range(GRAD_TAPS)]
+            for _ in range(GRAD_MAPS)
+        ]
+        steps = builder.udiv(Svv, c(nl))
+        with cgutils.for_range(builder, steps) as li:
+            i = builder.mul(li.index, c(nl))
+            es = []
+            for m in range(GRAD_MAPS):
+                p = builder.gep(ea.data, [builder.add(ebase[m], i)])
+                es.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=align))
+            for n in range(GRAD_TAPS):
+                p = builder.gep(xa.data, [builder.add(xbase[n], i)])
+                xv = builder.load(builder.bitcast(p, vty.as_pointer()), align=align)
+                for m in range(GRAD_MAPS):
+                    s = builder.load(acc[m][n])
+                    builder.store(builder.call(fma, [es[m], xv, s]), acc[m][n])
+        i32 = ir.IntType(32)
+        for m in range(GRAD_MAPS):
+            jrow = builder.mul(builder.add(builder.mul(maps[m], P), kv), T)
+            for n in range(GRAD_TAPS):
+                v = builder.load(acc[m][n])
+                # lanes added pairwise: the upper half onto the lower, until one is left
+                width = nl
+                while width > 1:
+                    width //= 2
+                    lo = builder.shuffle_vector(
+                        v, v, ir.Constant(ir.VectorType(i32, width), list(range(width)))
+                    )
+                    hi = builder.shuffle_vector(
+                        v, v, ir.Constant(ir.VectorType(i32, width), list(range(width, 2 * width)))
+                    )
+                    v = builder.fadd(lo, hi)
+                total = builder.extract_element(v, ir.Constant(i32, 0))
+                builder.store(total, builder.gep(pa.data, [builder.add(jrow, taps[n])]))
+        return context.get_dummy_value()
+
+    return types.none(xb, e, part, j0, k, t0, Wo, Sv), codegen
+
+
+@nb.njit(cache=True, fastmath={"contract"})
+def kernel_gradient(xb, e, part, Wo):
+    """One example's kernel gradient from the column windows of its maps.
+
+    ``part[j, k, a, b] = sum_i e[j, i] * xb[k, b, a*Wo + i]`` (i = p*Wo + q);
+    xb (P, kw, H*Wo) as for :func:`valid_correlation` ; e (M, Ho*Wo) ;
+    part (M, P, kh, kw) overwritten. Each sum: SIMD lanes over i (see
+    :func:`_grad_block`), then the positions past the last whole vector in order.
+    """
+    M, P, kh, kw = part.shape
+    S = e.shape[1]
+    Sv = S - S % lanes(e)
+    for j0 in range(0, M, GRAD_MAPS):
+        for k in range(P):
+            for t0 in range(0, kh * kw, GRAD_TAPS):
+                _grad_block(xb, e, part, j0, k, t0, Wo, Sv)
+    if Sv < S:
+        for j in range(M):
+            for k in range(P):
+                for a in range(kh):
+                    for b in range(kw):
+                        s = part[j, k, a, b]
+                        x = xb[k, b]
+                        for i in range(Sv, S):
+                            s += e[j, i] * x[a * Wo + i]
+                        part[j, k, a, b] = s

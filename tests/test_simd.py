@@ -17,8 +17,8 @@ needs_simd = pytest.mark.skipif(not simd.ENABLED, reason="no FMA + AVX2/AVX-512 
 @pytest.mark.parametrize(
     "features, block",
     [
-        ("+64bit,+avx,+avx2,+fma,-avx512f", (5, 2, 4)),
-        ("+avx2,+fma,+avx512f,+avx512vl", (5, 4, 8)),
+        ("+64bit,+avx,+avx2,+fma,-avx512f", (5, 2, 4, 3, 3)),
+        ("+avx2,+fma,+avx512f,+avx512vl", (5, 4, 8, 5, 3)),
         ("+avx,+avx2,-fma", None),  # no FMA: the portable loop (its sums round twice)
         ("+avx,+fma", None),  # FMA without AVX2
         ("", None),  # not x86-64
@@ -94,3 +94,66 @@ def test_against_the_formula():
             for q in range(Wo):
                 ref[j, p, q] = np.sum(x[:, p : p + 3, q : q + 4] * K[j]) + b[j]
     np.testing.assert_allclose(got.reshape(6, Ho, Wo), ref, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES[:4])
+def test_portable_width_loops_equal_the_generic_loop(dtype, shape):
+    # the fallback where simd.ENABLED is false: the loops compiled for widths 3/5/7/9
+    # give the generic loop's numbers bit for bit
+    rng = np.random.default_rng(7 + sum(shape))
+    P, H, W, M, kh, _ = shape
+    for kw, loop in ((3, kernels._cv3), (5, kernels._cv5), (7, kernels._cv7), (9, kernels._cv9)):
+        if kw > W:
+            continue
+        x, K, b, S = _case(rng, dtype, P, H, W, M, kh, kw)
+        ref = np.empty((M, S), dtype)
+        kernels._cv_any(x, K, b, ref)
+        got = np.empty((M, S), dtype)
+        loop(x, K, b, got)
+        np.testing.assert_array_equal(got, ref)
+
+
+def _grad_reference(x, e, kh, kw):
+    """part[j, k, a, b] = sum_{p,q} x[k, p+a, q+b] e[j, p, q], in float64 (einsum)."""
+    P, H, W = x.shape
+    Ho, Wo = H - kh + 1, W - kw + 1
+    e3 = e.astype(np.float64).reshape(-1, Ho, Wo)
+    out = np.empty((e3.shape[0], P, kh, kw))
+    for a in range(kh):
+        for b in range(kw):
+            out[:, :, a, b] = np.einsum("jpq,kpq->jk", e3, x[:, a : a + Ho, b : b + Wo])
+    return out
+
+
+GRAD_SHAPES = SHAPES + [
+    (2, 7, 9, 6, 2, 3),  # 6 x 7 = 42 positions: a remainder after whole vectors
+    (1, 4, 4, 2, 2, 2),  # 9 positions: fewer than one vector for float32 on AVX-512
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", GRAD_SHAPES)
+def test_kernel_gradient_simd_and_portable_against_the_formula(dtype, shape):
+    rng = np.random.default_rng(3 + sum(shape))
+    P, H, W, M, kh, kw = shape
+    x = rng.standard_normal((P, H, W)).astype(dtype)
+    S = (H - kh + 1) * (W - kw + 1)
+    e = rng.standard_normal((M, S)).astype(dtype)
+    ref = _grad_reference(x, e, kh, kw)
+    scale = np.abs(ref).max()
+    tol = (1e-14 if dtype == np.float64 else 3e-6) * scale
+    Wo = W - kw + 1
+    xb = np.empty((P, kw, H * Wo), dtype)
+    kernels._shifted_columns(x, Wo, xb)
+    portable = np.full((M, P, kh, kw), np.nan, dtype)
+    kernels._kernel_grad_loop(xb, e, portable, Wo)
+    np.testing.assert_allclose(portable, ref, rtol=0, atol=tol)
+    got = np.full((M, P, kh, kw), np.nan, dtype)
+    kernels.kernel_grad_example(x, e, got)  # SIMD where enabled
+    np.testing.assert_allclose(got, ref, rtol=0, atol=tol)
+    np.testing.assert_allclose(got, portable, rtol=0, atol=tol)
+    if simd.ENABLED and S >= simd.LANES64 * (2 if dtype == np.float32 else 1):
+        direct = np.full((M, P, kh, kw), np.nan, dtype)
+        simd.kernel_gradient(xb, e, direct, Wo)
+        np.testing.assert_array_equal(direct, got)
