@@ -37,6 +37,11 @@ How the loops are written (see ``docs/performance.md``):
 * The full convolution walks maps as flat rows ("row-padded"): for a map of
   width W the positions ``u = p*W + q`` are contiguous, a tap ``(a, b)`` is a
   shift by ``a*W + b``, and four maps are added per pass.
+* Where :data:`cnn.simd.ENABLED` (FMA and AVX2/AVX-512 in Numba's target),
+  ``conv_valid_example`` and ``kernel_grad_example`` hand the loops over the
+  column windows to :mod:`cnn.simd`'s register-blocked kernels (blocks of maps
+  by positions kept in vector registers); the valid correlation gives the same
+  bits as the loop here, the kernel gradient the same sums to round-off.
 * ``fastmath={"contract"}`` only lets LLVM fuse ``a*b + c`` into one FMA
   instruction (one rounding instead of two); no reassociation, no NaN/Inf
   assumptions. :func:`kernel_grad` additionally allows reassociation inside its
