@@ -184,7 +184,7 @@ def conv_valid_example(xn, K, bias, z):
     :data:`cnn.simd.ENABLED`, the register-blocked SIMD version (the same numbers).
     """
     kw = K.shape[3]
-    if simd.ENABLED and z.shape[1] >= simd.block_positions(z):
+    if simd.ENABLED and z.shape[1] >= simd.VECTORS * simd.lanes(z):
         P, H, W = xn.shape
         Wo = W - kw + 1
         xb = np.empty((P, kw, H * Wo), dtype=z.dtype)

@@ -80,20 +80,40 @@ def _splat(builder, value, vty):
 
 
 @intrinsic
-def block_positions(typingctx, z):
-    """The output positions of one block for ``z``'s dtype (a compile-time constant)."""
-    n = VECTORS * _lanes(z.dtype)
+def lanes(typingctx, a):
+    """SIMD lanes for ``a``'s dtype (a compile-time constant)."""
+    n = _lanes(a.dtype)
 
     def codegen(context, builder, sig, args):
         return ir.Constant(ir.IntType(64), n)
 
-    return types.int64(z), codegen
+    return types.int64(a), codegen
+
+
+def _vector_ops(context, builder, dt, nl):
+    """For ``nl`` lanes of Numba dtype ``dt``: the vector type, the alignment of one
+    element (loads and stores are unaligned vectors), ``llvm.fma`` for the vector
+    type and a zero vector."""
+    fty = context.get_value_type(dt)
+    vty = ir.VectorType(fty, nl)
+    fma = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(vty, [vty, vty, vty]),
+        f"llvm.fma.v{nl}{'f32' if dt == types.float32 else 'f64'}",
+    )
+    zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * nl)
+    return vty, context.get_abi_sizeof(fty), fma, zero
+
+
+def _clamp(builder, v, last):
+    """min(v, last) of two signed integers."""
+    return builder.select(builder.icmp_signed("<=", v, last), v, last)
 
 
 @intrinsic
 def _conv_block(typingctx, xb, K, bias, z, j0, i0, Wo):
     """``z[j, i0 + t] = sum_{k,a,b} K[j, k, a, b] * xb[k, b, a*Wo + i0 + t] + bias[j]``
-    for maps ``j = min(j0 + m, M - 1)``, m < MAPS, and t < ``block_positions(z)``.
+    for maps ``j = min(j0 + m, M - 1)``, m < MAPS, and t < ``VECTORS * lanes(z)``.
 
     xb (P, kw, H*Wo) ; K (M, P, kh, kw) ; bias (M,) ; z (M, S), all C-contiguous,
     one dtype. Taps in the order k, a, b, one FMA each from 0, then + bias.
@@ -107,14 +127,7 @@ def _conv_block(typingctx, xb, K, bias, z, j0, i0, Wo):
         Ka = context.make_array(sig.args[1])(context, builder, Kv)
         ba = context.make_array(sig.args[2])(context, builder, bv)
         za = context.make_array(sig.args[3])(context, builder, zv)
-        fty = context.get_value_type(dt)
-        vty = ir.VectorType(fty, lanes)
-        align = context.get_abi_sizeof(fty)
-        fma = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(vty, [vty, vty, vty]),
-            f"llvm.fma.v{lanes}{'f32' if dt == types.float32 else 'f64'}",
-        )
+        vty, align, fma, zero = _vector_ops(context, builder, dt, lanes)
         P, kw, HWo = cgutils.unpack_tuple(builder, xa.shape, 3)
         M, _, kh, _ = cgutils.unpack_tuple(builder, Ka.shape, 4)
         S = cgutils.unpack_tuple(builder, za.shape, 2)[1]
@@ -123,15 +136,11 @@ def _conv_block(typingctx, xb, K, bias, z, j0, i0, Wo):
         def c(v):
             return ir.Constant(ity, v)
 
-        zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * lanes)
         acc = [
             [cgutils.alloca_once_value(builder, zero) for _ in range(VECTORS)] for _ in range(MAPS)
         ]
         last = builder.sub(M, c(1))
-        maps = []
-        for m in range(MAPS):
-            j = builder.add(j0v, c(m))
-            maps.append(builder.select(builder.icmp_signed("<=", j, last), j, last))
+        maps = [_clamp(builder, builder.add(j0v, c(m)), last) for m in range(MAPS)]
         per_map = builder.mul(builder.mul(P, kh), kw)
         kbase = [builder.mul(j, per_map) for j in maps]
         with cgutils.for_range(builder, P) as lk:
@@ -172,30 +181,19 @@ def valid_correlation(xb, K, bias, z, Wo):
 
     ``z[j, p*Wo + q] = sum_k sum_ab xb[k, b, (p+a)*Wo + q] K[j, k, a, b] + bias[j]``;
     xb (P, kw, H*Wo) with ``xb[k, b, r*Wo + q] = x[k, r, q+b]`` ; K (M, P, kh, kw) ;
-    bias (M,) ; z (M, Ho*Wo) overwritten, Ho*Wo >= ``block_positions(z)``.
+    bias (M,) ; z (M, Ho*Wo) overwritten, Ho*Wo >= ``VECTORS * lanes(z)``.
     """
     M = K.shape[0]
     S = z.shape[1]
-    nb_ = block_positions(z)
+    nb_ = VECTORS * lanes(z)
     for j0 in range(0, M, MAPS):
         for i0 in range(0, S, nb_):
             _conv_block(xb, K, bias, z, j0, min(i0, S - nb_), Wo)
 
 
 def positions_needed(dtype):
-    """``block_positions`` for a NumPy dtype (Python side)."""
+    """Output positions of one valid-correlation block for a NumPy dtype."""
     return VECTORS * LANES64 * (2 if np.dtype(dtype) == np.float32 else 1)
-
-
-@intrinsic
-def lanes(typingctx, a):
-    """SIMD lanes for ``a``'s dtype (a compile-time constant)."""
-    n = _lanes(a.dtype)
-
-    def codegen(context, builder, sig, args):
-        return ir.Constant(ir.IntType(64), n)
-
-    return types.int64(a), codegen
 
 
 @intrinsic
@@ -216,14 +214,7 @@ def _grad_block(typingctx, xb, e, part, j0, k, t0, Wo, Sv):
         xa = context.make_array(sig.args[0])(context, builder, xbv)
         ea = context.make_array(sig.args[1])(context, builder, ev)
         pa = context.make_array(sig.args[2])(context, builder, pv)
-        fty = context.get_value_type(dt)
-        vty = ir.VectorType(fty, nl)
-        align = context.get_abi_sizeof(fty)
-        fma = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(vty, [vty, vty, vty]),
-            f"llvm.fma.v{nl}{'f32' if dt == types.float32 else 'f64'}",
-        )
+        vty, align, fma, zero = _vector_ops(context, builder, dt, nl)
         _, kw, HWo = cgutils.unpack_tuple(builder, xa.shape, 3)
         M, P, kh, _ = cgutils.unpack_tuple(builder, pa.shape, 4)
         S = cgutils.unpack_tuple(builder, ea.shape, 2)[1]
@@ -232,12 +223,11 @@ def _grad_block(typingctx, xb, e, part, j0, k, t0, Wo, Sv):
         def c(v):
             return ir.Constant(ity, v)
 
-        def clamp(v, last):
-            return builder.select(builder.icmp_signed("<=", v, last), v, last)
-
         T = builder.mul(kh, kw)
-        maps = [clamp(builder.add(j0v, c(m)), builder.sub(M, c(1))) for m in range(GRAD_MAPS)]
-        taps = [clamp(builder.add(t0v, c(n)), builder.sub(T, c(1))) for n in range(GRAD_TAPS)]
+        last_map = builder.sub(M, c(1))
+        last_tap = builder.sub(T, c(1))
+        maps = [_clamp(builder, builder.add(j0v, c(m)), last_map) for m in range(GRAD_MAPS)]
+        taps = [_clamp(builder, builder.add(t0v, c(n)), last_tap) for n in range(GRAD_TAPS)]
         ebase = [builder.mul(j, S) for j in maps]
         xbase = []
         for t in taps:
@@ -245,7 +235,6 @@ def _grad_block(typingctx, xb, e, part, j0, k, t0, Wo, Sv):
             b = builder.urem(t, kw)
             row = builder.add(builder.mul(kv, kw), b)
             xbase.append(builder.add(builder.mul(row, HWo), builder.mul(a, Wov)))
-        zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * nl)
         acc = [
             [cgutils.alloca_once_value(builder, zero) for _ in range(GRAD_TAPS)]
             for _ in range(GRAD_MAPS)
