@@ -299,6 +299,15 @@ def run_specs(specs, dataset, out, *, jobs=2, scheduler=None, fresh=False, log=N
         outcome.stopped = "terminated"
     except KeyboardInterrupt:
         outcome.stopped = "interrupted"
+    if outcome.stopped:
+        # a signal between a record's save and its entry in the outcome: report
+        # what the store holds (what a rerun reuses)
+        for i in todo:
+            if outcome.records[i] is None and i not in outcome.failed:
+                rec = store.load(outcome.specs[i])
+                if rec is not None:
+                    outcome.records[i] = rec
+                    outcome.trained += 1
     return outcome
 
 
