@@ -37,7 +37,7 @@ import numba as nb
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, errors
 from numba.core.registry import cpu_target
 from numba.extending import intrinsic
 
@@ -105,6 +105,14 @@ def _vector_ops(context, builder, dt, nl):
     return vty, context.get_abi_sizeof(fty), fma, zero
 
 
+def _require_c_arrays(*arrays):
+    """The blocks read raw memory: C-contiguous arrays of one float dtype only."""
+    if not all(isinstance(a, types.Array) and a.layout == "C" for a in arrays):
+        raise errors.TypingError(f"cnn.simd: C-contiguous arrays expected, got {arrays}")
+    if len({a.dtype for a in arrays}) != 1 or arrays[0].dtype not in (types.float32, types.float64):
+        raise errors.TypingError(f"cnn.simd: one float dtype expected, got {arrays}")
+
+
 def _clamp(builder, v, last):
     """min(v, last) of two signed integers."""
     return builder.select(builder.icmp_signed("<=", v, last), v, last)
@@ -118,8 +126,9 @@ def _conv_block(typingctx, xb, K, bias, z, j0, i0, Wo):
     xb (P, kw, H*Wo) ; K (M, P, kh, kw) ; bias (M,) ; z (M, S), all C-contiguous,
     one dtype. Taps in the order k, a, b, one FMA each from 0, then + bias.
     """
+    _require_c_arrays(xb, K, bias, z)
     dt = z.dtype
-    lanes = _lanes(dt)
+    nl = _lanes(dt)
 
     def codegen(context, builder, sig, args):
         xbv, Kv, bv, zv, j0v, i0v, Wov = args
@@ -127,7 +136,7 @@ def _conv_block(typingctx, xb, K, bias, z, j0, i0, Wo):
         Ka = context.make_array(sig.args[1])(context, builder, Kv)
         ba = context.make_array(sig.args[2])(context, builder, bv)
         za = context.make_array(sig.args[3])(context, builder, zv)
-        vty, align, fma, zero = _vector_ops(context, builder, dt, lanes)
+        vty, align, fma, zero = _vector_ops(context, builder, dt, nl)
         P, kw, HWo = cgutils.unpack_tuple(builder, xa.shape, 3)
         M, _, kh, _ = cgutils.unpack_tuple(builder, Ka.shape, 4)
         S = cgutils.unpack_tuple(builder, za.shape, 2)[1]
@@ -154,7 +163,7 @@ def _conv_block(typingctx, xb, K, bias, z, j0, i0, Wo):
                     x0 = builder.add(builder.mul(builder.add(builder.mul(k, kw), b), HWo), xrow)
                     xs = []
                     for v in range(VECTORS):
-                        p = builder.gep(xa.data, [builder.add(x0, c(v * lanes))])
+                        p = builder.gep(xa.data, [builder.add(x0, c(v * nl))])
                         xs.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=align))
                     tap = builder.add(krow, b)
                     for m in range(MAPS):
@@ -167,7 +176,7 @@ def _conv_block(typingctx, xb, K, bias, z, j0, i0, Wo):
             bm = _splat(builder, builder.load(builder.gep(ba.data, [maps[m]])), vty)
             z0 = builder.add(builder.mul(maps[m], S), i0v)
             for v in range(VECTORS):
-                p = builder.gep(za.data, [builder.add(z0, c(v * lanes))])
+                p = builder.gep(za.data, [builder.add(z0, c(v * nl))])
                 out = builder.fadd(builder.load(acc[m][v]), bm)
                 builder.store(out, builder.bitcast(p, vty.as_pointer()), align=align)
         return context.get_dummy_value()
@@ -206,6 +215,7 @@ def _grad_block(typingctx, xb, e, part, j0, k, t0, Wo, Sv):
     accumulator of FMAs over i (lane l takes i = l mod lanes, in order), then its
     lanes added pairwise (upper half onto lower half, repeated).
     """
+    _require_c_arrays(xb, e, part)
     dt = e.dtype
     nl = _lanes(dt)
 

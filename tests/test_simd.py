@@ -157,3 +157,17 @@ def test_kernel_gradient_simd_and_portable_against_the_formula(dtype, shape):
         direct = np.full((M, P, kh, kw), np.nan, dtype)
         simd.kernel_gradient(xb, e, direct, Wo)
         np.testing.assert_array_equal(direct, got)
+
+
+def test_blocks_refuse_arrays_that_are_not_c_contiguous():
+    # the blocks read raw memory: a strided view must be a typing error, not a wrong read
+    from numba.core.errors import TypingError
+
+    K = np.zeros((2, 1, 3, 3))
+    Wo = 38
+    xb = np.zeros((1, 3, 4 * Wo))
+    z = np.zeros((2, 4 * Wo))[:, ::2]  # every other position: not C-contiguous
+    with pytest.raises(TypingError, match="C-contiguous"):
+        simd.valid_correlation(xb, K, np.zeros(2), z, Wo)
+    with pytest.raises(TypingError, match="C-contiguous"):
+        simd.kernel_gradient(xb, np.zeros((2, 8 * Wo))[:, ::4], np.zeros((2, 1, 3, 3)), Wo)
