@@ -59,7 +59,14 @@ import numpy as np
 
 from . import vmath
 from .activations import LEAK
-from .kernels import conv_full_example, conv_valid_example, kernel_grad_example, transposed_kernels
+from .kernels import (
+    column_windows,
+    conv_full_example,
+    conv_valid_columns,
+    kernel_grad_columns,
+    kernel_grad_example,
+    transposed_kernels,
+)
 
 T_INPUT, T_CONV, T_POOL, T_FC = 0, 1, 2, 3
 A_SIGM, A_TANH, A_RECT, A_NONE, A_PLUS, A_SOFT = 0, 1, 2, 3, 4, 5
@@ -86,6 +93,9 @@ _serial_exact = nb.njit(cache=True, error_model="numpy")
 TUPLE_LEN = 8
 """Layer tuples are padded to a multiple of this, so one compiled kernel (per dtype)
 serves every network of up to 8 layers (Numba compiles per tuple length)."""
+
+FC_MIN_ROWS = 5
+"""Fewest FC weight rows per update task (a task's overhead outweighs smaller ones)."""
 
 UPDATE_CHUNK = 512
 """Conv kernel entries per update task (a fixed split: results do not depend on it)."""
@@ -222,20 +232,30 @@ def _mean_pool(x, r, c, y):
 
 @_serial
 def _upsample(e, r, divisor, g):
-    """g[m, u, v] = e[m, u//r, v//r] / divisor; zero beyond h*r, w*r (one example)."""
+    """g[m, u, v] = e[m, u//r, v//r] / divisor; zero beyond h*r, w*r (one example).
+
+    Each first row of a group of r is written, the other r-1 copied from it
+    (contiguous copies vectorise; r interleaved stores do not).
+    """
     M, h, w = e.shape
     H, W = g.shape[1], g.shape[2]
     for m in range(M):
-        for u in range(H):
+        for p in range(h):
+            ep = e[m, p]
+            row = g[m, p * r]
+            for q in range(w):
+                val = ep[q] / divisor
+                for b in range(r):
+                    row[q * r + b] = val
+            for v in range(w * r, W):
+                row[v] = 0
+            for a in range(1, r):
+                dst = g[m, p * r + a]
+                for v in range(W):
+                    dst[v] = row[v]
+        for u in range(h * r, H):
             for v in range(W):
                 g[m, u, v] = 0
-        for p in range(h):
-            for a in range(r):
-                row = g[m, p * r + a]
-                for q in range(w):
-                    val = e[m, p, q] / divisor
-                    for b in range(r):
-                        row[q * r + b] = val
 
 
 @_serial
@@ -256,10 +276,26 @@ def _unflatten(f, M, H, W, a):
 
 
 @_serial
-def _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak):
+def _window_offsets(spec):
+    """off[l]:off[l+1]: where conv layer l's column windows (``kernels.column_windows``
+    of its input maps) lie in an example's row of a window buffer; off[L]: the row's length."""
+    L = spec.shape[0]
+    off = np.zeros(L + 1, np.int64)
+    for l in range(1, L):
+        size = 0
+        if spec[l, C_TYPE] == T_CONV:
+            kw = spec[l, C_KW]
+            size = spec[l - 1, C_M] * kw * spec[l - 1, C_H] * (spec[l - 1, C_W] - kw + 1)
+        off[l + 1] = off[l] + size
+    return off
+
+
+@_serial
+def _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak, win, off):
     """The forward pass of example n through the map layers 1..top (conv, pool):
     A[l][n], Z[n] if ``top`` is the last layer, and F[n] (the maps of layer
-    ``top`` flattened in MATLAB order) if an FC layer follows."""
+    ``top`` flattened in MATLAB order) if an FC layer follows. ``win[off[l]:off[l+1]]``
+    receives conv layer l's column windows (the backward pass reads them again)."""
     last = spec.shape[0] - 1
     for l in range(1, top + 1):
         t = spec[l, C_TYPE]
@@ -269,10 +305,13 @@ def _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak):
         P, H, W = spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W]
         a = A[l][n]
         if t == T_CONV:
-            x = A[l - 1][n].reshape(P, H, W)
-            K = Ks[l].reshape(M, P, spec[l, C_KH], spec[l, C_KW])
+            kw = spec[l, C_KW]
+            Wo = W - kw + 1
+            K = Ks[l].reshape(M, P, spec[l, C_KH], kw)
+            xb = win[off[l] : off[l + 1]].reshape(P, kw, H * Wo)
+            column_windows(A[l - 1][n].reshape(P, H, W), Wo, xb)
             z = Z[n] if l == last else a
-            conv_valid_example(x, K, Bs[l][0], z.reshape(M, S // M))
+            conv_valid_columns(xb, K, Bs[l][0], z.reshape(M, S // M), Wo)
             _activation(z, a, code, M, one, leak)
         else:  # mean pool; cst[l, 0] = 1 / r^2 in the network's dtype
             h, w = spec[l, C_H], spec[l, C_W]
@@ -372,10 +411,10 @@ def _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo):
 
 
 @_serial
-def _maps_backward(n, top, g, spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak):
+def _maps_backward(n, top, g, spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak, win, off):
     """The errors of the map layers top..1 of example n and its parts of their
     kernel and bias gradients; g: the error w.r.t. the outputs of layer ``top``
-    (map layout)."""
+    (map layout); win, off: the example's column windows from :func:`_maps_forward`."""
     last = spec.shape[0] - 1
     for l in range(top, 0, -1):
         t = spec[l, C_TYPE]
@@ -396,10 +435,11 @@ def _maps_backward(n, top, g, spec, cst, A, E, KT, PK, PB, faithful, d3, one, le
             else:
                 _act_backward(A[l][n], g, er, code, faithful, one, leak, M if code == A_SOFT else 1)
             kh, kw = spec[l, C_KH], spec[l, C_KW]
-            x = A[l - 1][n].reshape(Mb, Hb, Wb)
+            Wo = Wb - kw + 1
             e2 = er.reshape(M, S // M)
             if not (l == last and d3):
-                kernel_grad_example(x, e2, PK[l][n].reshape(M, Mb, kh, kw))
+                xb = win[off[l] : off[l + 1]].reshape(Mb, kw, Hb * Wo)
+                kernel_grad_columns(xb, e2, PK[l][n].reshape(M, Mb, kh, kw), Wo)
             _row_sums(e2, PB[l][n])
             if l > 1:
                 gb = np.empty(Sb, dtype=er.dtype)
@@ -458,8 +498,12 @@ def _chunk(
     errors and the examples' parts of the conv gradients."""
     last = spec.shape[0] - 1
     top = _top_map_layer(spec)
+    off = _window_offsets(spec)
+    # the examples' column windows: kept for the backward pass when training
+    win = np.empty((n1 - n0 if train else 1, off[-1]), dtype=lp.dtype)
     for n in range(n0, n1):
-        _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak)
+        w = win[n - n0] if train else win[0]
+        _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak, w, off)
     if top < last:
         _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ws, one, leak)
     if not train:
@@ -469,7 +513,24 @@ def _chunk(
         _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, eo[n - n0], lp)
     if top == last:  # no FC layer: the maps' errors start at the output
         for n in range(n0, n1):
-            _maps_backward(n, top, eo[n - n0], spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak)
+            _maps_backward(
+                n,
+                top,
+                eo[n - n0],
+                spec,
+                cst,
+                A,
+                E,
+                KT,
+                PK,
+                PB,
+                faithful,
+                d3,
+                one,
+                leak,
+                win[n - n0],
+                off,
+            )
     else:
         g = _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo)
         if top > 0:  # cut back into maps (MATLAB order to map layout)
@@ -477,7 +538,24 @@ def _chunk(
             gm = np.empty(spec[top, C_S], dtype=lp.dtype)
             for n in range(n0, n1):
                 _unflatten(g[n - n0], Mb, Hb, Wb, gm)
-                _maps_backward(n, top, gm, spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak)
+                _maps_backward(
+                    n,
+                    top,
+                    gm,
+                    spec,
+                    cst,
+                    A,
+                    E,
+                    KT,
+                    PK,
+                    PB,
+                    faithful,
+                    d3,
+                    one,
+                    leak,
+                    win[n - n0],
+                    off,
+                )
 
 
 @_parallel
@@ -553,31 +631,35 @@ def _examples(
             )
 
 
-_serial_max = nb.njit(cache=True, fastmath={"nnan", "ninf", "nsz", "reassoc"})
+_ABS_BITS = 0x7FFFFFFFFFFFFFFF  # every bit of a float64 but the sign
+_INF_BITS = 0x7FF0000000000000  # the bits of +inf: |x| has larger bits only if x is NaN
 
 
-@_serial_max
-def _abs_max(p, m):
-    """max(m, max |p|) (vectorised; meaningless if p holds NaN/Inf: see :func:`_watch`)."""
+@_serial
+def _abs_bits_max(p):
+    """The largest bit pattern of ``|p[i]|`` as float64, an int64 (0 for an empty p).
+
+    For floats that are not NaN, the order of ``|x|`` is the order of its bits as
+    an integer, so this is the bits of ``max |p|``; any NaN gives more than
+    :data:`_INF_BITS`, an infinity exactly that. An integer maximum: vectorised
+    without fast-math flags (a float maximum is not), and one pass does both the
+    largest-weight and the finite checks.
+    """
+    m = 0
     for i in range(p.shape[0]):
-        m = max(m, abs(p[i]))
+        m = max(m, vmath._f64_bits(np.float64(p[i])) & _ABS_BITS)
     return m
-
-
-@_serial_dot
-def _nan_if_nonfinite(p):
-    """0 if every entry of p is finite, else NaN (sum of p - p)."""
-    s = p.dtype.type(0)
-    for i in range(p.shape[0]):
-        s += p[i] - p[i]
-    return s
 
 
 @_serial
 def _watch(p, stat, col):
-    """stat[col] = max(stat[col], max |p|); stat[2] becomes NaN if p holds a NaN/Inf."""
-    stat[col] = _abs_max(p, stat[col])
-    stat[2] += _nan_if_nonfinite(p)
+    """stat[col] = max(stat[col], max |p|); stat[2] becomes NaN if p holds a NaN/Inf
+    (stat[col] is then meaningless)."""
+    m = _abs_bits_max(p)
+    if m >= _INF_BITS:
+        stat[2] = np.nan
+    else:
+        stat[col] = max(stat[col], vmath._bits_f64(m))
 
 
 @_serial_exact
@@ -820,7 +902,7 @@ class FusedNet:
         for l, layer in enumerate(self.net.layers):
             if layer.type == "f":
                 rows = layer.n_nodes
-                step = max(1, -(-rows // n_threads))
+                step = max(FC_MIN_ROWS, -(-rows // n_threads))
                 tasks += [(l, 0, s, min(s + step, rows)) for s in range(0, rows, step)]
             elif layer.type == "c":
                 size = layer.K.size

@@ -103,8 +103,13 @@ def _output(out, shape, dtype, name="out"):
 
 
 @_jit_serial
-def _shifted_columns(xn, Wo, xb):
-    # xb[k, b, r*Wo + q] = xn[k, r, q + b]: the kw column windows of one example's maps
+def column_windows(xn, Wo, xb):
+    """The column windows of one example's maps: ``xb[k, b, r*Wo + q] = xn[k, r, q+b]``.
+
+    xn (P, H, W) ; xb (P, kw, H*Wo) overwritten, Wo = W - kw + 1: what
+    :func:`conv_valid_columns` and :func:`kernel_grad_columns` read (the fused
+    step computes them once per example for both).
+    """
     P, H, _ = xn.shape
     kw = xb.shape[1]
     for k in range(P):
@@ -116,8 +121,8 @@ def _shifted_columns(xn, Wo, xb):
                     dst[q] = src[q]
 
 
-def _conv_example_impl(KW):
-    """:func:`conv_valid_example`'s loop compiled for kernels ``KW`` wide (0: any width).
+def _conv_columns_impl(KW):
+    """:func:`conv_valid_columns`'s portable loop compiled for kernels ``KW`` wide (0: any width).
 
     With ``KW`` a compile-time constant, the loop over one kernel row's taps
     is unrolled inside the vectorised loop over output positions: each output
@@ -126,15 +131,11 @@ def _conv_example_impl(KW):
     """
 
     @_jit_serial
-    def conv_example(xn, K, bias, z):
-        P, H, W = xn.shape
-        M, _, kh, kw = K.shape
+    def conv_columns(xb, K, bias, z, Wo):
+        M, P, kh, kw = K.shape
         if KW:
             kw = KW
-        Wo = W - kw + 1
         S = z.shape[1]
-        xb = np.empty((P, kw, H * Wo), dtype=z.dtype)
-        _shifted_columns(xn, Wo, xb)  # xb[k, b, r*Wo + q] = xn[k, r, q+b]
         for j0 in range(0, M, 2):  # two maps j0, j1 per pass
             j1 = min(j0 + 1, M - 1)  # odd M: the last pair is map M-1 twice
             z0 = z[j0]  # output position i = p*Wo + q
@@ -164,14 +165,33 @@ def _conv_example_impl(KW):
                 for i in range(S):
                     z1[i] += b1
 
-    return conv_example
+    return conv_columns
 
 
 UNROLLED_WIDTHS = (3, 5, 7, 9)
 """Kernel widths with a loop compiled for them (the odd sizes in use); other widths
 run the generic loop (the same sums, slower). Each width costs compile time."""
 
-_cv_any, _cv3, _cv5, _cv7, _cv9 = (_conv_example_impl(w) for w in (0,) + UNROLLED_WIDTHS)
+_cv_any, _cv3, _cv5, _cv7, _cv9 = (_conv_columns_impl(w) for w in (0,) + UNROLLED_WIDTHS)
+
+
+@_jit_serial
+def conv_valid_columns(xb, K, bias, z, Wo):
+    """:func:`conv_valid_example` from the column windows ``xb`` (P, kw, H*Wo) of
+    :func:`column_windows`; K (M, P, kh, kw) ; bias (M,) ; z (M, Ho*Wo) overwritten."""
+    kw = K.shape[3]
+    if simd.ENABLED and z.shape[1] >= simd.VECTORS * simd.lanes(z):
+        simd.valid_correlation(xb, K, bias, z, Wo)
+    elif kw == 3:
+        _cv3(xb, K, bias, z, Wo)
+    elif kw == 5:
+        _cv5(xb, K, bias, z, Wo)
+    elif kw == 7:
+        _cv7(xb, K, bias, z, Wo)
+    elif kw == 9:
+        _cv9(xb, K, bias, z, Wo)
+    else:
+        _cv_any(xb, K, bias, z, Wo)
 
 
 @_jit_serial
@@ -183,23 +203,12 @@ def conv_valid_example(xn, K, bias, z):
     Taps are added in the order k, a, b (one FMA each), then the bias. Where
     :data:`cnn.simd.ENABLED`, the register-blocked SIMD version (the same numbers).
     """
+    P, H, W = xn.shape
     kw = K.shape[3]
-    if simd.ENABLED and z.shape[1] >= simd.VECTORS * simd.lanes(z):
-        P, H, W = xn.shape
-        Wo = W - kw + 1
-        xb = np.empty((P, kw, H * Wo), dtype=z.dtype)
-        _shifted_columns(xn, Wo, xb)  # xb[k, b, r*Wo + q] = xn[k, r, q+b]
-        simd.valid_correlation(xb, K, bias, z, Wo)
-    elif kw == 3:
-        _cv3(xn, K, bias, z)
-    elif kw == 5:
-        _cv5(xn, K, bias, z)
-    elif kw == 7:
-        _cv7(xn, K, bias, z)
-    elif kw == 9:
-        _cv9(xn, K, bias, z)
-    else:
-        _cv_any(xn, K, bias, z)
+    Wo = W - kw + 1
+    xb = np.empty((P, kw, H * Wo), dtype=z.dtype)
+    column_windows(xn, Wo, xb)
+    conv_valid_columns(xb, K, bias, z, Wo)
 
 
 @_jit
@@ -342,7 +351,14 @@ def kernel_grad_example(xn, e, part):
     kw = part.shape[3]
     Wo = W - kw + 1
     xb = np.empty((P, kw, H * Wo), dtype=part.dtype)
-    _shifted_columns(xn, Wo, xb)  # xb[k, b, r*Wo + q] = xn[k, r, q+b]
+    column_windows(xn, Wo, xb)
+    kernel_grad_columns(xb, e, part, Wo)
+
+
+@nb.njit(cache=True, fastmath={"contract", "reassoc"})
+def kernel_grad_columns(xb, e, part, Wo):
+    """:func:`kernel_grad_example` from the column windows ``xb`` (P, kw, H*Wo) of
+    :func:`column_windows`; e (M, Ho*Wo) ; part (M, P, kh, kw) overwritten."""
     if simd.ENABLED and e.shape[1] >= simd.lanes(e):
         simd.kernel_gradient(xb, e, part, Wo)
     else:

@@ -1,6 +1,6 @@
 """Register-blocked SIMD valid correlation, written as LLVM vector code from Numba.
 
-The portable loop in :mod:`cnn.kernels` (``_conv_example_impl``) keeps each
+The portable loop in :mod:`cnn.kernels` (``_conv_columns_impl``) keeps each
 output in memory and reloads it for every kernel row; LLVM vectorises it over
 output positions but does not block it over maps and positions in registers,
 and it runs at about half of the machine's multiply-add rate. Here one

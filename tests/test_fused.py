@@ -294,6 +294,30 @@ def test_parameter_check_from_the_update(k):
     assert f.parameter_check() is None
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_watch_finds_largest_and_nonfinite(dtype):
+    """The update's one-pass check (an integer maximum of the bits of |p|)."""
+    rng = np.random.default_rng(11)
+    p = rng.standard_normal(37).astype(dtype)
+    p[5] = -7.5
+    stat = np.zeros(3)
+    fused._watch(p, stat, 0)
+    assert stat[0] == 7.5 and stat[2] == 0
+    stat = np.array([0.0, 9.0, 0.0])
+    fused._watch(p, stat, 1)  # a larger earlier maximum is kept
+    assert stat[1] == 9.0 and stat[2] == 0
+    tiny = np.array([-0.0, np.finfo(dtype).smallest_subnormal, 0.0], dtype)
+    stat = np.zeros(3)
+    fused._watch(tiny, stat, 0)
+    assert stat[0] == np.finfo(dtype).smallest_subnormal and stat[2] == 0
+    for bad in (np.inf, -np.inf, np.nan):
+        q = p.copy()
+        q[30] = bad
+        stat = np.zeros(3)
+        fused._watch(q, stat, 0)
+        assert np.isnan(stat[2]), bad
+
+
 def test_divergence_stops_alike_in_both_paths():
     """The guard (fed by the fused update's record) stops at the same minibatch with
     the same message as the layer path (which looks at the parameters)."""

@@ -47,6 +47,16 @@ SHAPES = [
 ]
 
 
+def _portable(loop, x, K, b, z):
+    """Run one of the portable loops (``kernels._cv*``) on x's column windows."""
+    P, H, W = x.shape
+    kw = K.shape[3]
+    Wo = W - kw + 1
+    xb = np.empty((P, kw, H * Wo), x.dtype)
+    kernels.column_windows(x, Wo, xb)
+    loop(xb, K, b, z, Wo)
+
+
 @needs_simd
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", SHAPES)
@@ -55,7 +65,7 @@ def test_conv_valid_example_equals_portable_loop_bitwise(dtype, shape):
     x, K, b, S = _case(rng, dtype, *shape)
     M = shape[3]
     ref = np.empty((M, S), dtype)
-    kernels._cv_any(x, K, b, ref)
+    _portable(kernels._cv_any, x, K, b, ref)
     got = np.full((M, S), np.nan, dtype)
     kernels.conv_valid_example(x, K, b, got)
     np.testing.assert_array_equal(got, ref)
@@ -73,11 +83,11 @@ def test_valid_correlation_blocks_cover_every_output(dtype):
     assert S == n + 1
     Wo = W - kw + 1
     xb = np.empty((2, kw, H * Wo), dtype)
-    kernels._shifted_columns(x, Wo, xb)
+    kernels.column_windows(x, Wo, xb)
     got = np.full((simd.MAPS + 1, S), np.nan, dtype)
     simd.valid_correlation(xb, K, b, got, Wo)
     ref = np.empty_like(got)
-    kernels._cv_any(x, K, b, ref)
+    _portable(kernels._cv_any, x, K, b, ref)
     np.testing.assert_array_equal(got, ref)
 
 
@@ -108,9 +118,9 @@ def test_portable_width_loops_equal_the_generic_loop(dtype, shape):
             continue
         x, K, b, S = _case(rng, dtype, P, H, W, M, kh, kw)
         ref = np.empty((M, S), dtype)
-        kernels._cv_any(x, K, b, ref)
+        _portable(kernels._cv_any, x, K, b, ref)
         got = np.empty((M, S), dtype)
-        loop(x, K, b, got)
+        _portable(loop, x, K, b, got)
         np.testing.assert_array_equal(got, ref)
 
 
@@ -145,7 +155,7 @@ def test_kernel_gradient_simd_and_portable_against_the_formula(dtype, shape):
     tol = (1e-14 if dtype == np.float64 else 3e-6) * scale
     Wo = W - kw + 1
     xb = np.empty((P, kw, H * Wo), dtype)
-    kernels._shifted_columns(x, Wo, xb)
+    kernels.column_windows(x, Wo, xb)
     portable = np.full((M, P, kh, kw), np.nan, dtype)
     kernels._kernel_grad_loop(xb, e, portable, Wo)
     np.testing.assert_allclose(portable, ref, rtol=0, atol=tol)
