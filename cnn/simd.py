@@ -205,25 +205,59 @@ def positions_needed(dtype):
     return VECTORS * LANES64 * (2 if np.dtype(dtype) == np.float32 else 1)
 
 
+def _lane_sums(builder, vs, nl):
+    """One vector whose lane i is the sum of the lanes of ``vs[i]`` (``len(vs) == nl``).
+
+    Pairs of vectors are halved together: at each level a vector holds segments of
+    width w (one per accumulator, in order); two of them become one of segments
+    w/2, the lower halves of the segments plus their upper halves. nl - 1 vector
+    additions for nl sums (adding each accumulator's lanes on its own takes
+    log2(nl) additions per sum). The order of the additions is fixed.
+    """
+    i32 = ir.IntType(32)
+    w = nl
+    while len(vs) > 1:
+        h = w // 2
+        lo_idx, hi_idx = [], []
+        for base in (0, nl):  # x's segments, then y's (y's lanes are numbered from nl)
+            for seg in range(0, nl, w):
+                lo_idx += [base + seg + t for t in range(h)]
+                hi_idx += [base + seg + h + t for t in range(h)]
+        lo_mask = ir.Constant(ir.VectorType(i32, nl), lo_idx)
+        hi_mask = ir.Constant(ir.VectorType(i32, nl), hi_idx)
+        vs = [
+            builder.fadd(
+                builder.shuffle_vector(x, y, lo_mask), builder.shuffle_vector(x, y, hi_mask)
+            )
+            for x, y in zip(vs[0::2], vs[1::2])
+        ]
+        w = h
+    return vs[0]
+
+
 @intrinsic
-def _grad_block(typingctx, xb, e, part, j0, k, t0, Wo, Sv):
+def _grad_block(typingctx, xb, e, part, toff, j0, k, t0, Sv):
     """``part[j, k, a, b] = sum_{i < Sv} e[j, i] * xb[k, b, a*Wo + i]`` for maps
     ``j = min(j0 + m, M - 1)``, m < GRAD_MAPS, and taps ``t = a*kw + b =
     min(t0 + n, kh*kw - 1)``, n < GRAD_TAPS; Sv a multiple of ``lanes(e)``.
 
-    xb (P, kw, H*Wo) ; e (M, S) ; part (M, P, kh, kw). Each sum: one vector
+    xb (P, kw, H*Wo) ; e (M, S) ; part (M, P, kh, kw) ; toff (kh*kw,) int64, the
+    offset of tap t's window in xb[k]: ``toff[a*kw + b] = b*H*Wo + a*Wo``. Each sum: one vector
     accumulator of FMAs over i (lane l takes i = l mod lanes, in order), then its
-    lanes added pairwise (upper half onto lower half, repeated).
+    lanes added by :func:`_lane_sums` (for lanes accumulators at a time).
     """
     _require_c_arrays(xb, e, part)
+    if not (isinstance(toff, types.Array) and toff.dtype == types.int64 and toff.layout == "C"):
+        raise errors.TypingError(f"cnn.simd: a C-contiguous int64 array expected, got {toff}")
     dt = e.dtype
     nl = _lanes(dt)
 
     def codegen(context, builder, sig, args):
-        xbv, ev, pv, j0v, kv, t0v, Wov, Svv = args
+        xbv, ev, pv, tv, j0v, kv, t0v, Svv = args
         xa = context.make_array(sig.args[0])(context, builder, xbv)
         ea = context.make_array(sig.args[1])(context, builder, ev)
         pa = context.make_array(sig.args[2])(context, builder, pv)
+        ta = context.make_array(sig.args[3])(context, builder, tv)
         vty, align, fma, zero = _vector_ops(context, builder, dt, nl)
         _, kw, HWo = cgutils.unpack_tuple(builder, xa.shape, 3)
         M, P, kh, _ = cgutils.unpack_tuple(builder, pa.shape, 4)
@@ -239,12 +273,8 @@ def _grad_block(typingctx, xb, e, part, j0, k, t0, Wo, Sv):
         maps = [_clamp(builder, builder.add(j0v, c(m)), last_map) for m in range(GRAD_MAPS)]
         taps = [_clamp(builder, builder.add(t0v, c(n)), last_tap) for n in range(GRAD_TAPS)]
         ebase = [builder.mul(j, S) for j in maps]
-        xbase = []
-        for t in taps:
-            a = builder.udiv(t, kw)
-            b = builder.urem(t, kw)
-            row = builder.add(builder.mul(kv, kw), b)
-            xbase.append(builder.add(builder.mul(row, HWo), builder.mul(a, Wov)))
+        kbase = builder.mul(builder.mul(kv, kw), HWo)
+        xbase = [builder.add(kbase, builder.load(builder.gep(ta.data, [t]))) for t in taps]
         acc = [
             [cgutils.alloca_once_value(builder, zero) for _ in range(GRAD_TAPS)]
             for _ in range(GRAD_MAPS)
@@ -262,27 +292,20 @@ def _grad_block(typingctx, xb, e, part, j0, k, t0, Wo, Sv):
                 for m in range(GRAD_MAPS):
                     s = builder.load(acc[m][n])
                     builder.store(builder.call(fma, [es[m], xv, s]), acc[m][n])
+        # the sums of all accumulators at once, nl of them per vector (_lane_sums)
+        flat = [builder.load(acc[m][n]) for m in range(GRAD_MAPS) for n in range(GRAD_TAPS)]
+        flat += [zero] * (-len(flat) % nl)
+        sums = [_lane_sums(builder, flat[g : g + nl], nl) for g in range(0, len(flat), nl)]
         i32 = ir.IntType(32)
         for m in range(GRAD_MAPS):
             jrow = builder.mul(builder.add(builder.mul(maps[m], P), kv), T)
             for n in range(GRAD_TAPS):
-                v = builder.load(acc[m][n])
-                # lanes added pairwise: the upper half onto the lower, until one is left
-                width = nl
-                while width > 1:
-                    width //= 2
-                    lo = builder.shuffle_vector(
-                        v, v, ir.Constant(ir.VectorType(i32, width), list(range(width)))
-                    )
-                    hi = builder.shuffle_vector(
-                        v, v, ir.Constant(ir.VectorType(i32, width), list(range(width, 2 * width)))
-                    )
-                    v = builder.fadd(lo, hi)
-                total = builder.extract_element(v, ir.Constant(i32, 0))
+                i = m * GRAD_TAPS + n
+                total = builder.extract_element(sums[i // nl], ir.Constant(i32, i % nl))
                 builder.store(total, builder.gep(pa.data, [builder.add(jrow, taps[n])]))
         return context.get_dummy_value()
 
-    return types.none(xb, e, part, j0, k, t0, Wo, Sv), codegen
+    return types.none(xb, e, part, toff, j0, k, t0, Sv), codegen
 
 
 @nb.njit(cache=True, fastmath={"contract"})
@@ -297,10 +320,14 @@ def kernel_gradient(xb, e, part, Wo):
     M, P, kh, kw = part.shape
     S = e.shape[1]
     Sv = S - S % lanes(e)
+    toff = np.empty(kh * kw, np.int64)  # tap t's window: xb[k].flat[toff[t] + i]
+    for a in range(kh):
+        for b in range(kw):
+            toff[a * kw + b] = b * xb.shape[2] + a * Wo
     for j0 in range(0, M, GRAD_MAPS):
         for k in range(P):
             for t0 in range(0, kh * kw, GRAD_TAPS):
-                _grad_block(xb, e, part, j0, k, t0, Wo, Sv)
+                _grad_block(xb, e, part, toff, j0, k, t0, Sv)
     if Sv < S:
         for j in range(M):
             for k in range(P):
