@@ -54,6 +54,8 @@ hidden conv layer's ``z`` are as in the layer path (the input, ``None``).
 
 from __future__ import annotations
 
+import math
+
 import numba as nb
 import numpy as np
 
@@ -891,6 +893,13 @@ class FusedNet:
             )
             self.tasks = self._task_table()
             self.stats = np.zeros((len(self.tasks), 3))
+        # the parameter attributes (K or W, and b, of the conv and FC layers)
+        self._slots = [
+            (layer, name)
+            for layer in layers
+            if layer.type in "cf"
+            for name in ("K" if layer.type == "c" else "W", "b")
+        ]
         self._params = None
         self._stats_valid = False
         self._fields = None  # expose()'s views, made on first use
@@ -920,7 +929,7 @@ class FusedNet:
         replaced on the layer by a C-contiguous copy first.
         """
         layers = self.net.layers
-        ids = tuple(id(getattr(layer, name, None)) for layer in layers for name in ("K", "W", "b"))
+        ids = [id(getattr(layer, name, None)) for layer, name in self._slots]
         if self._params == ids:
             return
         dt = self.dtype
@@ -951,9 +960,7 @@ class FusedNet:
             ],
             dummy2,
         )
-        self._params = tuple(
-            id(getattr(layer, name, None)) for layer in layers for name in ("K", "W", "b")
-        )
+        self._params = [id(getattr(layer, name, None)) for layer, name in self._slots]
         self._stats_valid = False  # new parameter arrays: not checked by an update
 
     def _transposed_kernels(self):
@@ -1106,8 +1113,8 @@ class FusedNet:
         if not (self.train and self._stats_valid):
             return None
         st = self.stats
-        finite = not np.isnan(st[:, 2]).any()
-        t, c = np.unravel_index(int(np.argmax(st[:, :2])), (len(st), 2))
+        finite = not math.isnan(st[:, 2].sum())  # entries are 0 or NaN
+        t, c = divmod(int(st[:, :2].argmax()), 2)
         layers = self.net.layers
         best = (0.0, "no layer", "")
         t_layer = int(self.tasks[t, 0])

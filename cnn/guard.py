@@ -97,14 +97,21 @@ class DivergenceGuard:
         if self.start is None:
             self.start = loss
         value, layer, name = largest if largest is not None else _largest_weight(net)
-        where = f"diverging at epoch {epoch}, minibatch {batch}"
-        hint = f"try a learning rate below {net.learning_rate:g}"
         if loss > self.bound():
             raise DivergenceError(
-                f"{where}: loss {loss:.3g} > {LOSS_GROWTH:g} x the first ({self.start:.3g}); "
-                f"largest weight: {layer} {name} {value:.3g}; {hint}"
+                f"{_where(epoch, batch)}: loss {loss:.3g} > {LOSS_GROWTH:g} x the first "
+                f"({self.start:.3g}); largest weight: {layer} {name} {value:.3g}; {_hint(net)}"
             )
         if value > WEIGHT_LIMIT:
             raise DivergenceError(
-                f"{where}: {layer} {name} holds a weight of {value:.3g} > {WEIGHT_LIMIT:g}; {hint}"
+                f"{_where(epoch, batch)}: {layer} {name} holds a weight of {value:.3g} > "
+                f"{WEIGHT_LIMIT:g}; {_hint(net)}"
             )
+
+
+def _where(epoch, batch):
+    return f"diverging at epoch {epoch}, minibatch {batch}"
+
+
+def _hint(net):
+    return f"try a learning rate below {net.learning_rate:g}"
