@@ -62,6 +62,8 @@ import numpy as np
 from . import vmath
 from .activations import LEAK
 from .kernels import (
+    INF_BITS,
+    abs_bits_max,
     column_windows,
     conv_full_example,
     conv_valid_columns,
@@ -633,32 +635,12 @@ def _examples(
             )
 
 
-_ABS_BITS = 0x7FFFFFFFFFFFFFFF  # every bit of a float64 but the sign
-_INF_BITS = 0x7FF0000000000000  # the bits of +inf: |x| has larger bits only if x is NaN
-
-
-@_serial
-def _abs_bits_max(p):
-    """The largest bit pattern of ``|p[i]|`` as float64, an int64 (0 for an empty p).
-
-    For floats that are not NaN, the order of ``|x|`` is the order of its bits as
-    an integer, so this is the bits of ``max |p|``; any NaN gives more than
-    :data:`_INF_BITS`, an infinity exactly that. An integer maximum: vectorised
-    without fast-math flags (a float maximum is not), and one pass does both the
-    largest-weight and the finite checks.
-    """
-    m = 0
-    for i in range(p.shape[0]):
-        m = max(m, vmath._f64_bits(np.float64(p[i])) & _ABS_BITS)
-    return m
-
-
 @_serial
 def _watch(p, stat, col):
     """stat[col] = max(stat[col], max |p|); stat[2] becomes NaN if p holds a NaN/Inf
     (stat[col] is then meaningless)."""
-    m = _abs_bits_max(p)
-    if m >= _INF_BITS:
+    m = abs_bits_max(p)
+    if m >= INF_BITS:
         stat[2] = np.nan
     else:
         stat[col] = max(stat[col], vmath._bits_f64(m))

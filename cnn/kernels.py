@@ -59,7 +59,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from . import simd
+from . import simd, vmath
 
 _FMA = {"contract"}
 _jit = nb.njit(cache=True, parallel=True, fastmath=_FMA)
@@ -97,6 +97,55 @@ def _output(out, shape, dtype, name="out"):
             f"{tuple(shape)}, got {out.dtype.name} {out.shape}"
         )
     return out
+
+
+# --------------------------------------------------------------------------- finite checks
+
+_ABS_BITS = 0x7FFFFFFFFFFFFFFF  # every bit of a float64 but the sign
+INF_BITS = 0x7FF0000000000000
+"""The bits of +inf as float64: ``abs_bits_max`` is above this only for a NaN."""
+
+
+@_jit_serial
+def abs_bits_max(p):
+    """The largest bit pattern of ``|p[i]|`` as float64, an int64 (0 for an empty p).
+
+    p (n,) float64 or float32. For floats that are not NaN the order of ``|x|``
+    is the order of its bits as an integer, so this is the bits of ``max |p|``;
+    any NaN gives more than :data:`INF_BITS`, an infinity exactly that. An
+    integer maximum: vectorised without fast-math flags (a float maximum is
+    not), one pass for both the largest value and the finite check.
+    """
+    m = 0
+    for i in range(p.shape[0]):
+        m = max(m, vmath._f64_bits(np.float64(p[i])) & _ABS_BITS)
+    return m
+
+
+FINITE_BLOCK = 1 << 16
+"""Entries per task of :func:`all_finite`."""
+
+
+@_jit
+def _all_finite(p):
+    n = p.shape[0]
+    nblocks = (n + FINITE_BLOCK - 1) // FINITE_BLOCK
+    worst = np.zeros(nblocks, np.int64)
+    for c in nb.prange(nblocks):
+        worst[c] = abs_bits_max(p[c * FINITE_BLOCK : min(n, (c + 1) * FINITE_BLOCK)])
+    return nblocks == 0 or worst.max() < INF_BITS
+
+
+def all_finite(a):
+    """Whether every entry of ``a`` (any shape, float64 or float32) is finite.
+
+    ``np.isfinite(a).all()`` without its temporary array, on Numba's threads
+    (3x faster on a training set: the input checks of ``traincnn``/``testcnn``).
+    """
+    a = np.asarray(a)
+    if a.dtype not in (np.float64, np.float32):
+        return bool(np.isfinite(a).all())
+    return bool(_all_finite(np.ascontiguousarray(a).reshape(-1)))
 
 
 # --------------------------------------------------------------------------- valid correlation

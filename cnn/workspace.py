@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import all_finite
 from .network import CNN
 
 
@@ -125,7 +126,7 @@ def check_x(net, x, name="x"):
             f"the network expects values in [0, 1]: pass {name} / {arr.max()}"
         )
     arr = np.ascontiguousarray(arr, dtype=net.dtype)
-    if not np.isfinite(arr).all():
+    if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or Inf values")
     return arr
 
@@ -152,7 +153,7 @@ def check_y(net, y, n_examples, name="y"):
     if arr.shape[0] != n_examples:
         raise ValueError(f"{name} has {arr.shape[0]} examples but x has {n_examples}")
     arr = np.ascontiguousarray(arr, dtype=net.dtype)
-    if not np.isfinite(arr).all():
+    if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or Inf values")
     act = net.layers[-1].act_func
     if act in ("sigm", "soft") and (arr.min() < 0 or arr.max() > 1):

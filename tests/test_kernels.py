@@ -255,3 +255,24 @@ def test_results_do_not_depend_on_the_thread_count():
         numba.set_num_threads(old)
     for a, b in zip(full, single):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_all_finite_matches_numpy(dtype):
+    """The input checks' finite test: NaN/Inf anywhere, across block edges, any layout."""
+    from cnn.kernels import FINITE_BLOCK, all_finite
+
+    rng = np.random.default_rng(12)
+    n = 2 * FINITE_BLOCK + 7
+    a = rng.standard_normal(n).astype(dtype)
+    a[3] = np.finfo(dtype).smallest_subnormal
+    a[4] = -0.0
+    a[5] = np.finfo(dtype).max
+    assert all_finite(a) and all_finite(a.reshape(-1, 1)) and all_finite(a[:0])
+    for where in (0, FINITE_BLOCK - 1, FINITE_BLOCK, n - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            b = a.copy()
+            b[where] = bad
+            assert not all_finite(b), (where, bad)
+            assert not all_finite(b[::-1])  # a non-contiguous view
+    assert all_finite(np.arange(10)) and not all_finite(np.array([1, np.nan], dtype=np.float16))
