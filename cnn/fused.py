@@ -515,51 +515,21 @@ def _chunk(
     eo = np.empty((n1 - n0, spec[last, C_S]), dtype=lp.dtype)
     for n in range(n0, n1):
         _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, eo[n - n0], lp)
-    if top == last:  # no FC layer: the maps' errors start at the output
-        for n in range(n0, n1):
-            _maps_backward(
-                n,
-                top,
-                eo[n - n0],
-                spec,
-                cst,
-                A,
-                E,
-                KT,
-                PK,
-                PB,
-                faithful,
-                d3,
-                one,
-                leak,
-                win[n - n0],
-                off,
-            )
-    else:
+    if top < last:
         g = _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo)
-        if top > 0:  # cut back into maps (MATLAB order to map layout)
-            Mb, Hb, Wb = spec[top, C_M], spec[top, C_H], spec[top, C_W]
-            gm = np.empty(spec[top, C_S], dtype=lp.dtype)
-            for n in range(n0, n1):
-                _unflatten(g[n - n0], Mb, Hb, Wb, gm)
-                _maps_backward(
-                    n,
-                    top,
-                    gm,
-                    spec,
-                    cst,
-                    A,
-                    E,
-                    KT,
-                    PK,
-                    PB,
-                    faithful,
-                    d3,
-                    one,
-                    leak,
-                    win[n - n0],
-                    off,
-                )
+    else:  # no FC layer: the maps' errors start at the output
+        g = eo
+    if top == 0:
+        return  # no map layer
+    gm = np.empty(spec[top, C_S], dtype=lp.dtype)
+    for n in range(n0, n1):
+        gn = g[n - n0]
+        if top < last:  # cut back into maps (MATLAB order to map layout)
+            _unflatten(gn, spec[top, C_M], spec[top, C_H], spec[top, C_W], gm)
+            gn = gm
+        _maps_backward(
+            n, top, gn, spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak, win[n - n0], off
+        )
 
 
 @_parallel
