@@ -880,19 +880,15 @@ class FusedNet:
         ``K``/``W``/``b`` is seen; arrays of the wrong dtype or layout are
         replaced on the layer by a C-contiguous copy first.
         """
-        layers = self.net.layers
-        ids = [id(getattr(layer, name, None)) for layer, name in self._slots]
-        if self._params == ids:
+        if self._params == self._param_ids():
             return
+        layers = self.net.layers
         dt = self.dtype
         dummy2 = np.zeros((1, 1), dt)
-        for layer in layers:
-            for name in ("K", "W", "b"):
-                a = getattr(layer, name, None)
-                if a is not None and (
-                    a.dtype != dt or not a.flags.c_contiguous or not a.flags.writeable
-                ):
-                    setattr(layer, name, np.ascontiguousarray(a, dtype=dt).copy())
+        for layer, name in self._slots:
+            a = getattr(layer, name)
+            if a.dtype != dt or not a.flags.c_contiguous or not a.flags.writeable:
+                setattr(layer, name, np.ascontiguousarray(a, dtype=dt).copy())
         self.Ks = _pad(
             [layer.K.reshape(1, -1) if layer.type == "c" else dummy2 for layer in layers], dummy2
         )
@@ -912,8 +908,12 @@ class FusedNet:
             ],
             dummy2,
         )
-        self._params = [id(getattr(layer, name, None)) for layer, name in self._slots]
+        self._params = self._param_ids()
         self._stats_valid = False  # new parameter arrays: not checked by an update
+
+    def _param_ids(self):
+        """The identities of the parameter arrays now on the layers."""
+        return [id(getattr(layer, name)) for layer, name in self._slots]
 
     def _transposed_kernels(self):
         """Per layer, a conv layer's kernels as the (P*kh*kw, M) matrix of the full
