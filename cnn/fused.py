@@ -17,13 +17,17 @@ module computes the same numbers with two calls per minibatch; it is what
    (:func:`_dense_backward`); and per example the map layers' errors and the
    example's own part of every conv layer's kernel and bias gradient
    (:func:`_maps_backward`). Nothing in a chunk reads what another chunk
-   writes (the one exception, defect D3, gets a second loop in the same call).
+   writes (the one exception, defect D3, gets its own loop afterwards).
 2. :func:`_update` — one ``prange`` over a fixed table of tasks (rows of FC
    weights, chunks of conv kernels, bias vectors). Each task sums the
    per-example parts **in example order**, divides by N and applies
    ``p <- p - lr * dp`` in place, as ``gradientdescentcnn``, and records the
    largest new value and whether any is NaN/Inf (the next minibatch's finite
    check and divergence guard read that instead of passing over the weights).
+
+Both loops call their work, :func:`_chunk` and :func:`_update_task`, through a
+function pointer (:mod:`cnn.parallel`): compiled once as C functions, not again
+inside each ``prange``'s layers (a first call on an empty cache: 41 -> 26 s).
 
 The conv loops are ``kernels.py``'s per-example functions (the layer path runs
 the same ones in its own ``prange``); the activations come from
@@ -59,7 +63,7 @@ import math
 import numba as nb
 import numpy as np
 
-from . import vmath
+from . import parallel, vmath
 from .activations import LEAK
 from .kernels import (
     INF_BITS,
@@ -400,7 +404,11 @@ def _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo):
     for l in range(last, top, -1):
         er = E[l][n0:n1]
         if l == last:
-            er[:] = g
+            # a loop, not er[:] = g: the slice assignment's shape check brings in
+            # Numba's error-message formatting (~5 s of a first compile)
+            for r in range(n1 - n0):
+                for j in range(er.shape[1]):
+                    er[r, j] = g[r, j]
         else:
             for r in range(n1 - n0):
                 _act_backward(
@@ -471,7 +479,6 @@ def _top_map_layer(spec):
     return top
 
 
-@_serial
 def _chunk(
     n0,
     n1,
@@ -499,7 +506,10 @@ def _chunk(
     lp,
 ):
     """Examples n0..n1-1: the forward pass; with ``train`` also the loss terms, the
-    errors and the examples' parts of the conv gradients."""
+    errors and the examples' parts of the conv gradients.
+
+    Compiled as a C function (:func:`cnn.parallel.compiled`) that :func:`_examples`
+    calls through a pointer."""
     last = spec.shape[0] - 1
     top = _top_map_layer(spec)
     off = _window_offsets(spec)
@@ -534,6 +544,7 @@ def _chunk(
 
 @_parallel
 def _examples(
+    chunk,
     train,
     spec,
     cst,
@@ -557,15 +568,17 @@ def _examples(
     leak,
     lp,
 ):
-    """Every example of the minibatch, in chunks of :data:`CHUNK` (see :func:`_chunk`);
-    ``train`` false: the forward pass only (E, KT, PK, PB, y, perm, lp unused)."""
+    """Every example of the minibatch, in chunks of :data:`CHUNK`: ``chunk`` is
+    :func:`_chunk` compiled as a C function (:func:`cnn.parallel.compiled`), the other
+    arguments are its own; ``train`` false: the forward pass only (E, KT, PK, PB, y,
+    perm, lp unused)."""
     N = A[0].shape[0]
     for c in nb.prange((N + CHUNK - 1) // CHUNK):
         # int64: the callees are compiled once (the prange index is typed int64 in the
         # first typing pass and uint64 in the parallel loop body: two compilations)
         n0 = np.int64(c) * CHUNK
         n1 = min(n0 + CHUNK, N)
-        _chunk(
+        chunk(
             n0,
             n1,
             train,
@@ -591,18 +604,24 @@ def _examples(
             leak,
             lp,
         )
-    if train and d3:
-        # D3 (faithful, conv last layer): example n's maps with example N-1-n's error
-        last = spec.shape[0] - 1
-        M, kh, kw = spec[last, C_M], spec[last, C_KH], spec[last, C_KW]
-        Mb, Hb, Wb = spec[last - 1, C_M], spec[last - 1, C_H], spec[last - 1, C_W]
-        S = spec[last, C_S]
-        for n in nb.prange(N):
-            kernel_grad_example(
-                A[last - 1][n].reshape(Mb, Hb, Wb),
-                E[last][N - 1 - n].reshape(M, S // M),
-                PK[last][n].reshape(M, Mb, kh, kw),
-            )
+
+
+@_parallel
+def _d3_parts(spec, A, E, PK):
+    """Defect D3 (faithful, conv last layer): example n's part of the last layer's
+    kernel gradient from its own input maps and example N-1-n's error (after
+    :func:`_examples`: it reads other examples' errors)."""
+    N = A[0].shape[0]
+    last = spec.shape[0] - 1
+    M, kh, kw = spec[last, C_M], spec[last, C_KH], spec[last, C_KW]
+    Mb, Hb, Wb = spec[last - 1, C_M], spec[last - 1, C_H], spec[last - 1, C_W]
+    S = spec[last, C_S]
+    for n in nb.prange(N):
+        kernel_grad_example(
+            A[last - 1][n].reshape(Mb, Hb, Wb),
+            E[last][N - 1 - n].reshape(M, S // M),
+            PK[last][n].reshape(M, Mb, kh, kw),
+        )
 
 
 @_serial
@@ -629,8 +648,15 @@ def _sum_rows(p, start, stop, d):
 
 
 @_parallel_exact
-def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats):
-    """Sum the per-example parts, divide by N, step: p -= lr * dp.
+def _update(task, tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats):
+    """The update: ``task`` (:func:`_update_task` compiled as a C function,
+    :func:`cnn.parallel.compiled`) for every row of ``tasks``, on Numba's threads."""
+    for t in nb.prange(tasks.shape[0]):
+        task(np.int64(t), tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats)
+
+
+def _update_task(t, tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats):
+    """Task t of the update: sum the per-example parts, divide by N, step: p -= lr * dp.
 
     tasks[t] = (layer, kind, start, stop): kind 0 FC rows start:stop (W and b),
     kind 1 conv kernel entries start:stop, kind 2 conv bias. The conv and bias
@@ -641,64 +667,63 @@ def _update(tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats):
     of the next minibatch read, without another pass over the parameters.
     """
     last = spec.shape[0] - 1
-    for t in nb.prange(tasks.shape[0]):
-        l, kind, start, stop = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
-        stat = stats[t]
-        stat[0] = 0
-        stat[1] = 0
-        stat[2] = 0
-        if kind == 0:
-            W = Ps[l]
-            dW = DP[l]
-            b = Bs[l][0]
-            db = DB[l][0]
-            e = E[l]
-            x = A[l - 1] if spec[l - 1, C_TYPE] == T_FC else F
-            m = W.shape[1]
-            # dW[j] = sum_n e[n, j] x[n]: one matrix product for rows start:stop (BLAS,
-            # on this thread; the same call whatever the thread count)
-            et = np.empty((stop - start, N), dtype=W.dtype)
-            for j in range(start, stop):
-                for n in range(N):
-                    et[j - start, n] = e[n, j]
-            np.dot(et, x, dW[start:stop])
-            for j in range(start, stop):
-                dWj = dW[j]
-                Wj = W[j]
-                for i in range(m):
-                    dWj[i] /= N
-                    Wj[i] -= lr * dWj[i]
-                _watch(Wj, stat, 0)
-                s = e[0, j]
-                for n in range(1, N):
-                    s += e[n, j]
-                db[j] = s / N
-                b[j] -= lr * db[j]
-            _watch(b[start:stop], stat, 1)
-        elif kind == 1:
-            K = Ps[l][0]
-            dK = DP[l][0]
-            p = PK[l]
-            d = dK[start:stop]
-            _sum_rows(p, start, stop, d)  # d[i] = p[0, i] + p[1, i] + ... in example order
-            k = K[start:stop]
-            scale = not (d3 and l == last)  # D3: no 1/N
-            for i in range(stop - start):
-                if scale:
-                    d[i] /= N
-                k[i] -= lr * d[i]
-            _watch(k, stat, 0)
-        else:
-            b = Bs[l][0]
-            db = DB[l][0]
-            p = PB[l]
-            for j in range(b.shape[0]):
-                s = p[0, j]
-                for n in range(1, N):
-                    s += p[n, j]
-                db[j] = s / N
-                b[j] -= lr * db[j]
-            _watch(b, stat, 1)
+    l, kind, start, stop = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
+    stat = stats[t]
+    stat[0] = 0
+    stat[1] = 0
+    stat[2] = 0
+    if kind == 0:
+        W = Ps[l]
+        dW = DP[l]
+        b = Bs[l][0]
+        db = DB[l][0]
+        e = E[l]
+        x = A[l - 1] if spec[l - 1, C_TYPE] == T_FC else F
+        m = W.shape[1]
+        # dW[j] = sum_n e[n, j] x[n]: one matrix product for rows start:stop (BLAS,
+        # on this thread; the same call whatever the thread count)
+        et = np.empty((stop - start, N), dtype=W.dtype)
+        for j in range(start, stop):
+            for n in range(N):
+                et[j - start, n] = e[n, j]
+        np.dot(et, x, dW[start:stop])
+        for j in range(start, stop):
+            dWj = dW[j]
+            Wj = W[j]
+            for i in range(m):
+                dWj[i] /= N
+                Wj[i] -= lr * dWj[i]
+            _watch(Wj, stat, 0)
+            s = e[0, j]
+            for n in range(1, N):
+                s += e[n, j]
+            db[j] = s / N
+            b[j] -= lr * db[j]
+        _watch(b[start:stop], stat, 1)
+    elif kind == 1:
+        K = Ps[l][0]
+        dK = DP[l][0]
+        p = PK[l]
+        d = dK[start:stop]
+        _sum_rows(p, start, stop, d)  # d[i] = p[0, i] + p[1, i] + ... in example order
+        k = K[start:stop]
+        scale = not (d3 and l == last)  # D3: no 1/N
+        for i in range(stop - start):
+            if scale:
+                d[i] /= N
+            k[i] -= lr * d[i]
+        _watch(k, stat, 0)
+    else:
+        b = Bs[l][0]
+        db = DB[l][0]
+        p = PB[l]
+        for j in range(b.shape[0]):
+            s = p[0, j]
+            for n in range(1, N):
+                s += p[n, j]
+            db[j] = s / N
+            b[j] -= lr * db[j]
+        _watch(b, stat, 1)
 
 
 # --------------------------------------------------------------------------- the network side
@@ -855,6 +880,7 @@ class FusedNet:
         self._params = None
         self._stats_valid = False
         self._fields = None  # expose()'s views, made on first use
+        self._tasks = {}  # _chunk, _update_task -> C function (_compiled)
         self.sync_params()
 
     def _task_table(self):
@@ -940,6 +966,26 @@ class FusedNet:
         self._input = x2
         self.At = (x2,) + self.At[1:]
 
+    def _compiled(self, task, args, exact=False):
+        """``task`` (:func:`_chunk` or :func:`_update_task`) as a C function for a
+        leading int64 index or two and ``args`` (:mod:`cnn.parallel`); looked up once
+        per FusedNet (the buffers fix the argument types)."""
+        f = self._tasks.get(task)
+        if f is None:
+            index = (0,) if exact else (0, 0)  # _update_task(t, ...), _chunk(n0, n1, ...)
+            options = {} if exact else {"fastmath": _CONTRACT}
+            f = parallel.compiled(task, index + args, error_model="numpy", **options)
+            self._tasks[task] = f
+        return f
+
+    def _labels(self, y):
+        """``y`` as the kernels are compiled for: C-contiguous, aligned, writeable, the
+        network's dtype (a copy only when it is not)."""
+        f = y.flags
+        if y.dtype != self.dtype or not (f.c_contiguous and f.aligned and f.writeable):
+            y = np.array(y, dtype=self.dtype, order="C")
+        return y
+
     def forward(self, x):
         """Forward pass of ``x`` (N, C, H, W): returns the outputs (N, n_outputs), MATLAB order.
 
@@ -948,7 +994,7 @@ class FusedNet:
         self.sync_params()
         self._load(x)
         d = self._dummy
-        _examples(
+        args = (
             False,
             self.spec,
             self.cst,
@@ -972,6 +1018,7 @@ class FusedNet:
             self.leak,
             d[0],
         )
+        _examples(self._compiled(_chunk, args), *args)
         o = self.A[-1]
         if self.net.layers[-1].type == "f":
             return o
@@ -993,7 +1040,7 @@ class FusedNet:
         last = net.layers[-1]
         d3 = faithful and last.type == "c"
         loss_kind = 1 if net.loss_func == "cros" else 0
-        _examples(
+        args = (
             True,
             self.spec,
             self.cst,
@@ -1007,7 +1054,7 @@ class FusedNet:
             self.Ws,
             self.PK,
             self.PB,
-            y,
+            self._labels(y),
             self.perm,
             loss_kind,
             bool(net.calc_last_layer_act_derivative),
@@ -1017,6 +1064,9 @@ class FusedNet:
             self.leak,
             self.lp,
         )
+        _examples(self._compiled(_chunk, args), *args)
+        if d3:  # after every chunk: it reads other examples' errors
+            _d3_parts(self.spec, self.At, self.E, self.PK)
         self.expose()
         # the loss from the per-example terms (backward.compute_loss's formulas, summed
         # in another order: the same to round-off)
@@ -1034,7 +1084,7 @@ class FusedNet:
             if self.dtype == np.float32
             else float(net.learning_rate)
         )
-        _update(
+        args = (
             self.tasks,
             self.At,
             self.F,
@@ -1051,6 +1101,7 @@ class FusedNet:
             d3,
             self.stats,
         )
+        _update(self._compiled(_update_task, args, exact=True), *args)
         self._stats_valid = True
 
     def parameter_check(self):

@@ -1,0 +1,46 @@
+"""Compile a task as a C function, for a ``prange`` loop to call through a pointer.
+
+Why: Numba links every jitted function a caller uses into the caller's own
+machine code, and a ``prange`` loop is compiled in three more layers (the loop
+body and two wrappers), each of which optimises and generates machine code
+again for everything linked into it. For the fused step's chunk (about 34,000
+lines of LLVM IR with the kernels it calls) that was five compilations of the
+same code: about 14 s of a 41 s first minibatch on an empty cache. A C function
+(``numba.cfunc``) passed to the loop as an argument is a first-class function:
+the loop calls it through a pointer, so it is compiled once and the loop's
+layers stay a few lines. Both are cached on disk (``cache=True``) like every
+other kernel, and the task computes exactly what a direct call would.
+
+Usage (``cnn/fused.py``)::
+
+    chunk = compiled(_chunk, (np.int64(0), np.int64(0)) + args, fastmath={"contract"})
+    _examples(chunk, *args)   # a parallel function: chunk(n0, n1, *args) per chunk
+"""
+
+from __future__ import annotations
+
+import numba as nb
+from numba import types
+
+_COMPILED = {}
+
+
+def compiled(pyfunc, example_args, **options):
+    """``pyfunc`` compiled as a C function (``numba.cfunc``) for arguments of the
+    types of ``example_args``; once per process and types, from Numba's disk
+    cache when it is there.
+
+    pyfunc : plain Python function returning nothing (it may call jitted functions).
+    example_args : tuple, arguments of the types the function will be called with.
+    options : ``numba.cfunc`` options (``fastmath``, ``error_model``).
+    """
+    argtypes = tuple(nb.typeof(a) for a in example_args)
+    key = (pyfunc, argtypes, repr(sorted(options.items())))
+    f = _COMPILED.get(key)
+    if f is None:
+        f = nb.cfunc(types.void(*argtypes), cache=True, **options)(pyfunc)
+        # its numba type, kept: a jitted function called with f types it on every call,
+        # and typing a signature of ~20 nested tuple types costs ~0.1 ms each time
+        f._numba_type_ = nb.typeof(f)
+        _COMPILED[key] = f
+    return f
