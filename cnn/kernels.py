@@ -122,25 +122,18 @@ def abs_bits_max(p):
     return m
 
 
-FINITE_BLOCK = 1 << 16
-"""Entries per task of :func:`all_finite`."""
-
-
-@_jit
+@_jit_serial
 def _all_finite(p):
-    n = p.shape[0]
-    nblocks = (n + FINITE_BLOCK - 1) // FINITE_BLOCK
-    worst = np.zeros(nblocks, np.int64)
-    for c in nb.prange(nblocks):
-        worst[c] = abs_bits_max(p[c * FINITE_BLOCK : min(n, (c + 1) * FINITE_BLOCK)])
-    return nblocks == 0 or worst.max() < INF_BITS
+    return abs_bits_max(p) < INF_BITS
 
 
 def all_finite(a):
     """Whether every entry of ``a`` (any shape, float64 or float32) is finite.
 
-    ``np.isfinite(a).all()`` without its temporary array, on Numba's threads
-    (3x faster on a training set: the input checks of ``traincnn``/``testcnn``).
+    ``np.isfinite(a).all()`` without its temporary array, in one integer pass
+    (19 against 33 ms on the 60,000 training images: the input checks of
+    ``traincnn``/``testcnn``; serial, as a ``prange`` would save 8 ms there but
+    cost 1.5 s of compilation on an empty cache).
     """
     a = np.asarray(a)
     if a.dtype not in (np.float64, np.float32):
