@@ -265,19 +265,45 @@ class burners:
         self.procs = []
 
 
-def busy_times(x, y, n_images, n_burners, use_torch, repeat=1):
+BUSY_RUN = r"""
+import json, sys
+import numpy as np
+from cnn import bench, bench_peers, threads
+who, n, repeat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+x, y, *_ = bench.load_data(n, 1)
+if who == "ours":
+    r, _ = bench.our_epoch_time(x, y, np.float64, n, repeat=repeat)
+else:
+    with threads.defaults_for_others():  # PyTorch with its own OpenMP defaults
+        import torch  # noqa: F401
+    xs, ys = bench._wrap(x, y, n)
+    runs = [
+        bench_peers.torch_epoch_time(xs, ys, "float64", threads=2, n_images=n)
+        for _ in range(repeat)
+    ]
+    r = min(runs, key=lambda t: t["seconds"])
+print(json.dumps(r))
+"""
+
+
+def busy_times(n_images, n_burners, use_torch, repeat=1):
     """Float64 epoch times (ours, fused, and PyTorch's) with ``n_burners`` burners beside;
-    with ``repeat`` > 1, the best of that many runs of each (as the idle rows)."""
+    with ``repeat`` > 1, the best of that many runs of each (as the idle rows).
+
+    Each side runs in a fresh process of its own, as its users run it. In one
+    process both would share one OpenMP runtime: PyTorch's wheel ships a
+    ``libgomp.so.1`` of the same name as the system's that Numba's OpenMP layer
+    loads, and whichever is loaded first serves both, with the settings of the
+    environment at that moment. This benchmark imports PyTorch first (in the
+    other order PyTorch runs ~10x slower), so here Numba's workers spun
+    libgomp's default 300,000 iterations at every join instead of the 20,000
+    ``cnn/threads.py`` sets: with two burners, 2.6-2.9x the idle epoch against
+    2.1x in a process of its own (measured 2026-12-03)."""
     out = {"burners": n_burners, "images": n_images, "repeat": repeat}
     with burners(n_burners):
-        out["ours"], _ = our_epoch_time(x, y, np.float64, n_images, repeat=repeat)
+        out["ours"] = json.loads(_python(BUSY_RUN, args=("ours", n_images, repeat)))
         if use_torch:
-            xs, ys = _wrap(x, y, n_images)
-            runs = [
-                bench_peers.torch_epoch_time(xs, ys, "float64", threads=2, n_images=n_images)
-                for _ in range(repeat)
-            ]
-            out["torch"] = min(runs, key=lambda t: t["seconds"])
+            out["torch"] = json.loads(_python(BUSY_RUN, args=("torch", n_images, repeat)))
     return out
 
 
@@ -722,7 +748,7 @@ def run(args):
     if use_torch and args.repeat > 1:
         r["interleaved"] = interleaved_rounds(x, y, args.images, args.repeat, use_torch)
     if not args.skip_busy:
-        r["busy"] = busy_times(x, y, args.busy_images, args.burners, use_torch, repeat=args.repeat)
+        r["busy"] = busy_times(args.busy_images, args.burners, use_torch, repeat=args.repeat)
         msg = f"  busy ({args.burners} burners): ours {r['busy']['ours']['seconds_per_60k']:.2f}"
         if "torch" in r["busy"]:
             msg += f", torch {r['busy']['torch']['seconds_per_60k']:.2f}"

@@ -17,6 +17,12 @@ what the user has not set:
 * ``KMP_BLOCKTIME`` = ``1`` (ms; the same for Intel's OpenMP runtime, if Numba
   uses it).
 
+libgomp is one per process: if another library loaded it before ``import cnn``
+(PyTorch's wheel ships a ``libgomp.so.1``), it keeps the settings it was loaded
+with and Numba's workers spin libgomp's default (with two busy processes
+beside it, an epoch then took 2.6-2.9x its idle time instead of 2.1x; measured
+2026-12-03). Import ``cnn`` first, or set the variable before starting Python.
+
 Set ``GOMP_SPINCOUNT`` (or ``OMP_WAIT_POLICY``) yourself to override it, or
 ``NUMBA_THREADING_LAYER=workqueue`` to avoid OpenMP altogether. Results do not
 depend on any of this (``tests/test_determinism.py``).

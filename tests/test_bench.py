@@ -85,3 +85,13 @@ def test_interleaved_rows_min_median_max_and_per_round_ratio():
     rows = {row[0]: row[1:] for row in bench.interleaved_rows(il)}
     assert rows["ours float64, s/epoch"] == ("3.000 s", "3.500 s", "4.000 s")
     assert rows["torch / ours float64, per round"] == ("3.00x", "4.00x", "6.00x")
+
+
+def test_busy_run_in_a_fresh_process_with_cnns_openmp_settings():
+    """The busy-machine row runs ours in a process of its own (not under the OpenMP
+    runtime another library loaded first): here 50 images beside one burner."""
+    out = bench.busy_times(50, 1, use_torch=False)
+    ours = out["ours"]
+    assert ours["images"] == 50 and ours["dtype"] == "float64" and ours["step"] == "fused"
+    assert 0 < ours["seconds"] < 60 and ours["loss"] > 0
+    assert "torch" not in out
