@@ -93,6 +93,10 @@ N_COLS = 9
 _CONTRACT = {"contract"}
 _serial = nb.njit(cache=True, fastmath=_CONTRACT, error_model="numpy")
 _serial_dot = nb.njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
+# the stages _chunk calls once each: inlined into it by Numba (not compiled as
+# separate functions first, then again inside _chunk: 1.4 s less on an empty cache;
+# doing the same with the small helpers, called from several places, cost 10 s more)
+_once = nb.njit(cache=True, fastmath=_CONTRACT, error_model="numpy", inline="always")
 _parallel = nb.njit(cache=True, parallel=True, fastmath=_CONTRACT, error_model="numpy")
 # the update: plain IEEE arithmetic (no FMA), so ``p - lr*dp`` rounds as NumPy's
 _parallel_exact = nb.njit(cache=True, parallel=True, error_model="numpy")
@@ -298,7 +302,7 @@ def _window_offsets(spec):
     return off
 
 
-@_serial
+@_once
 def _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak, win, off):
     """The forward pass of example n through the map layers 1..top (conv, pool):
     A[l][n], Z[n] if ``top`` is the last layer, and F[n] (the maps of layer
@@ -328,7 +332,7 @@ def _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak, win, off):
         _flatten(A[top][n], spec[top, C_M], spec[top, C_H], spec[top, C_W], F[n])
 
 
-@_serial
+@_once
 def _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ws, one, leak):
     """The FC layers top+1.. of examples n0..n1-1: one matrix product per layer
     (BLAS, on this thread), then the bias and the activation per example."""
@@ -345,7 +349,7 @@ def _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ws, one, leak):
             _activation(zr, A[l][n0 + r], spec[l, C_ACT], spec[l, C_M], one, leak)
 
 
-@_serial
+@_once
 def _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, e, lp):
     """Loss term and output error of example n (the last layer's outputs, map layout).
 
@@ -394,7 +398,7 @@ def _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, 
         _act_backward(o, e, e, code, faithful, one, leak, G)
 
 
-@_serial
+@_once
 def _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo):
     """The errors of the FC layers top+1.. of examples n0..n1-1, from the output
     errors eo (n1-n0, S); returns the error w.r.t. the (flattened) outputs of
@@ -422,7 +426,7 @@ def _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo):
     return g
 
 
-@_serial
+@_once
 def _maps_backward(n, top, g, spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak, win, off):
     """The errors of the map layers top..1 of example n and its parts of their
     kernel and bias gradients; g: the error w.r.t. the outputs of layer ``top``
