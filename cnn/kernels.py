@@ -122,11 +122,6 @@ def abs_bits_max(p):
     return m
 
 
-@_jit_serial
-def _all_finite(p):
-    return abs_bits_max(p) < INF_BITS
-
-
 def all_finite(a):
     """Whether every entry of ``a`` (any shape, float64 or float32) is finite.
 
@@ -138,7 +133,7 @@ def all_finite(a):
     a = np.asarray(a)
     if a.dtype not in (np.float64, np.float32):
         return bool(np.isfinite(a).all())
-    return bool(_all_finite(np.ascontiguousarray(a).reshape(-1)))
+    return bool(abs_bits_max(np.ascontiguousarray(a).reshape(-1)) < INF_BITS)
 
 
 # --------------------------------------------------------------------------- valid correlation
