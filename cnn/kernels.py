@@ -213,13 +213,11 @@ _cv_any, _cv3, _cv5, _cv7, _cv9 = (_conv_columns_impl(w) for w in (0,) + UNROLLE
 
 
 @_jit_serial
-def conv_valid_columns(xb, K, bias, z, Wo):
-    """:func:`conv_valid_example` from the column windows ``xb`` (P, kw, H*Wo) of
-    :func:`column_windows`; K (M, P, kh, kw) ; bias (M,) ; z (M, Ho*Wo) overwritten."""
+def _conv_columns_unrolled(xb, K, bias, z, Wo):
+    """The portable loop compiled for the kernel width where it is one of
+    :data:`UNROLLED_WIDTHS`, else the loop for any width (the same sums)."""
     kw = K.shape[3]
-    if simd.ENABLED and z.shape[1] >= simd.VECTORS * simd.lanes(z):
-        simd.valid_correlation(xb, K, bias, z, Wo)
-    elif kw == 3:
+    if kw == 3:
         _cv3(xb, K, bias, z, Wo)
     elif kw == 5:
         _cv5(xb, K, bias, z, Wo)
@@ -229,6 +227,22 @@ def conv_valid_columns(xb, K, bias, z, Wo):
         _cv9(xb, K, bias, z, Wo)
     else:
         _cv_any(xb, K, bias, z, Wo)
+
+
+# Where the SIMD kernels run, the portable loop only serves outputs smaller than a
+# SIMD block: there the loop for any width (the same sums; the four width-specialised
+# copies cost about 1.8 s of a first compile on an empty cache for no speed that matters)
+_conv_columns_portable = _cv_any if simd.ENABLED else _conv_columns_unrolled
+
+
+@_jit_serial
+def conv_valid_columns(xb, K, bias, z, Wo):
+    """:func:`conv_valid_example` from the column windows ``xb`` (P, kw, H*Wo) of
+    :func:`column_windows`; K (M, P, kh, kw) ; bias (M,) ; z (M, Ho*Wo) overwritten."""
+    if simd.ENABLED and z.shape[1] >= simd.VECTORS * simd.lanes(z):
+        simd.valid_correlation(xb, K, bias, z, Wo)
+    else:
+        _conv_columns_portable(xb, K, bias, z, Wo)
 
 
 @_jit_serial

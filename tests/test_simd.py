@@ -113,7 +113,8 @@ def test_portable_width_loops_equal_the_generic_loop(dtype, shape):
     # give the generic loop's numbers bit for bit
     rng = np.random.default_rng(7 + sum(shape))
     P, H, W, M, kh, _ = shape
-    for kw, loop in ((3, kernels._cv3), (5, kernels._cv5), (7, kernels._cv7), (9, kernels._cv9)):
+    loops = ((3, kernels._cv3), (4, kernels._cv_any), (5, kernels._cv5), (7, kernels._cv7))
+    for kw, loop in loops + ((9, kernels._cv9),):
         if kw > W:
             continue
         x, K, b, S = _case(rng, dtype, P, H, W, M, kh, kw)
@@ -121,6 +122,10 @@ def test_portable_width_loops_equal_the_generic_loop(dtype, shape):
         _portable(kernels._cv_any, x, K, b, ref)
         got = np.empty((M, S), dtype)
         _portable(loop, x, K, b, got)
+        np.testing.assert_array_equal(got, ref)
+        # and through the width dispatch that conv_valid_columns uses without SIMD
+        got[:] = np.nan
+        _portable(kernels._conv_columns_unrolled, x, K, b, got)
         np.testing.assert_array_equal(got, ref)
 
 
