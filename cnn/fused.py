@@ -1,14 +1,17 @@
-"""The fused training step: a whole minibatch in two Numba calls.
+"""The fused training step: a whole minibatch in two parallel loops.
 
 ``ffcnn``/``bpcnn``/``gradientdescentcnn`` (``forward.py``, ``backward.py``,
 ``training.py``) are the readable reference: one kernel call per layer and
 per operation, every map, error and gradient kept on the layers. That costs
 about twenty parallel regions per minibatch and part of the time on one
 thread (NumPy's elementwise functions, the dense products, the loss). This
-module computes the same numbers with two calls per minibatch; it is what
+module computes the same numbers with two parallel loops per minibatch; it is what
 ``traincnn``, ``testcnn`` and ``predictcnn`` use unless told otherwise.
 
-1. :func:`_examples` — one ``prange`` over chunks of :data:`CHUNK` examples.
+Every parallel loop is :func:`_run` (one ``prange``) calling a task through a
+function pointer, with one argument list (:data:`ARGS`) for all tasks:
+
+1. :func:`_chunk`, once per chunk of :data:`CHUNK` examples.
    For each example of a chunk (on whichever thread) it runs the forward pass
    through the map layers (conv, activation, pooling; :func:`_maps_forward`);
    then the chunk's FC layers, one matrix product per layer
@@ -17,17 +20,19 @@ module computes the same numbers with two calls per minibatch; it is what
    (:func:`_dense_backward`); and per example the map layers' errors and the
    example's own part of every conv layer's kernel and bias gradient
    (:func:`_maps_backward`). Nothing in a chunk reads what another chunk
-   writes (the one exception, defect D3, gets its own loop afterwards).
-2. :func:`_update` — one ``prange`` over a fixed table of tasks (rows of FC
+   writes (the one exception, defect D3, is :func:`_d3_task`, run afterwards).
+2. :func:`_update_task`, once per row of a fixed table of tasks (rows of FC
    weights, chunks of conv kernels, bias vectors). Each task sums the
    per-example parts **in example order**, divides by N and applies
    ``p <- p - lr * dp`` in place, as ``gradientdescentcnn``, and records the
    largest new value and whether any is NaN/Inf (the next minibatch's finite
    check and divergence guard read that instead of passing over the weights).
 
-Both loops call their work, :func:`_chunk` and :func:`_update_task`, through a
-function pointer (:mod:`cnn.parallel`): compiled once as C functions, not again
-inside each ``prange``'s layers (a first call on an empty cache: 41 -> 26 s).
+The tasks are compiled once as C functions (:mod:`cnn.parallel`), not again
+inside the ``prange``'s layers, and one compiled loop serves them all (a first
+minibatch on an empty cache: 41 s with the tasks inside their loops, 22 s with
+a loop per task, 17 s with one loop and, where the SIMD kernels run, one portable
+conv loop instead of five; on an Intel Xeon with AVX-512).
 
 The conv loops are ``kernels.py``'s per-example functions (the layer path runs
 the same ones in its own ``prange``); the activations come from
@@ -303,7 +308,7 @@ def _window_offsets(spec):
 
 
 @_once
-def _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak, win, off):
+def _maps_forward(n, top, spec, cst, A, Z, F, Ps, Bs, one, leak, win, off):
     """The forward pass of example n through the map layers 1..top (conv, pool):
     A[l][n], Z[n] if ``top`` is the last layer, and F[n] (the maps of layer
     ``top`` flattened in MATLAB order) if an FC layer follows. ``win[off[l]:off[l+1]]``
@@ -319,7 +324,7 @@ def _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak, win, off):
         if t == T_CONV:
             kw = spec[l, C_KW]
             Wo = W - kw + 1
-            K = Ks[l].reshape(M, P, spec[l, C_KH], kw)
+            K = Ps[l].reshape(M, P, spec[l, C_KH], kw)
             xb = win[off[l] : off[l + 1]].reshape(P, kw, H * Wo)
             column_windows(A[l - 1][n].reshape(P, H, W), Wo, xb)
             z = Z[n] if l == last else a
@@ -333,14 +338,14 @@ def _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak, win, off):
 
 
 @_once
-def _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ws, one, leak):
+def _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ps, one, leak):
     """The FC layers top+1.. of examples n0..n1-1: one matrix product per layer
     (BLAS, on this thread), then the bias and the activation per example."""
     last = spec.shape[0] - 1
     for l in range(top + 1, last + 1):
         x = F[n0:n1] if l == top + 1 else A[l - 1][n0:n1]
         z = Z[n0:n1] if l == last else A[l][n0:n1]
-        np.dot(x, Ws[l].T, z)  # z[n, j] = sum_i x[n, i] W[j, i]
+        np.dot(x, Ps[l].T, z)  # z[n, j] = sum_i x[n, i] W[j, i]
         b = Bs[l][0]
         for r in range(n1 - n0):
             zr = z[r]
@@ -399,7 +404,7 @@ def _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, 
 
 
 @_once
-def _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo):
+def _dense_backward(n0, n1, top, spec, A, E, Ps, faithful, one, leak, eo):
     """The errors of the FC layers top+1.. of examples n0..n1-1, from the output
     errors eo (n1-n0, S); returns the error w.r.t. the (flattened) outputs of
     layer ``top`` (n1-n0, S_top), MATLAB order."""
@@ -421,7 +426,7 @@ def _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo):
         if l == 1:  # nothing below but the input
             break
         gb = np.empty((n1 - n0, spec[l - 1, C_S]), dtype=eo.dtype)
-        np.dot(er, Ws[l], gb)  # gb[n, i] = sum_j er[n, j] W[j, i]
+        np.dot(er, Ps[l], gb)  # gb[n, i] = sum_j er[n, j] W[j, i]
         g = gb
     return g
 
@@ -472,6 +477,40 @@ CHUNK = 5
 """Examples per task of the fused loops: the FC layers of a chunk are one matrix
 product each. A fixed size (not the thread count), so results do not depend on it."""
 
+ARGS = (
+    "train",
+    "spec",
+    "cst",
+    "A",
+    "Z",
+    "F",
+    "E",
+    "Ps",
+    "KT",
+    "Bs",
+    "PK",
+    "PB",
+    "DP",
+    "DB",
+    "y",
+    "perm",
+    "loss_kind",
+    "flag",
+    "faithful",
+    "d3",
+    "one",
+    "leak",
+    "lr",
+    "lp",
+    "tasks",
+    "stats",
+)
+"""The arguments every task takes after its index, in order: one list for
+:func:`_chunk`, :func:`_d3_task` and :func:`_update_task`, so that one compiled
+parallel loop (:func:`_run`) calls them all (each parallel function costs about
+3 s of a first compile). A task reads the entries it needs; a call that does
+not need an entry passes a dummy of the same type (:class:`FusedNet`)."""
+
 
 @_serial
 def _top_map_layer(spec):
@@ -483,9 +522,10 @@ def _top_map_layer(spec):
     return top
 
 
-def _chunk(
-    n0,
-    n1,
+@_parallel
+def _run(
+    task,
+    count,
     train,
     spec,
     cst,
@@ -493,12 +533,13 @@ def _chunk(
     Z,
     F,
     E,
-    Ks,
+    Ps,
     KT,
     Bs,
-    Ws,
     PK,
     PB,
+    DP,
+    DB,
     y,
     perm,
     loss_kind,
@@ -507,13 +548,86 @@ def _chunk(
     d3,
     one,
     leak,
+    lr,
     lp,
+    tasks,
+    stats,
 ):
-    """Examples n0..n1-1: the forward pass; with ``train`` also the loss terms, the
-    errors and the examples' parts of the conv gradients.
+    """``task(i, *args)`` for i = 0 .. count-1 on Numba's threads; ``task`` is
+    :func:`_chunk`, :func:`_d3_task` or :func:`_update_task` compiled as a C function
+    (:func:`cnn.parallel.compiled`), the other arguments are :data:`ARGS`."""
+    for i in nb.prange(count):
+        # int64: the prange index is typed int64 in the first typing pass and uint64
+        # in the parallel loop body
+        task(
+            np.int64(i),
+            train,
+            spec,
+            cst,
+            A,
+            Z,
+            F,
+            E,
+            Ps,
+            KT,
+            Bs,
+            PK,
+            PB,
+            DP,
+            DB,
+            y,
+            perm,
+            loss_kind,
+            flag,
+            faithful,
+            d3,
+            one,
+            leak,
+            lr,
+            lp,
+            tasks,
+            stats,
+        )
 
-    Compiled as a C function (:func:`cnn.parallel.compiled`) that :func:`_examples`
-    calls through a pointer."""
+
+def _chunk(
+    c,
+    train,
+    spec,
+    cst,
+    A,
+    Z,
+    F,
+    E,
+    Ps,
+    KT,
+    Bs,
+    PK,
+    PB,
+    DP,
+    DB,
+    y,
+    perm,
+    loss_kind,
+    flag,
+    faithful,
+    d3,
+    one,
+    leak,
+    lr,
+    lp,
+    tasks,
+    stats,
+):
+    """Chunk c, examples n0 = c * CHUNK .. n1-1: the forward pass; with ``train`` also
+    the loss terms, the errors and the examples' parts of the conv gradients.
+
+    Reads train, spec, cst, A, Z, F, E, Ps, KT, Bs, PK, PB, y, perm, loss_kind,
+    flag, faithful, d3, one, leak, lp (:data:`ARGS`); without ``train`` only the
+    first six, Ps, Bs, one and leak."""
+    N = A[0].shape[0]
+    n0 = c * CHUNK
+    n1 = min(n0 + CHUNK, N)
     last = spec.shape[0] - 1
     top = _top_map_layer(spec)
     off = _window_offsets(spec)
@@ -521,16 +635,16 @@ def _chunk(
     win = np.empty((n1 - n0 if train else 1, off[-1]), dtype=lp.dtype)
     for n in range(n0, n1):
         w = win[n - n0] if train else win[0]
-        _maps_forward(n, top, spec, cst, A, Z, F, Ks, Bs, one, leak, w, off)
+        _maps_forward(n, top, spec, cst, A, Z, F, Ps, Bs, one, leak, w, off)
     if top < last:
-        _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ws, one, leak)
+        _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ps, one, leak)
     if not train:
         return
     eo = np.empty((n1 - n0, spec[last, C_S]), dtype=lp.dtype)
     for n in range(n0, n1):
         _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, eo[n - n0], lp)
     if top < last:
-        g = _dense_backward(n0, n1, top, spec, A, E, Ws, faithful, one, leak, eo)
+        g = _dense_backward(n0, n1, top, spec, A, E, Ps, faithful, one, leak, eo)
     else:  # no FC layer: the maps' errors start at the output
         g = eo
     if top == 0:
@@ -546,9 +660,8 @@ def _chunk(
         )
 
 
-@_parallel
-def _examples(
-    chunk,
+def _d3_task(
+    n,
     train,
     spec,
     cst,
@@ -556,12 +669,13 @@ def _examples(
     Z,
     F,
     E,
-    Ks,
+    Ps,
     KT,
     Bs,
-    Ws,
     PK,
     PB,
+    DP,
+    DB,
     y,
     perm,
     loss_kind,
@@ -570,62 +684,24 @@ def _examples(
     d3,
     one,
     leak,
+    lr,
     lp,
+    tasks,
+    stats,
 ):
-    """Every example of the minibatch, in chunks of :data:`CHUNK`: ``chunk`` is
-    :func:`_chunk` compiled as a C function (:func:`cnn.parallel.compiled`), the other
-    arguments are its own; ``train`` false: the forward pass only (E, KT, PK, PB, y,
-    perm, lp unused)."""
-    N = A[0].shape[0]
-    for c in nb.prange((N + CHUNK - 1) // CHUNK):
-        # int64: the callees are compiled once (the prange index is typed int64 in the
-        # first typing pass and uint64 in the parallel loop body: two compilations)
-        n0 = np.int64(c) * CHUNK
-        n1 = min(n0 + CHUNK, N)
-        chunk(
-            n0,
-            n1,
-            train,
-            spec,
-            cst,
-            A,
-            Z,
-            F,
-            E,
-            Ks,
-            KT,
-            Bs,
-            Ws,
-            PK,
-            PB,
-            y,
-            perm,
-            loss_kind,
-            flag,
-            faithful,
-            d3,
-            one,
-            leak,
-            lp,
-        )
-
-
-@_parallel
-def _d3_parts(spec, A, E, PK):
     """Defect D3 (faithful, conv last layer): example n's part of the last layer's
-    kernel gradient from its own input maps and example N-1-n's error (after
-    :func:`_examples`: it reads other examples' errors)."""
+    kernel gradient from its own input maps and example N-1-n's error. Run after
+    every :func:`_chunk` (it reads other examples' errors). Reads spec, A, E, PK."""
     N = A[0].shape[0]
     last = spec.shape[0] - 1
     M, kh, kw = spec[last, C_M], spec[last, C_KH], spec[last, C_KW]
     Mb, Hb, Wb = spec[last - 1, C_M], spec[last - 1, C_H], spec[last - 1, C_W]
     S = spec[last, C_S]
-    for n in nb.prange(N):
-        kernel_grad_example(
-            A[last - 1][n].reshape(Mb, Hb, Wb),
-            E[last][N - 1 - n].reshape(M, S // M),
-            PK[last][n].reshape(M, Mb, kh, kw),
-        )
+    kernel_grad_example(
+        A[last - 1][n].reshape(Mb, Hb, Wb),
+        E[last][N - 1 - n].reshape(M, S // M),
+        PK[last][n].reshape(M, Mb, kh, kw),
+    )
 
 
 @_serial
@@ -651,15 +727,35 @@ def _sum_rows(p, start, stop, d):
             d[i] += pn[start + i]
 
 
-@_parallel_exact
-def _update(task, tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats):
-    """The update: ``task`` (:func:`_update_task` compiled as a C function,
-    :func:`cnn.parallel.compiled`) for every row of ``tasks``, on Numba's threads."""
-    for t in nb.prange(tasks.shape[0]):
-        task(np.int64(t), tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats)
-
-
-def _update_task(t, tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, stats):
+def _update_task(
+    t,
+    train,
+    spec,
+    cst,
+    A,
+    Z,
+    F,
+    E,
+    Ps,
+    KT,
+    Bs,
+    PK,
+    PB,
+    DP,
+    DB,
+    y,
+    perm,
+    loss_kind,
+    flag,
+    faithful,
+    d3,
+    one,
+    leak,
+    lr,
+    lp,
+    tasks,
+    stats,
+):
     """Task t of the update: sum the per-example parts, divide by N, step: p -= lr * dp.
 
     tasks[t] = (layer, kind, start, stop): kind 0 FC rows start:stop (W and b),
@@ -669,7 +765,9 @@ def _update_task(t, tasks, A, F, E, Ps, Bs, PK, PB, DP, DB, spec, N, lr, d3, sta
     (max |W or K entry|, max |b entry|, NaN if any is NaN/Inf else 0) over the
     new values the task wrote: what the finite check and the divergence guard
     of the next minibatch read, without another pass over the parameters.
+    Reads spec, A, F, E, Ps, Bs, PK, PB, DP, DB, d3, lr, tasks, stats (:data:`ARGS`).
     """
+    N = A[0].shape[0]
     last = spec.shape[0] - 1
     l, kind, start, stop = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
     stat = stats[t]
@@ -874,6 +972,11 @@ class FusedNet:
             )
             self.tasks = self._task_table()
             self.stats = np.zeros((len(self.tasks), 3))
+        else:  # what the calls pass for the training buffers (same types)
+            self.E = self.PK = self.PB = self.DP = self.DB = self._dummies
+            self.lp = dummy[0]
+            self.tasks = np.zeros((0, 4), np.int64)
+            self.stats = np.zeros((0, 3))
         # the parameter attributes (K or W, and b, of the conv and FC layers)
         self._slots = [
             (layer, name)
@@ -884,7 +987,7 @@ class FusedNet:
         self._params = None
         self._stats_valid = False
         self._fields = None  # expose()'s views, made on first use
-        self._tasks = {}  # _chunk, _update_task -> C function (_compiled)
+        self._tasks = {}  # _chunk, _d3_task, _update_task -> C function (_compiled)
         self.sync_params()
 
     def _task_table(self):
@@ -919,14 +1022,10 @@ class FusedNet:
             a = getattr(layer, name)
             if a.dtype != dt or not a.flags.c_contiguous or not a.flags.writeable:
                 setattr(layer, name, np.ascontiguousarray(a, dtype=dt).copy())
-        self.Ks = _pad(
-            [layer.K.reshape(1, -1) if layer.type == "c" else dummy2 for layer in layers], dummy2
-        )
-        self.Ws = _pad([layer.W if layer.type == "f" else dummy2 for layer in layers], dummy2)
         self.Bs = _pad(
             [layer.b.reshape(1, -1) if layer.type in "cf" else dummy2 for layer in layers], dummy2
         )
-        # the update writes K through Ps (2-D views: W itself, or K as one row)
+        # W itself, or K as one row (2-D views: the update writes through them)
         self.Ps = _pad(
             [
                 layer.W
@@ -970,17 +1069,57 @@ class FusedNet:
         self._input = x2
         self.At = (x2,) + self.At[1:]
 
-    def _compiled(self, task, args, exact=False):
-        """``task`` (:func:`_chunk` or :func:`_update_task`) as a C function for a
-        leading int64 index or two and ``args`` (:mod:`cnn.parallel`); looked up once
-        per FusedNet (the buffers fix the argument types)."""
+    def _call(self, task, count, exact=False, **given):
+        """``task(i, *args)`` for i = 0 .. count-1 on Numba's threads (:func:`_run`).
+
+        task : :func:`_chunk`, :func:`_d3_task` or :func:`_update_task`.
+        exact : compile ``task`` without FMA contraction (the update).
+        given : the entries of :data:`ARGS` that differ from this network's buffers
+            and the defaults (train False, no kernel table, dummy labels, quad loss,
+            flags False, lr 1).
+        """
+        d = self._dummy
+        args = dict(
+            train=False,
+            spec=self.spec,
+            cst=self.cst,
+            A=self.At,
+            Z=self.Z,
+            F=self.F,
+            E=self.E,
+            Ps=self.Ps,
+            KT=self._dummies,
+            Bs=self.Bs,
+            PK=self.PK,
+            PB=self.PB,
+            DP=self.DP,
+            DB=self.DB,
+            y=d,
+            perm=self.perm,
+            loss_kind=0,
+            flag=False,
+            faithful=False,
+            d3=False,
+            one=self.one,
+            leak=self.leak,
+            lr=self.one,
+            lp=self.lp,
+            tasks=self.tasks,
+            stats=self.stats,
+        )
+        args.update(given)
+        args = tuple(args[name] for name in ARGS)
+        # the C function, looked up once per FusedNet (the buffers fix the argument types)
         f = self._tasks.get(task)
         if f is None:
-            index = (0,) if exact else (0, 0)  # _update_task(t, ...), _chunk(n0, n1, ...)
             options = {} if exact else {"fastmath": _CONTRACT}
-            f = parallel.compiled(task, index + args, error_model="numpy", **options)
+            f = parallel.compiled(task, (0,) + args, error_model="numpy", **options)
             self._tasks[task] = f
-        return f
+        _run(f, count, *args)
+
+    def _chunks(self):
+        """The number of chunks of :data:`CHUNK` examples."""
+        return -(-self.N // CHUNK)
 
     def _labels(self, y):
         """``y`` as the kernels are compiled for: C-contiguous, aligned, writeable, the
@@ -997,32 +1136,7 @@ class FusedNet:
         """
         self.sync_params()
         self._load(x)
-        d = self._dummy
-        args = (
-            False,
-            self.spec,
-            self.cst,
-            self.At,
-            self.Z,
-            self.F,
-            self._dummies,
-            self.Ks,
-            self._dummies,
-            self.Bs,
-            self.Ws,
-            self._dummies,
-            self._dummies,
-            d,
-            self.perm,
-            0,
-            False,
-            False,
-            False,
-            self.one,
-            self.leak,
-            d[0],
-        )
-        _examples(self._compiled(_chunk, args), *args)
+        self._call(_chunk, self._chunks())
         o = self.A[-1]
         if self.net.layers[-1].type == "f":
             return o
@@ -1044,33 +1158,18 @@ class FusedNet:
         last = net.layers[-1]
         d3 = faithful and last.type == "c"
         loss_kind = 1 if net.loss_func == "cros" else 0
-        args = (
-            True,
-            self.spec,
-            self.cst,
-            self.At,
-            self.Z,
-            self.F,
-            self.E,
-            self.Ks,
-            self._transposed_kernels(),
-            self.Bs,
-            self.Ws,
-            self.PK,
-            self.PB,
-            self._labels(y),
-            self.perm,
-            loss_kind,
-            bool(net.calc_last_layer_act_derivative),
-            faithful,
-            d3,
-            self.one,
-            self.leak,
-            self.lp,
+        given = dict(
+            train=True,
+            KT=self._transposed_kernels(),
+            y=self._labels(y),
+            loss_kind=loss_kind,
+            flag=bool(net.calc_last_layer_act_derivative),
+            faithful=faithful,
+            d3=d3,
         )
-        _examples(self._compiled(_chunk, args), *args)
+        self._call(_chunk, self._chunks(), **given)
         if d3:  # after every chunk: it reads other examples' errors
-            _d3_parts(self.spec, self.At, self.E, self.PK)
+            self._call(_d3_task, self.N)
         self.expose()
         # the loss from the per-example terms (backward.compute_loss's formulas, summed
         # in another order: the same to round-off)
@@ -1088,24 +1187,7 @@ class FusedNet:
             if self.dtype == np.float32
             else float(net.learning_rate)
         )
-        args = (
-            self.tasks,
-            self.At,
-            self.F,
-            self.E,
-            self.Ps,
-            self.Bs,
-            self.PK,
-            self.PB,
-            self.DP,
-            self.DB,
-            self.spec,
-            self.N,
-            lr,
-            d3,
-            self.stats,
-        )
-        _update(self._compiled(_update_task, args, exact=True), *args)
+        self._call(_update_task, len(self.tasks), exact=True, lr=lr, d3=d3)
         self._stats_valid = True
 
     def parameter_check(self):

@@ -13,8 +13,11 @@ other kernel, and the task computes exactly what a direct call would.
 
 Usage (``cnn/fused.py``)::
 
-    chunk = compiled(_chunk, (np.int64(0), np.int64(0)) + args, fastmath={"contract"})
-    _examples(chunk, *args)   # a parallel function: chunk(n0, n1, *args) per chunk
+    chunk = compiled(_chunk, (0,) + args, fastmath={"contract"})
+    _run(chunk, count, *args)   # a parallel function: chunk(i, *args) for i < count
+
+Every task of the same argument types has the same Numba type, so one compiled
+parallel loop calls them all.
 """
 
 from __future__ import annotations

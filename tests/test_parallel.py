@@ -37,3 +37,25 @@ def test_compiled_once_per_argument_types():
     out = np.zeros(4, np.float32)
     _run(b, x32 * 2, out)
     np.testing.assert_array_equal(out, [4, 5, 6, 7])
+
+
+def _add_index(i, x, out):
+    out[i] += i
+
+
+def test_tasks_of_the_same_argument_types_share_one_compiled_loop():
+    # what lets the fused step run every task through one parallel function
+    @nb.njit(parallel=True)
+    def run(task, x, out):
+        for i in nb.prange(x.shape[0]):
+            task(np.int64(i), x, out)
+
+    x = np.arange(5.0)
+    out = np.zeros(5)
+    square = parallel.compiled(_square_into, (0, x, out))
+    add = parallel.compiled(_add_index, (0, x, out))
+    assert nb.typeof(square) == nb.typeof(add)
+    run(square, x, out)
+    run(add, x, out)
+    np.testing.assert_array_equal(out, x * x + 2 * np.arange(5))
+    assert len(run.overloads) == 1
