@@ -273,6 +273,35 @@ def prepare_output_folder(path, option="--out"):
     return out
 
 
+@contextlib.contextmanager
+def output_folder(path, option="--out"):
+    """:func:`prepare_output_folder` for the block: if the block fails (an error,
+    Ctrl-C), the folders this call created are removed again when nothing but the
+    lock file (``.cnn.lock``) was written into them, so a refused command leaves
+    nothing behind.
+
+    Yields
+    ------
+    pathlib.Path
+    """
+    from .atomic import LOCK_NAME
+
+    path = Path(path)
+    new = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    out = prepare_output_folder(path, option)
+    try:
+        yield out
+    except BaseException:
+        for folder in new:
+            try:
+                if [e.name for e in os.scandir(folder)] == [LOCK_NAME]:
+                    os.unlink(folder / LOCK_NAME)
+                folder.rmdir()
+            except OSError:  # not empty (or gone): keep it and its parents
+                break
+        raise
+
+
 def resume_command(checkpoint, out=None):
     """The command line that resumes from ``checkpoint``."""
     cmd = ["python", "-m", "cnn", "train", "--resume", str(checkpoint)]
@@ -474,13 +503,14 @@ def run_training(cfg, *, callback: Callable | None = None):
 
     s, meta = _resolve(cfg)
     # Fail before the work: the output folders must be writable, and ours alone.
-    out = prepare_output_folder(s["out"], "--out")
-    if s["plots"] is not None:
-        prepare_output_folder(s["plots"], "--plots")
-    with folder_lock(out, "train run"):
-        if cfg.resume is None and not cfg.overwrite:
-            _refuse_to_overwrite(out, cfg.out)
-        return _run_locked(cfg, s, meta, out, callback)
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(output_folder(s["out"], "--out"))
+        if s["plots"] is not None:
+            stack.enter_context(output_folder(s["plots"], "--plots"))
+        with folder_lock(out, "train run"):
+            if cfg.resume is None and not cfg.overwrite:
+                _refuse_to_overwrite(out, cfg.out)
+            return _run_locked(cfg, s, meta, out, callback)
 
 
 def _run_locked(cfg, s, meta, out, callback):

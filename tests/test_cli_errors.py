@@ -112,6 +112,32 @@ def test_error_table(env, capsys, argv, code, command, words):
         assert term not in line, (term, line)
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--no-download", "--out", "new/run"],
+        ["train", "--no-download", "--out", "run", "--plots", "figs/sub"],
+        ["compare", "--quick", "--no-download", "--out", "new/cmp"],
+        ["compare", "--reproduce", "--no-download", "--out", "cmp"],
+        ["test", "ex3.npz", "--no-download", "--plots", "new/plots"],
+    ],
+    ids=lambda argv: " ".join(argv[:2]),
+)
+def test_a_refused_command_leaves_no_folder_behind(env, capsys, argv):
+    before = sorted(p.name for p in env.iterdir())
+    assert cli.main(argv) == 2
+    assert "MNIST file" in capsys.readouterr().err
+    assert sorted(p.name for p in env.iterdir()) == before
+
+
+def test_a_refused_command_keeps_an_existing_folder(env, capsys):
+    (env / "mine").mkdir()
+    (env / "mine" / "notes.txt").write_text("keep")
+    assert cli.main(["train", "--no-download", "--out", "mine"]) == 2
+    capsys.readouterr()
+    assert (env / "mine" / "notes.txt").read_text() == "keep"
+
+
 def test_debug_adds_the_traceback(env, capsys):
     assert cli.main(["train", "--init", "nothing.npz", "--synthetic", "20", "--debug"]) == 2
     err = capsys.readouterr().err

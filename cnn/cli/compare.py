@@ -310,15 +310,21 @@ def _load(args, data, n_train, n_test):
     return Dataset.from_arrays(arrays, source)
 
 
-def _check_out(out):
-    """Create the output folder and make sure it is writable (before any training)."""
+@contextlib.contextmanager
+def _output(out):
+    """Create the output folder and make sure it is writable (before any training);
+    removed again if the block fails before writing anything into it."""
     from ..train_run import UsageError as _RunUsageError
-    from ..train_run import prepare_output_folder
+    from ..train_run import output_folder
 
+    folder = output_folder(out, "--out")
     try:
-        prepare_output_folder(out, "--out")
+        folder.__enter__()
     except _RunUsageError as exc:
         raise UsageError(str(exc)) from None
+    with contextlib.ExitStack() as stack:
+        stack.push(folder)
+        yield out
 
 
 # --------------------------------------------------------------------------- main
@@ -389,27 +395,27 @@ def _reproduce(args, data):
             f"no reference file {ref}: pass the fixture .npz or a reference MAT-file to --reproduce"
         )
     out = Path(args.out or os.path.join("runs", "compare"))
-    _check_out(out)
-    if data is None:
-        from ..mnist import load_mnist
+    with _output(out):
+        if data is None:
+            from ..mnist import load_mnist
 
-        data = load_mnist(args.data_dir, download=not args.no_download, progress=True)
-    results = []
-    for flag in (None, True):
-        _log(
-            f"reproducing the Octave run with the flag {'forced on' if flag else 'off'} "
-            f"(one epoch on {len(data[0])} images)..."
-        )
-        r = reproduce_reference(ref, flag, data=data)
-        _log(
-            f"  test error {r['err']:.4f} (Octave {r['ref_err']:.4f}), predictions "
-            f"{'identical' if r['pred_identical'] else 'differ'}, {r['train_seconds']:.0f} s"
-        )
-        results.append(r)
-    text = format_reproduction(results)
-    print(text, end="")
-    write_text(out / "reproduction.md", text)
-    return EXIT_OK if all(r["match"] for r in results) else EXIT_FAIL
+            data = load_mnist(args.data_dir, download=not args.no_download, progress=True)
+        results = []
+        for flag in (None, True):
+            _log(
+                f"reproducing the Octave run with the flag {'forced on' if flag else 'off'} "
+                f"(one epoch on {len(data[0])} images)..."
+            )
+            r = reproduce_reference(ref, flag, data=data)
+            _log(
+                f"  test error {r['err']:.4f} (Octave {r['ref_err']:.4f}), predictions "
+                f"{'identical' if r['pred_identical'] else 'differ'}, {r['train_seconds']:.0f} s"
+            )
+            results.append(r)
+        text = format_reproduction(results)
+        print(text, end="")
+        write_text(out / "reproduction.md", text)
+        return EXIT_OK if all(r["match"] for r in results) else EXIT_FAIL
 
 
 def _study(args, data, command):
@@ -435,81 +441,83 @@ def _study(args, data, command):
             raise UsageError(
                 "--scheduler needs dask.distributed (pip install 'cnn[distributed]')"
             ) from None
-    _check_out(out)
-    try:
-        lock = folder_lock(out, "study")
-        lock.__enter__()
-    except FolderBusyError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        dataset = _load(args, data, n_train, n_test)
-        meta = {
-            "study": args.study,
-            "n_train": len(dataset.arrays[0]),
-            "n_test": len(dataset.arrays[2]),
-            "epochs": epochs,
-            "seeds": seeds,
-            "data": dataset.fingerprint,
-            "data_source": dataset.source,
-            "jobs": args.jobs,
-            "scheduler": args.scheduler,
-            "machine": report.machine_text(),
-            "date": report.now_text(),
-            "command": command,
-        }
-        study = {"flag": _flag_study, "lr": _lr_study, "pairings": _pairings_study}[args.study]
-        specs, write = study(args, dataset, seeds, epochs, meta)
-        _log(
-            f"compare --study {args.study}: {len(specs)} runs, {meta['n_train']} training / "
-            f"{meta['n_test']} test images, "
-            + (f"Dask at {args.scheduler}" if args.scheduler else f"{args.jobs} job(s)")
-            + f" -> {out}"
-        )
-        t0 = time.perf_counter()
-        outcome = run_specs(
-            specs,
-            dataset,
-            out,
-            jobs=args.jobs,
-            scheduler=args.scheduler,
-            fresh=args.fresh,
-            log=_log,
-        )
-        meta.update(
-            wall_seconds=time.perf_counter() - t0,
-            reused=outcome.reused,
-            trained=outcome.trained,
-            total=outcome.total,
-            partial=outcome.partial,
-            stopped=outcome.stopped,
-            failed={
-                outcome.specs[i].get("label", "?") + f" seed {outcome.specs[i].get('seed')}": m
-                for i, m in outcome.failed.items()
-            },
-        )
-        if outcome.finished:
-            paths = write(out, outcome, meta, plots=not args.no_plots)
+    with _output(out):
+        try:
+            lock = folder_lock(out, "study")
+            lock.__enter__()
+        except FolderBusyError as exc:
+            raise UsageError(str(exc)) from None
+        try:
+            dataset = _load(args, data, n_train, n_test)
+            meta = {
+                "study": args.study,
+                "n_train": len(dataset.arrays[0]),
+                "n_test": len(dataset.arrays[2]),
+                "epochs": epochs,
+                "seeds": seeds,
+                "data": dataset.fingerprint,
+                "data_source": dataset.source,
+                "jobs": args.jobs,
+                "scheduler": args.scheduler,
+                "machine": report.machine_text(),
+                "date": report.now_text(),
+                "command": command,
+            }
+            study = {"flag": _flag_study, "lr": _lr_study, "pairings": _pairings_study}[args.study]
+            specs, write = study(args, dataset, seeds, epochs, meta)
             _log(
-                f"wrote {', '.join(p.name for p in paths)} in {out}"
-                + (
-                    " (PARTIAL: " + report.partial_note(outcome).replace("**PARTIAL**: ", "") + ")"
-                    if outcome.partial
-                    else ""
+                f"compare --study {args.study}: {len(specs)} runs, {meta['n_train']} training / "
+                f"{meta['n_test']} test images, "
+                + (f"Dask at {args.scheduler}" if args.scheduler else f"{args.jobs} job(s)")
+                + f" -> {out}"
+            )
+            t0 = time.perf_counter()
+            outcome = run_specs(
+                specs,
+                dataset,
+                out,
+                jobs=args.jobs,
+                scheduler=args.scheduler,
+                fresh=args.fresh,
+                log=_log,
+            )
+            meta.update(
+                wall_seconds=time.perf_counter() - t0,
+                reused=outcome.reused,
+                trained=outcome.trained,
+                total=outcome.total,
+                partial=outcome.partial,
+                stopped=outcome.stopped,
+                failed={
+                    outcome.specs[i].get("label", "?") + f" seed {outcome.specs[i].get('seed')}": m
+                    for i, m in outcome.failed.items()
+                },
+            )
+            if outcome.finished:
+                paths = write(out, outcome, meta, plots=not args.no_plots)
+                _log(
+                    f"wrote {', '.join(p.name for p in paths)} in {out}"
+                    + (
+                        " (PARTIAL: "
+                        + report.partial_note(outcome).replace("**PARTIAL**: ", "")
+                        + ")"
+                        if outcome.partial
+                        else ""
+                    )
+                    + f" ({meta['wall_seconds']:.0f} s)"
                 )
-                + f" ({meta['wall_seconds']:.0f} s)"
-            )
-        for i, msg in outcome.failed.items():
-            _log(
-                f"run failed: {outcome.specs[i].get('label')}, seed "
-                f"{outcome.specs[i].get('seed')}: {msg}"
-            )
-    finally:
-        lock.__exit__(None, None, None)
-    if outcome.stopped == "terminated":
-        raise _terminated()
-    if outcome.stopped == "interrupted":
-        raise KeyboardInterrupt
-    return EXIT_FAIL if outcome.failed else EXIT_OK
+            for i, msg in outcome.failed.items():
+                _log(
+                    f"run failed: {outcome.specs[i].get('label')}, seed "
+                    f"{outcome.specs[i].get('seed')}: {msg}"
+                )
+        finally:
+            lock.__exit__(None, None, None)
+        if outcome.stopped == "terminated":
+            raise _terminated()
+        if outcome.stopped == "interrupted":
+            raise KeyboardInterrupt
+        return EXIT_FAIL if outcome.failed else EXIT_OK
 
 
 def _terminated():

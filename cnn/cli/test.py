@@ -81,7 +81,7 @@ def run(args):
         )
     with contextlib.ExitStack() as stack:
         if args.plots is not None:  # fail before the work: the folder must be writable
-            plots = train_run.prepare_output_folder(args.plots, "--plots")
+            plots = stack.enter_context(train_run.output_folder(args.plots, "--plots"))
             stack.enter_context(folder_lock(plots, "cnn test"))
         download = args.download and not no_download_from_env()
         tx, ty, desc = train_run.load_data(
