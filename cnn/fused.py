@@ -22,7 +22,7 @@ function pointer, with one argument list (:data:`ARGS`) for all tasks:
    (:func:`_maps_backward`). Nothing in a chunk reads what another chunk
    writes (the one exception, defect D3, is :func:`_d3_task`, run afterwards).
 2. :func:`_update_task`, once per row of a fixed table of tasks (rows of FC
-   weights, chunks of conv kernels, bias vectors). Each task sums the
+   weights, chunks of conv kernels, conv biases). Each task sums the
    per-example parts **in example order**, divides by N and applies
    ``p <- p - lr * dp`` in place, as ``gradientdescentcnn``, and records the
    largest new value and whether any is NaN/Inf (the next minibatch's finite
@@ -48,8 +48,9 @@ training (``tests/test_fused.py``).
 
 The network is described to the kernels by an integer table (one row per
 layer: type, activation, maps or nodes, height, width, size, kernel height
-and width, rate) and tuples of 2-D arrays (one per layer; an unused entry
-holds a 1 x 1 dummy), so one compiled kernel serves every network of the
+and width, rate, where its column windows lie in an example's window buffer)
+and tuples of 2-D arrays (one per layer; an unused entry holds a 1 x 1
+dummy), so one compiled kernel serves every network of the
 supported layers (conv, mean pool, FC; activations ``sigm tanh rect none plus
 soft``; losses ``quad cros``; faithful and corrected modes, defects D1-D4 as
 ``bpcnn``), float64 and float32.
@@ -78,7 +79,6 @@ from .kernels import (
     conv_valid_columns,
     kernel_grad_columns,
     kernel_grad_example,
-    transposed_kernels,
 )
 
 T_INPUT, T_CONV, T_POOL, T_FC = 0, 1, 2, 3
@@ -92,8 +92,8 @@ ACT_CODES = {
     "soft": A_SOFT,
 }
 # columns of the layer table
-C_TYPE, C_ACT, C_M, C_H, C_W, C_S, C_KH, C_KW, C_RATE = range(9)
-N_COLS = 9
+C_TYPE, C_ACT, C_M, C_H, C_W, C_S, C_KH, C_KW, C_RATE, C_WIN0, C_WIN1 = range(11)
+N_COLS = 11
 
 _CONTRACT = {"contract"}
 _serial = nb.njit(cache=True, fastmath=_CONTRACT, error_model="numpy")
@@ -292,27 +292,13 @@ def _unflatten(f, M, H, W, a):
                 a[m * H * W + r * W + c] = f[m * H * W + c * H + r]
 
 
-@_serial
-def _window_offsets(spec):
-    """off[l]:off[l+1]: where conv layer l's column windows (``kernels.column_windows``
-    of its input maps) lie in an example's row of a window buffer; off[L]: the row's length."""
-    L = spec.shape[0]
-    off = np.zeros(L + 1, np.int64)
-    for l in range(1, L):
-        size = 0
-        if spec[l, C_TYPE] == T_CONV:
-            kw = spec[l, C_KW]
-            size = spec[l - 1, C_M] * kw * spec[l - 1, C_H] * (spec[l - 1, C_W] - kw + 1)
-        off[l + 1] = off[l] + size
-    return off
-
-
 @_once
-def _maps_forward(n, top, spec, cst, A, Z, F, Ps, Bs, one, leak, win, off):
+def _maps_forward(n, top, spec, cst, A, Z, F, Ps, Bs, one, leak, win):
     """The forward pass of example n through the map layers 1..top (conv, pool):
     A[l][n], Z[n] if ``top`` is the last layer, and F[n] (the maps of layer
-    ``top`` flattened in MATLAB order) if an FC layer follows. ``win[off[l]:off[l+1]]``
-    receives conv layer l's column windows (the backward pass reads them again)."""
+    ``top`` flattened in MATLAB order) if an FC layer follows. ``win`` (the example's
+    row of the window buffer) receives the conv layers' column windows (the backward
+    pass reads them again)."""
     last = spec.shape[0] - 1
     for l in range(1, top + 1):
         t = spec[l, C_TYPE]
@@ -325,7 +311,7 @@ def _maps_forward(n, top, spec, cst, A, Z, F, Ps, Bs, one, leak, win, off):
             kw = spec[l, C_KW]
             Wo = W - kw + 1
             K = Ps[l].reshape(M, P, spec[l, C_KH], kw)
-            xb = win[off[l] : off[l + 1]].reshape(P, kw, H * Wo)
+            xb = win[spec[l, C_WIN0] : spec[l, C_WIN1]].reshape(P, kw, H * Wo)
             column_windows(A[l - 1][n].reshape(P, H, W), Wo, xb)
             z = Z[n] if l == last else a
             conv_valid_columns(xb, K, Bs[l][0], z.reshape(M, S // M), Wo)
@@ -432,10 +418,11 @@ def _dense_backward(n0, n1, top, spec, A, E, Ps, faithful, one, leak, eo):
 
 
 @_once
-def _maps_backward(n, top, g, spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak, win, off):
+def _maps_backward(n, top, g, spec, cst, A, E, Ps, PK, faithful, d3, one, leak, win):
     """The errors of the map layers top..1 of example n and its parts of their
-    kernel and bias gradients; g: the error w.r.t. the outputs of layer ``top``
-    (map layout); win, off: the example's column windows from :func:`_maps_forward`."""
+    kernel and bias gradients (a row of PK: kernel, then bias); g: the error w.r.t.
+    the outputs of layer ``top`` (map layout); win: the example's column windows
+    from :func:`_maps_forward`."""
     last = spec.shape[0] - 1
     for l in range(top, 0, -1):
         t = spec[l, C_TYPE]
@@ -458,15 +445,17 @@ def _maps_backward(n, top, g, spec, cst, A, E, KT, PK, PB, faithful, d3, one, le
             kh, kw = spec[l, C_KH], spec[l, C_KW]
             Wo = Wb - kw + 1
             e2 = er.reshape(M, S // M)
+            pk = PK[l][n]  # the example's kernel gradient part, then its bias part
+            ks = M * Mb * kh * kw
             if not (l == last and d3):
-                xb = win[off[l] : off[l + 1]].reshape(Mb, kw, Hb * Wo)
-                kernel_grad_columns(xb, e2, PK[l][n].reshape(M, Mb, kh, kw), Wo)
-            _row_sums(e2, PB[l][n])
+                xb = win[spec[l, C_WIN0] : spec[l, C_WIN1]].reshape(Mb, kw, Hb * Wo)
+                kernel_grad_columns(xb, e2, pk[:ks].reshape(M, Mb, kh, kw), Wo)
+            _row_sums(e2, pk[ks:])
             if l > 1:
                 gb = np.empty(Sb, dtype=er.dtype)
-                # KT[l]: the kernels as (Mb*kh*kw, M), rotated by 180 degrees when
-                # faithful (D1)
-                conv_full_example(er.reshape(M, H, W), KT[l], gb.reshape(Mb, Hb, Wb))
+                # the kernels rotated by 180 degrees when faithful (D1)
+                K = Ps[l].reshape(M, Mb, kh, kw)
+                conv_full_example(er.reshape(M, H, W), K, faithful, gb.reshape(Mb, Hb, Wb))
                 g = gb
 
 
@@ -486,10 +475,8 @@ ARGS = (
     "F",
     "E",
     "Ps",
-    "KT",
     "Bs",
     "PK",
-    "PB",
     "DP",
     "DB",
     "y",
@@ -512,16 +499,6 @@ parallel loop (:func:`_run`) calls them all (each parallel function costs about
 not need an entry passes a dummy of the same type (:class:`FusedNet`)."""
 
 
-@_serial
-def _top_map_layer(spec):
-    """The last conv/pool layer (the input layer if the network is all FC)."""
-    top = 0
-    for l in range(1, spec.shape[0]):
-        if spec[l, C_TYPE] != T_FC:
-            top = l
-    return top
-
-
 @_parallel
 def _run(
     task,
@@ -534,10 +511,8 @@ def _run(
     F,
     E,
     Ps,
-    KT,
     Bs,
     PK,
-    PB,
     DP,
     DB,
     y,
@@ -569,10 +544,8 @@ def _run(
             F,
             E,
             Ps,
-            KT,
             Bs,
             PK,
-            PB,
             DP,
             DB,
             y,
@@ -600,10 +573,8 @@ def _chunk(
     F,
     E,
     Ps,
-    KT,
     Bs,
     PK,
-    PB,
     DP,
     DB,
     y,
@@ -622,20 +593,22 @@ def _chunk(
     """Chunk c, examples n0 = c * CHUNK .. n1-1: the forward pass; with ``train`` also
     the loss terms, the errors and the examples' parts of the conv gradients.
 
-    Reads train, spec, cst, A, Z, F, E, Ps, KT, Bs, PK, PB, y, perm, loss_kind,
+    Reads train, spec, cst, A, Z, F, E, Ps, Bs, PK, y, perm, loss_kind,
     flag, faithful, d3, one, leak, lp (:data:`ARGS`); without ``train`` only the
     first six, Ps, Bs, one and leak."""
     N = A[0].shape[0]
     n0 = c * CHUNK
     n1 = min(n0 + CHUNK, N)
     last = spec.shape[0] - 1
-    top = _top_map_layer(spec)
-    off = _window_offsets(spec)
+    top = 0  # the last conv/pool layer (the input layer if the network is all FC)
+    for l in range(1, last + 1):
+        if spec[l, C_TYPE] != T_FC:
+            top = l
     # the examples' column windows: kept for the backward pass when training
-    win = np.empty((n1 - n0 if train else 1, off[-1]), dtype=lp.dtype)
+    win = np.empty((n1 - n0 if train else 1, spec[last, C_WIN1]), dtype=lp.dtype)
     for n in range(n0, n1):
         w = win[n - n0] if train else win[0]
-        _maps_forward(n, top, spec, cst, A, Z, F, Ps, Bs, one, leak, w, off)
+        _maps_forward(n, top, spec, cst, A, Z, F, Ps, Bs, one, leak, w)
     if top < last:
         _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ps, one, leak)
     if not train:
@@ -655,9 +628,7 @@ def _chunk(
         if top < last:  # cut back into maps (MATLAB order to map layout)
             _unflatten(gn, spec[top, C_M], spec[top, C_H], spec[top, C_W], gm)
             gn = gm
-        _maps_backward(
-            n, top, gn, spec, cst, A, E, KT, PK, PB, faithful, d3, one, leak, win[n - n0], off
-        )
+        _maps_backward(n, top, gn, spec, cst, A, E, Ps, PK, faithful, d3, one, leak, win[n - n0])
 
 
 def _d3_task(
@@ -670,10 +641,8 @@ def _d3_task(
     F,
     E,
     Ps,
-    KT,
     Bs,
     PK,
-    PB,
     DP,
     DB,
     y,
@@ -700,7 +669,7 @@ def _d3_task(
     kernel_grad_example(
         A[last - 1][n].reshape(Mb, Hb, Wb),
         E[last][N - 1 - n].reshape(M, S // M),
-        PK[last][n].reshape(M, Mb, kh, kw),
+        PK[last][n][: M * Mb * kh * kw].reshape(M, Mb, kh, kw),
     )
 
 
@@ -737,10 +706,8 @@ def _update_task(
     F,
     E,
     Ps,
-    KT,
     Bs,
     PK,
-    PB,
     DP,
     DB,
     y,
@@ -765,7 +732,7 @@ def _update_task(
     (max |W or K entry|, max |b entry|, NaN if any is NaN/Inf else 0) over the
     new values the task wrote: what the finite check and the divergence guard
     of the next minibatch read, without another pass over the parameters.
-    Reads spec, A, F, E, Ps, Bs, PK, PB, DP, DB, d3, lr, tasks, stats (:data:`ARGS`).
+    Reads spec, A, F, E, Ps, Bs, PK, DP, DB, d3, lr, tasks, stats (:data:`ARGS`).
     """
     N = A[0].shape[0]
     last = spec.shape[0] - 1
@@ -818,11 +785,12 @@ def _update_task(
     else:
         b = Bs[l][0]
         db = DB[l][0]
-        p = PB[l]
+        p = PK[l]
+        ks = Ps[l].shape[1]  # the bias parts follow the kernel parts
         for j in range(b.shape[0]):
-            s = p[0, j]
+            s = p[0, ks + j]
             for n in range(1, N):
-                s += p[n, j]
+                s += p[n, ks + j]
             db[j] = s / N
             b[j] -= lr * db[j]
         _watch(b, stat, 1)
@@ -864,7 +832,15 @@ def _layer_table(net):
         kh = getattr(layer, "kernel_height", 0)
         kw = getattr(layer, "kernel_width", 0)
         rate = getattr(layer, "rate", 0) if layer.type == "p" else 0
-        rows.append((t, act, M, H, W, M * H * W, kh, kw, rate))
+        # conv layer l's column windows (kernels.column_windows of its input maps)
+        # lie at win0:win1 in an example's row of the window buffer; the last
+        # layer's win1 is the row's length
+        win0 = rows[-1][C_WIN1] if rows else 0
+        size = 0
+        if t == T_CONV:
+            P, Hb, Wb = rows[-1][C_M], rows[-1][C_H], rows[-1][C_W]
+            size = P * kw * Hb * (Wb - kw + 1)
+        rows.append((t, act, M, H, W, M * H * W, kh, kw, rate, win0, win0 + size))
     return np.array(rows, dtype=np.int64)
 
 
@@ -939,14 +915,9 @@ class FusedNet:
             )
             self.PK = _pad(
                 [
-                    np.empty((N, layers[l].K.size), dt) if layers[l].type == "c" else dummy
-                    for l in range(L)
-                ],
-                dummy,
-            )
-            self.PB = _pad(
-                [
-                    np.empty((N, layers[l].n_maps), dt) if layers[l].type == "c" else dummy
+                    np.empty((N, layers[l].K.size + layers[l].n_maps), dt)
+                    if layers[l].type == "c"
+                    else dummy
                     for l in range(L)
                 ],
                 dummy,
@@ -973,7 +944,7 @@ class FusedNet:
             self.tasks = self._task_table()
             self.stats = np.zeros((len(self.tasks), 3))
         else:  # what the calls pass for the training buffers (same types)
-            self.E = self.PK = self.PB = self.DP = self.DB = self._dummies
+            self.E = self.PK = self.DP = self.DB = self._dummies
             self.lp = dummy[0]
             self.tasks = np.zeros((0, 4), np.int64)
             self.stats = np.zeros((0, 3))
@@ -1044,19 +1015,6 @@ class FusedNet:
         """The identities of the parameter arrays now on the layers."""
         return [id(getattr(layer, name)) for layer, name in self._slots]
 
-    def _transposed_kernels(self):
-        """Per layer, a conv layer's kernels as the (P*kh*kw, M) matrix of the full
-        convolution (rotated by 180 degrees in faithful mode, D1); a dummy elsewhere."""
-        flip = self.net.mode == "faithful"
-        dummy = np.zeros((1, 1), self.dtype)
-        return _pad(
-            [
-                transposed_kernels(layer.K, flip) if layer.type == "c" and l > 1 else dummy
-                for l, layer in enumerate(self.net.layers)
-            ],
-            dummy,
-        )
-
     def _load(self, x):
         """Point the input entry of the layer tuple at ``x`` (no copy when ``x`` is a
         C-contiguous, aligned, writeable array of the network's dtype, as ``traincnn``
@@ -1088,10 +1046,8 @@ class FusedNet:
             F=self.F,
             E=self.E,
             Ps=self.Ps,
-            KT=self._dummies,
             Bs=self.Bs,
             PK=self.PK,
-            PB=self.PB,
             DP=self.DP,
             DB=self.DB,
             y=d,
@@ -1160,7 +1116,6 @@ class FusedNet:
         loss_kind = 1 if net.loss_func == "cros" else 0
         given = dict(
             train=True,
-            KT=self._transposed_kernels(),
             y=self._labels(y),
             loss_kind=loss_kind,
             flag=bool(net.calc_last_layer_act_derivative),

@@ -303,12 +303,12 @@ def conv_valid(x, K, bias=None, *, out=None):
 
 
 @_jit_serial
-def conv_full_example(en, Kt, gn):
+def conv_full_example(en, K, flip, gn):
     """One example's full convolution (serial; :func:`conv_full` runs it per example).
 
-    ``gn[k, p+a, q+b] += sum_j Kt[(k, a, b), j] * en[j, p, q]``, gn zeroed first;
-    en (M, Ho, Wo) ; Kt (P*kh*kw, M): ``Kt[(k, a, b), j] = K[j, k, a, b]`` (flipped
-    or not) ; gn (P, Ho+kh-1, Wo+kw-1) overwritten.
+    ``gn[k, p+a, q+b] += sum_j K[j, k, a, b] * en[j, p, q]`` (``K[j, k, kh-1-a,
+    kw-1-b]`` if ``flip``), gn zeroed first; en (M, Ho, Wo) ; K (M, P, kh, kw) ;
+    gn (P, Ho+kh-1, Wo+kw-1) overwritten.
     """
     M, Ho, Wo = en.shape
     P, H, W = gn.shape
@@ -316,38 +316,29 @@ def conv_full_example(en, Kt, gn):
     kw = W - Wo + 1
     R = Ho * Wo
     # cols[(k, a, b), (p, q)] = sum_j K[j, k, a, b] * en[j, p, q]: one small matrix
-    # product (BLAS, on this thread)
-    cols = np.empty((Kt.shape[0], R), dtype=gn.dtype)
-    np.dot(Kt, en.reshape(M, R), cols)
+    # product (BLAS, on this thread; K's transpose is a view)
+    cols = np.empty((P * kh * kw, R), dtype=gn.dtype)
+    np.dot(K.reshape(M, P * kh * kw).T, en.reshape(M, R), cols)
     gn[:] = 0
-    t = 0
-    for k in range(P):  # gn[k, p+a, q+b] += cols[(k, a, b), (p, q)]
+    for k in range(P):  # gn[k, p+a, q+b] += cols[(k, a, b), (p, q)], flipped: (k, -a, -b)
         for a in range(kh):
             for b in range(kw):
-                c = cols[t]
+                if flip:
+                    c = cols[(k * kh + kh - 1 - a) * kw + kw - 1 - b]
+                else:
+                    c = cols[(k * kh + a) * kw + b]
                 for p in range(Ho):
                     row = gn[k, p + a, b : b + Wo]
                     cp = c[p * Wo : (p + 1) * Wo]
                     for q in range(Wo):
                         row[q] += cp[q]
-                t += 1
 
 
 @_jit
-def _conv_full(e, Kt, g):
-    # e (N, M, Ho, Wo) ; Kt (P*kh*kw, M) ; g (N, P, Ho+kh-1, Wo+kw-1)
+def _conv_full(e, K, flip, g):
+    # e (N, M, Ho, Wo) ; K (M, P, kh, kw) ; g (N, P, Ho+kh-1, Wo+kw-1)
     for n in nb.prange(e.shape[0]):
-        conv_full_example(e[n], Kt, g[n])
-
-
-def transposed_kernels(K, flip):
-    """``Kt[(k, a, b), j] = K[j, k, a, b]`` (``K[j, k, kh-1-a, kw-1-b]`` if ``flip``), C-contiguous.
-
-    K (M, P, kh, kw) ; Kt (P*kh*kw, M): the matrix :func:`conv_full_example` takes.
-    """
-    M, P, kh, kw = K.shape
-    Kf = K[:, :, ::-1, ::-1] if flip else K
-    return np.ascontiguousarray(Kf.reshape(M, P * kh * kw).T)
+        conv_full_example(e[n], K, flip, g[n])
 
 
 def conv_full(e, K, flip=False, *, out=None):
@@ -380,7 +371,7 @@ def conv_full(e, K, flip=False, *, out=None):
     if M2 != M:
         raise ValueError(f"kernels {K.shape} do not match errors {e.shape}")
     g = _output(out, (N, P, Ho + kh - 1, Wo + kw - 1), dt)
-    _conv_full(e, transposed_kernels(K, flip), g)
+    _conv_full(e, K, bool(flip), g)
     return g
 
 
