@@ -401,10 +401,7 @@ def kernel_grad_example(xn, e, part):
 def kernel_grad_columns(xb, e, part, Wo):
     """:func:`kernel_grad_example` from the column windows ``xb`` (P, kw, H*Wo) of
     :func:`column_windows`; e (M, Ho*Wo) ; part (M, P, kh, kw) overwritten."""
-    if simd.ENABLED and e.shape[1] >= simd.lanes(e):
-        simd.kernel_gradient(xb, e, part, Wo)
-    else:
-        _kernel_grad_loop(xb, e, part, Wo)
+    _kernel_grad_any(xb, e, part, Wo)
 
 
 @nb.njit(cache=True, fastmath={"contract", "reassoc"})
@@ -453,6 +450,11 @@ def _kernel_grad_loop(xb, e, part, Wo):
                     part[j1, k, a, b1] = s11
                     part[j1, k, a, b2] = s12
                     b += 3
+
+
+# the SIMD kernel handles any number of positions (those past the last whole vector
+# one by one): where it runs, the portable loop is not compiled (0.4 s of a first compile)
+_kernel_grad_any = simd.kernel_gradient if simd.ENABLED else _kernel_grad_loop
 
 
 @_jit
