@@ -162,7 +162,7 @@ class _LayerStep:
 
 
 class _FusedStep:
-    """The fused step (``cnn.fused``): two Numba calls per minibatch."""
+    """The fused step (``cnn.fused``): two parallel loops per minibatch."""
 
     def __init__(self, net, batch_size):
         self.f = fused.FusedNet(net, batch_size)
@@ -225,7 +225,7 @@ def traincnn(
         Global minibatch index to start from (resuming); earlier minibatches are
         skipped and ``net.loss_array`` is kept.
     step : {"fused", "layers"} or None
-        ``"fused"``: the fused step of :mod:`cnn.fused` (two Numba calls per
+        ``"fused"``: the fused step of :mod:`cnn.fused` (two parallel loops per
         minibatch; networks it does not handle fall back to the layer path).
         ``"layers"``: the readable layer-by-layer path (``ffcnn``, ``bpcnn``,
         ``gradientdescentcnn``), the reference that a debugger steps through.
