@@ -277,14 +277,15 @@ def prepare_output_folder(path, option="--out"):
 def output_folder(path, option="--out"):
     """:func:`prepare_output_folder` for the block: if the block fails (an error,
     Ctrl-C), the folders this call created are removed again when nothing but the
-    lock file (``.cnn.lock``) was written into them, so a refused command leaves
-    nothing behind.
+    lock file (``.cnn.lock``) was written into them and no other process holds
+    that lock (one that started on the same new folder at the same moment), so a
+    refused command leaves nothing behind.
 
     Yields
     ------
     pathlib.Path
     """
-    from .atomic import LOCK_NAME
+    from .atomic import LOCK_NAME, FolderBusyError, folder_lock
 
     path = Path(path)
     new = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
@@ -295,9 +296,10 @@ def output_folder(path, option="--out"):
         for folder in new:
             try:
                 if [e.name for e in os.scandir(folder)] == [LOCK_NAME]:
-                    os.unlink(folder / LOCK_NAME)
+                    with folder_lock(folder):  # busy: another process works there
+                        os.unlink(folder / LOCK_NAME)
                 folder.rmdir()
-            except OSError:  # not empty (or gone): keep it and its parents
+            except (OSError, FolderBusyError):  # in use, not empty or gone: keep it
                 break
         raise
 

@@ -138,6 +138,25 @@ def test_a_refused_command_keeps_an_existing_folder(env, capsys):
     assert (env / "mine" / "notes.txt").read_text() == "keep"
 
 
+def test_a_failed_block_keeps_a_new_folder_that_another_run_holds(tmp_path):
+    import contextlib
+
+    from cnn.atomic import folder_lock
+    from cnn.train_run import output_folder
+
+    out = tmp_path / "new" / "run"
+    with contextlib.ExitStack() as other:
+        with pytest.raises(KeyboardInterrupt), output_folder(out):
+            other.enter_context(folder_lock(out, "train run"))  # a run started beside it
+            raise KeyboardInterrupt
+        assert (out / ".cnn.lock").is_file()  # kept: the other run works there
+    mine = tmp_path / "b" / "c"
+    with pytest.raises(KeyboardInterrupt), output_folder(mine):
+        with folder_lock(mine, "train run"):
+            raise KeyboardInterrupt
+    assert not (tmp_path / "b").exists()  # nobody else: both new folders removed
+
+
 def test_debug_adds_the_traceback(env, capsys):
     assert cli.main(["train", "--init", "nothing.npz", "--synthetic", "20", "--debug"]) == 2
     err = capsys.readouterr().err
