@@ -378,3 +378,18 @@ def _digest(threads, dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_fused_bit_identical_for_1_and_2_threads(dtype):
     assert _digest(1, dtype) == _digest(2, dtype)
+
+
+def test_every_task_and_the_loop_take_the_one_argument_list():
+    # Numba needs the list spelled out in the parallel loop and in each task (a
+    # star argument cannot cross the loop); fused.ARGS is the one source of truth
+    import inspect
+
+    def params(f):
+        return tuple(inspect.signature(f).parameters)
+
+    assert params(fused._run.py_func) == ("task", "count") + fused.ARGS
+    for task in (fused._chunk, fused._d3_task, fused._update_task):
+        assert params(task)[1:] == fused.ARGS, task.__name__
+    call = inspect.getsource(fused._run.py_func).rsplit("task(", 1)[1]
+    assert tuple(a.strip() for a in call.split(")", 1)[0].split(",")[1:] if a.strip()) == fused.ARGS
