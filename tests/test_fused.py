@@ -391,5 +391,6 @@ def test_every_task_and_the_loop_take_the_one_argument_list():
     assert params(fused._run.py_func) == ("task", "count") + fused.ARGS
     for task in (fused._chunk, fused._d3_task, fused._update_task):
         assert params(task)[1:] == fused.ARGS, task.__name__
-    call = inspect.getsource(fused._run.py_func).rsplit("task(", 1)[1]
-    assert tuple(a.strip() for a in call.split(")", 1)[0].split(",")[1:] if a.strip()) == fused.ARGS
+    call = inspect.getsource(fused._run.py_func).rsplit("task(", 1)[1].rsplit(")", 1)[0]
+    passed = [a.strip() for a in call.split(",") if a.strip()]
+    assert passed[0] == "np.int64(i)" and tuple(passed[1:]) == fused.ARGS
