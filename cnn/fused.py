@@ -29,10 +29,10 @@ function pointer, with one argument list (:data:`ARGS`) for all tasks:
    check and divergence guard read that instead of passing over the weights).
 
 The tasks are compiled once as C functions (:mod:`cnn.parallel`), not again
-inside the ``prange``'s layers, and one compiled loop serves them all (a first
-minibatch on an empty cache: 41 s with the tasks inside their loops, 22 s with
-a loop per task, 17 s with one loop and, where the SIMD kernels run, one portable
-conv loop instead of five; on an Intel Xeon with AVX-512).
+inside the ``prange``'s layers, and one compiled loop serves them all. A first
+minibatch on an empty cache took 41 s with the tasks inside their loops, 22 s
+with a loop per task, 14 s now (Intel Xeon with AVX-512; the loop's compile
+time grows by ~70 ms per array it passes: ``docs/performance.md``).
 
 The conv loops are ``kernels.py``'s per-example functions (the layer path runs
 the same ones in its own ``prange``); the activations come from
