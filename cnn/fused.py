@@ -92,8 +92,8 @@ ACT_CODES = {
     "soft": A_SOFT,
 }
 # columns of the layer table
-C_TYPE, C_ACT, C_M, C_H, C_W, C_S, C_KH, C_KW, C_RATE, C_WIN0, C_WIN1 = range(11)
-N_COLS = 11
+C_TYPE, C_ACT, C_M, C_H, C_W, C_S, C_KH, C_KW, C_RATE, C_WIN0, C_WIN1, C_PART0, C_GRAD0 = range(13)
+N_COLS = 13
 
 _CONTRACT = {"contract"}
 _serial = nb.njit(cache=True, fastmath=_CONTRACT, error_model="numpy")
@@ -420,7 +420,8 @@ def _dense_backward(n0, n1, top, spec, A, E, Ps, faithful, one, leak, eo):
 @_once
 def _maps_backward(n, top, g, spec, cst, A, E, Ps, PK, faithful, d3, one, leak, win):
     """The errors of the map layers top..1 of example n and its parts of their
-    kernel and bias gradients (a row of PK: kernel, then bias); g: the error w.r.t.
+    kernel and bias gradients (in its row of PK from ``spec[l, C_PART0]``: kernel,
+    then bias); g: the error w.r.t.
     the outputs of layer ``top`` (map layout); win: the example's column windows
     from :func:`_maps_forward`."""
     last = spec.shape[0] - 1
@@ -445,8 +446,9 @@ def _maps_backward(n, top, g, spec, cst, A, E, Ps, PK, faithful, d3, one, leak, 
             kh, kw = spec[l, C_KH], spec[l, C_KW]
             Wo = Wb - kw + 1
             e2 = er.reshape(M, S // M)
-            pk = PK[l][n]  # the example's kernel gradient part, then its bias part
             ks = M * Mb * kh * kw
+            p0 = spec[l, C_PART0]
+            pk = PK[n][p0 : p0 + ks + M]  # the example's kernel gradient part, then bias part
             if not (l == last and d3):
                 xb = win[spec[l, C_WIN0] : spec[l, C_WIN1]].reshape(Mb, kw, Hb * Wo)
                 kernel_grad_columns(xb, e2, pk[:ks].reshape(M, Mb, kh, kw), Wo)
@@ -477,8 +479,7 @@ ARGS = (
     "Ps",
     "Bs",
     "PK",
-    "DP",
-    "DB",
+    "G",
     "y",
     "perm",
     "loss_kind",
@@ -513,8 +514,7 @@ def _run(
     Ps,
     Bs,
     PK,
-    DP,
-    DB,
+    G,
     y,
     perm,
     loss_kind,
@@ -546,8 +546,7 @@ def _run(
             Ps,
             Bs,
             PK,
-            DP,
-            DB,
+            G,
             y,
             perm,
             loss_kind,
@@ -575,8 +574,7 @@ def _chunk(
     Ps,
     Bs,
     PK,
-    DP,
-    DB,
+    G,
     y,
     perm,
     loss_kind,
@@ -643,8 +641,7 @@ def _d3_task(
     Ps,
     Bs,
     PK,
-    DP,
-    DB,
+    G,
     y,
     perm,
     loss_kind,
@@ -666,10 +663,11 @@ def _d3_task(
     M, kh, kw = spec[last, C_M], spec[last, C_KH], spec[last, C_KW]
     Mb, Hb, Wb = spec[last - 1, C_M], spec[last - 1, C_H], spec[last - 1, C_W]
     S = spec[last, C_S]
+    p0 = spec[last, C_PART0]
     kernel_grad_example(
         A[last - 1][n].reshape(Mb, Hb, Wb),
         E[last][N - 1 - n].reshape(M, S // M),
-        PK[last][n][: M * Mb * kh * kw].reshape(M, Mb, kh, kw),
+        PK[n][p0 : p0 + M * Mb * kh * kw].reshape(M, Mb, kh, kw),
     )
 
 
@@ -708,8 +706,7 @@ def _update_task(
     Ps,
     Bs,
     PK,
-    DP,
-    DB,
+    G,
     y,
     perm,
     loss_kind,
@@ -732,7 +729,7 @@ def _update_task(
     (max |W or K entry|, max |b entry|, NaN if any is NaN/Inf else 0) over the
     new values the task wrote: what the finite check and the divergence guard
     of the next minibatch read, without another pass over the parameters.
-    Reads spec, A, F, E, Ps, Bs, PK, DP, DB, d3, lr, tasks, stats (:data:`ARGS`).
+    Reads spec, A, F, E, Ps, Bs, PK, G, d3, lr, tasks, stats (:data:`ARGS`).
     """
     N = A[0].shape[0]
     last = spec.shape[0] - 1
@@ -743,12 +740,13 @@ def _update_task(
     stat[2] = 0
     if kind == 0:
         W = Ps[l]
-        dW = DP[l]
+        R, m = W.shape
+        g0 = spec[l, C_GRAD0]  # dW (R x m), then db (R)
+        dW = G[g0 : g0 + R * m].reshape(R, m)
+        db = G[g0 + R * m : g0 + R * m + R]
         b = Bs[l][0]
-        db = DB[l][0]
         e = E[l]
         x = A[l - 1] if spec[l - 1, C_TYPE] == T_FC else F
-        m = W.shape[1]
         # dW[j] = sum_n e[n, j] x[n]: one matrix product for rows start:stop (BLAS,
         # on this thread; the same call whatever the thread count)
         et = np.empty((stop - start, N), dtype=W.dtype)
@@ -771,10 +769,10 @@ def _update_task(
         _watch(b[start:stop], stat, 1)
     elif kind == 1:
         K = Ps[l][0]
-        dK = DP[l][0]
-        p = PK[l]
-        d = dK[start:stop]
-        _sum_rows(p, start, stop, d)  # d[i] = p[0, i] + p[1, i] + ... in example order
+        g0, p0 = spec[l, C_GRAD0], spec[l, C_PART0]
+        d = G[g0 + start : g0 + stop]
+        # d[i] = PK[0, p0 + start + i] + PK[1, p0 + start + i] + ... in example order
+        _sum_rows(PK, p0 + start, p0 + stop, d)
         k = K[start:stop]
         scale = not (d3 and l == last)  # D3: no 1/N
         for i in range(stop - start):
@@ -784,13 +782,13 @@ def _update_task(
         _watch(k, stat, 0)
     else:
         b = Bs[l][0]
-        db = DB[l][0]
-        p = PK[l]
-        ks = Ps[l].shape[1]  # the bias parts follow the kernel parts
+        ks = Ps[l].shape[1]  # the bias parts and db follow the kernel's
+        g0, p0 = spec[l, C_GRAD0] + ks, spec[l, C_PART0] + ks
+        db = G[g0 : g0 + b.shape[0]]
         for j in range(b.shape[0]):
-            s = p[0, ks + j]
+            s = PK[0, p0 + j]
             for n in range(1, N):
-                s += p[n, ks + j]
+                s += PK[n, p0 + j]
             db[j] = s / N
             b[j] -= lr * db[j]
         _watch(b, stat, 1)
@@ -840,8 +838,28 @@ def _layer_table(net):
         if t == T_CONV:
             P, Hb, Wb = rows[-1][C_M], rows[-1][C_H], rows[-1][C_W]
             size = P * kw * Hb * (Wb - kw + 1)
-        rows.append((t, act, M, H, W, M * H * W, kh, kw, rate, win0, win0 + size))
+        # where its per-example gradient parts start in a row of PK (conv) and its
+        # gradient in G (conv, FC): after the layer before's
+        part0 = rows[-1][C_PART0] + _parts(rows, len(rows) - 1) if rows else 0
+        grad0 = rows[-1][C_GRAD0] + _grads(rows, len(rows) - 1) if rows else 0
+        rows.append((t, act, M, H, W, M * H * W, kh, kw, rate, win0, win0 + size, part0, grad0))
     return np.array(rows, dtype=np.int64)
+
+
+def _parts(spec, l):
+    """Entries of layer l's per-example gradient parts: kernel and bias of a conv layer."""
+    r = spec[l]
+    if r[C_TYPE] != T_CONV:
+        return 0
+    return r[C_M] * spec[l - 1][C_M] * r[C_KH] * r[C_KW] + r[C_M]
+
+
+def _grads(spec, l):
+    """Entries of layer l's gradient: dK and db of a conv layer, dW and db of an FC layer."""
+    r = spec[l]
+    if r[C_TYPE] == T_FC:
+        return r[C_M] * spec[l - 1][C_S] + r[C_M]
+    return _parts(spec, l)
 
 
 def _output_perm(net):
@@ -913,39 +931,17 @@ class FusedNet:
                 ],
                 dummy,
             )
-            self.PK = _pad(
-                [
-                    np.empty((N, layers[l].K.size + layers[l].n_maps), dt)
-                    if layers[l].type == "c"
-                    else dummy
-                    for l in range(L)
-                ],
-                dummy,
-            )
+            # the examples' conv gradient parts, one row each; every gradient, one vector
+            # (where each layer's lie: the layer table's C_PART0, C_GRAD0 columns)
+            self.PK = np.empty((N, int(self.spec[-1, C_PART0] + _parts(self.spec, L - 1))), dt)
             self.lp = np.empty(N, dt)
-            self.DP = _pad(
-                [
-                    np.empty(layers[l].W.shape, dt)
-                    if layers[l].type == "f"
-                    else np.empty((1, layers[l].K.size), dt)
-                    if layers[l].type == "c"
-                    else dummy
-                    for l in range(L)
-                ],
-                dummy,
-            )
-            self.DB = _pad(
-                [
-                    np.empty((1, layers[l].b.size), dt) if layers[l].type in "cf" else dummy
-                    for l in range(L)
-                ],
-                dummy,
-            )
+            self.G = np.empty(int(self.spec[-1, C_GRAD0] + _grads(self.spec, L - 1)), dt)
             self.tasks = self._task_table()
             self.stats = np.zeros((len(self.tasks), 3))
         else:  # what the calls pass for the training buffers (same types)
-            self.E = self.PK = self.DP = self.DB = self._dummies
-            self.lp = dummy[0]
+            self.E = self._dummies
+            self.PK = dummy
+            self.lp = self.G = dummy[0]
             self.tasks = np.zeros((0, 4), np.int64)
             self.stats = np.zeros((0, 3))
         # the parameter attributes (K or W, and b, of the conv and FC layers)
@@ -1048,8 +1044,7 @@ class FusedNet:
             Ps=self.Ps,
             Bs=self.Bs,
             PK=self.PK,
-            DP=self.DP,
-            DB=self.DB,
+            G=self.G,
             y=d,
             perm=self.perm,
             loss_kind=0,
@@ -1205,16 +1200,20 @@ class FusedNet:
                 out.append((layer, "z", None))
             if self.train:
                 if layer.type == "f":
-                    out += [(layer, "er", self.E[l]), (layer, "dW", self.DP[l])]
-                    out.append((layer, "db", self.DB[l][0]))
+                    R, m = layer.W.shape
+                    g0 = int(self.spec[l, C_GRAD0])
+                    out += [(layer, "er", self.E[l])]
+                    out.append((layer, "dW", self.G[g0 : g0 + R * m].reshape(R, m)))
+                    out.append((layer, "db", self.G[g0 + R * m : g0 + R * m + R]))
                 elif layer.type == "p":
                     shape = (N, layer.n_maps) + layers[l - 1].map_shape
                     out.append((layer, "er", self.E[l].reshape(shape)))
                 else:
                     shape = (N, layer.n_maps) + layer.map_shape
                     out.append((layer, "er", self.E[l].reshape(shape)))
-                    out.append((layer, "dK", self.DP[l][0].reshape(layer.K.shape)))
-                    out.append((layer, "db", self.DB[l][0]))
+                    g0, ks = int(self.spec[l, C_GRAD0]), layer.K.size
+                    out.append((layer, "dK", self.G[g0 : g0 + ks].reshape(layer.K.shape)))
+                    out.append((layer, "db", self.G[g0 + ks : g0 + ks + layer.n_maps]))
         top = layers[last]
         if top.type in "cf":
             z = self.Z if top.type == "f" else self.Z.reshape((N, top.n_maps) + top.map_shape)
