@@ -104,7 +104,7 @@ _serial_dot = nb.njit(cache=True, fastmath={"contract", "reassoc"}, error_model=
 _once = nb.njit(cache=True, fastmath=_CONTRACT, error_model="numpy", inline="always")
 _parallel = nb.njit(cache=True, parallel=True, fastmath=_CONTRACT, error_model="numpy")
 # the update: plain IEEE arithmetic (no FMA), so ``p - lr*dp`` rounds as NumPy's
-_parallel_exact = nb.njit(cache=True, parallel=True, error_model="numpy")
+# (its task is compiled the same way: ``FusedNet._call(..., exact=True)``)
 _serial_exact = nb.njit(cache=True, error_model="numpy")
 
 TUPLE_LEN = 8
@@ -421,9 +421,8 @@ def _dense_backward(n0, n1, top, spec, A, E, Ps, faithful, one, leak, eo):
 def _maps_backward(n, top, g, spec, cst, A, E, Ps, PK, faithful, d3, one, leak, win):
     """The errors of the map layers top..1 of example n and its parts of their
     kernel and bias gradients (in its row of PK from ``spec[l, C_PART0]``: kernel,
-    then bias); g: the error w.r.t.
-    the outputs of layer ``top`` (map layout); win: the example's column windows
-    from :func:`_maps_forward`."""
+    then bias); g: the error w.r.t. the outputs of layer ``top`` (map layout);
+    win: the example's column windows from :func:`_maps_forward`."""
     last = spec.shape[0] - 1
     for l in range(top, 0, -1):
         t = spec[l, C_TYPE]
@@ -1029,8 +1028,8 @@ class FusedNet:
         task : :func:`_chunk`, :func:`_d3_task` or :func:`_update_task`.
         exact : compile ``task`` without FMA contraction (the update).
         given : the entries of :data:`ARGS` that differ from this network's buffers
-            and the defaults (train False, no kernel table, dummy labels, quad loss,
-            flags False, lr 1).
+            and the defaults (train False, dummy labels, quad loss, flags False,
+            lr 1).
         """
         d = self._dummy
         args = dict(

@@ -231,7 +231,7 @@ def _conv_columns_unrolled(xb, K, bias, z, Wo):
 
 # Where the SIMD kernels run, the portable loop only serves outputs smaller than a
 # SIMD block: there the loop for any width (the same sums; the four width-specialised
-# copies cost about 1.8 s of a first compile on an empty cache for no speed that matters)
+# copies cost about 3 s of a first compile on an empty cache for no speed that matters)
 _conv_columns_portable = _cv_any if simd.ENABLED else _conv_columns_unrolled
 
 

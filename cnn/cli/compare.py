@@ -317,13 +317,11 @@ def _output(out):
     from ..train_run import UsageError as _RunUsageError
     from ..train_run import output_folder
 
-    folder = output_folder(out, "--out")
-    try:
-        folder.__enter__()
-    except _RunUsageError as exc:
-        raise UsageError(str(exc)) from None
     with contextlib.ExitStack() as stack:
-        stack.push(folder)
+        try:
+            stack.enter_context(output_folder(out, "--out"))
+        except _RunUsageError as exc:
+            raise UsageError(str(exc)) from None
         yield out
 
 
