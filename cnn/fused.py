@@ -74,9 +74,11 @@ from .activations import LEAK
 from .kernels import (
     INF_BITS,
     abs_bits_max,
+    aligned_empty,
     column_windows,
     conv_full_example,
     conv_valid_columns,
+    empty_aligned,
     kernel_grad_columns,
     kernel_grad_example,
 )
@@ -411,7 +413,7 @@ def _dense_backward(n0, n1, top, spec, A, E, Ps, faithful, one, leak, eo):
                 )
         if l == 1:  # nothing below but the input
             break
-        gb = np.empty((n1 - n0, spec[l - 1, C_S]), dtype=eo.dtype)
+        gb = empty_aligned((n1 - n0) * spec[l - 1, C_S], eo).reshape(n1 - n0, spec[l - 1, C_S])
         np.dot(er, Ps[l], gb)  # gb[n, i] = sum_j er[n, j] W[j, i]
         g = gb
     return g
@@ -453,7 +455,7 @@ def _maps_backward(n, top, g, spec, cst, A, E, Ps, PK, faithful, d3, one, leak, 
                 kernel_grad_columns(xb, e2, pk[:ks].reshape(M, Mb, kh, kw), Wo)
             _row_sums(e2, pk[ks:])
             if l > 1:
-                gb = np.empty(Sb, dtype=er.dtype)
+                gb = empty_aligned(Sb, er)
                 # the kernels rotated by 180 degrees when faithful (D1)
                 K = Ps[l].reshape(M, Mb, kh, kw)
                 conv_full_example(er.reshape(M, H, W), K, faithful, gb.reshape(Mb, Hb, Wb))
@@ -602,7 +604,8 @@ def _chunk(
         if spec[l, C_TYPE] != T_FC:
             top = l
     # the examples' column windows: kept for the backward pass when training
-    win = np.empty((n1 - n0 if train else 1, spec[last, C_WIN1]), dtype=lp.dtype)
+    rows = n1 - n0 if train else 1
+    win = empty_aligned(rows * spec[last, C_WIN1], lp).reshape(rows, spec[last, C_WIN1])
     for n in range(n0, n1):
         w = win[n - n0] if train else win[0]
         _maps_forward(n, top, spec, cst, A, Z, F, Ps, Bs, one, leak, w)
@@ -610,7 +613,7 @@ def _chunk(
         _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ps, one, leak)
     if not train:
         return
-    eo = np.empty((n1 - n0, spec[last, C_S]), dtype=lp.dtype)
+    eo = empty_aligned((n1 - n0) * spec[last, C_S], lp).reshape(n1 - n0, spec[last, C_S])
     for n in range(n0, n1):
         _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, eo[n - n0], lp)
     if top < last:
@@ -619,7 +622,7 @@ def _chunk(
         g = eo
     if top == 0:
         return  # no map layer
-    gm = np.empty(spec[top, C_S], dtype=lp.dtype)
+    gm = empty_aligned(spec[top, C_S], lp)
     for n in range(n0, n1):
         gn = g[n - n0]
         if top < last:  # cut back into maps (MATLAB order to map layout)
@@ -912,18 +915,19 @@ class FusedNet:
         self._dummy = dummy
         self._dummies = _pad([dummy] * L, dummy)  # the unused tuples of a forward pass
         sizes = self.spec[:, C_S]
-        self.A = [np.empty((N, int(s)), dt) for s in sizes]
+        # 64-byte aligned (kernels.ALIGN): the SIMD kernels' vectors then start on cache lines
+        self.A = [aligned_empty((N, int(s)), dt) for s in sizes]
         self.At = _pad(self.A, dummy)
-        self.Z = np.empty((N, int(sizes[-1])), dt)
+        self.Z = aligned_empty((N, int(sizes[-1])), dt)
         kmap = max(i for i, layer in enumerate(layers) if layer.type != "f")
         has_fc = layers[-1].type == "f"
-        self.F = np.empty((N, int(sizes[kmap])), dt) if has_fc else dummy
+        self.F = aligned_empty((N, int(sizes[kmap])), dt) if has_fc else dummy
         self.kmap = kmap
         self.train = train
         if train:
             self.E = _pad(
                 [
-                    np.empty((N, int(sizes[l - 1] if layers[l].type == "p" else sizes[l])), dt)
+                    aligned_empty((N, int(sizes[l - 1] if layers[l].type == "p" else sizes[l])), dt)
                     if l > 0
                     else dummy
                     for l in range(L)
@@ -932,9 +936,9 @@ class FusedNet:
             )
             # the examples' conv gradient parts, one row each; every gradient, one vector
             # (where each layer's lie: the layer table's C_PART0, C_GRAD0 columns)
-            self.PK = np.empty((N, int(self.spec[-1, C_PART0] + _parts(self.spec, L - 1))), dt)
-            self.lp = np.empty(N, dt)
-            self.G = np.empty(int(self.spec[-1, C_GRAD0] + _grads(self.spec, L - 1)), dt)
+            self.PK = aligned_empty((N, int(self.spec[-1, C_PART0] + _parts(self.spec, L - 1))), dt)
+            self.lp = aligned_empty(N, dt)
+            self.G = aligned_empty(int(self.spec[-1, C_GRAD0] + _grads(self.spec, L - 1)), dt)
             self.tasks = self._task_table()
             self.stats = np.zeros((len(self.tasks), 3))
         else:  # what the calls pass for the training buffers (same types)
