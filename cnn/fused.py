@@ -17,13 +17,16 @@ function pointer, with one argument list (:data:`ARGS`) for all tasks:
    then the chunk's FC layers, one matrix product per layer
    (:func:`_dense_forward`); the loss terms and output errors
    (:func:`_output_error`); the FC errors, again one product per layer
-   (:func:`_dense_backward`); and per example the map layers' errors and the
-   example's own part of every conv layer's kernel and bias gradient
-   (:func:`_maps_backward`). Nothing in a chunk reads what another chunk
-   writes (the one exception, defect D3, is :func:`_d3_task`, run afterwards).
+   (:func:`_dense_backward`); per example the map layers' errors
+   (:func:`_maps_backward`); and the chunk's part of every conv layer's kernel
+   and bias gradient, summed over its examples (:func:`_conv_grads`; many small
+   maps in one pass of the SIMD kernel: fewer lane sums). Nothing in a chunk
+   reads what another chunk writes (the one exception, defect D3, is
+   :func:`_d3_task`, run afterwards).
 2. :func:`_update_task`, once per row of a fixed table of tasks (rows of FC
    weights, chunks of conv kernels, conv biases). Each task sums the
-   per-example parts **in example order**, divides by N and applies
+   chunks' parts **in chunk order** (an FC weight gradient: one matrix
+   product over the examples), divides by N and applies
    ``p <- p - lr * dp`` in place, as ``gradientdescentcnn``, and records the
    largest new value and whether any is NaN/Inf (the next minibatch's finite
    check and divergence guard read that instead of passing over the weights).
@@ -79,8 +82,7 @@ from .kernels import (
     conv_full_example,
     conv_valid_columns,
     empty_aligned,
-    kernel_grad_columns,
-    kernel_grad_example,
+    kernel_grad_rows,
 )
 
 T_INPUT, T_CONV, T_POOL, T_FC = 0, 1, 2, 3
@@ -217,13 +219,16 @@ def _act_backward(a, g, e, code, faithful, one, leak, M):
 
 
 @_serial_dot
-def _row_sums(e, out):
-    """out[j] = sum_u e[j, u] (one example's bias-gradient part)."""
-    M, S = e.shape
+def _row_sums(e, M, out):
+    """out[j] = sum_r sum_u e[r, j*S + u] (the bias-gradient part of examples r:
+    e (R, M*S), each row an example's errors (M, S))."""
+    S = e.shape[1] // M
     for j in range(M):
         s = e[0, 0] * 0
-        for u in range(S):
-            s += e[j, u]
+        for r in range(e.shape[0]):
+            er = e[r]
+            for u in range(S):
+                s += er[j * S + u]
         out[j] = s
 
 
@@ -420,11 +425,10 @@ def _dense_backward(n0, n1, top, spec, A, E, Ps, faithful, one, leak, eo):
 
 
 @_once
-def _maps_backward(n, top, g, spec, cst, A, E, Ps, PK, faithful, d3, one, leak, win):
-    """The errors of the map layers top..1 of example n and its parts of their
-    kernel and bias gradients (in its row of PK from ``spec[l, C_PART0]``: kernel,
-    then bias); g: the error w.r.t. the outputs of layer ``top`` (map layout);
-    win: the example's column windows from :func:`_maps_forward`."""
+def _maps_backward(n, top, g, spec, cst, A, E, Ps, faithful, one, leak):
+    """The errors of the map layers top..1 of example n (E[l][n]); g: the error
+    w.r.t. the outputs of layer ``top`` (map layout). The conv gradients follow
+    for the whole chunk (:func:`_conv_grads`)."""
     last = spec.shape[0] - 1
     for l in range(top, 0, -1):
         t = spec[l, C_TYPE]
@@ -445,21 +449,35 @@ def _maps_backward(n, top, g, spec, cst, A, E, Ps, PK, faithful, d3, one, leak, 
             else:
                 _act_backward(A[l][n], g, er, code, faithful, one, leak, M if code == A_SOFT else 1)
             kh, kw = spec[l, C_KH], spec[l, C_KW]
-            Wo = Wb - kw + 1
-            e2 = er.reshape(M, S // M)
-            ks = M * Mb * kh * kw
-            p0 = spec[l, C_PART0]
-            pk = PK[n][p0 : p0 + ks + M]  # the example's kernel gradient part, then bias part
-            if not (l == last and d3):
-                xb = win[spec[l, C_WIN0] : spec[l, C_WIN1]].reshape(Mb, kw, Hb * Wo)
-                kernel_grad_columns(xb, e2, pk[:ks].reshape(M, Mb, kh, kw), Wo)
-            _row_sums(e2, pk[ks:])
             if l > 1:
                 gb = empty_aligned(Sb, er)
                 # the kernels rotated by 180 degrees when faithful (D1)
                 K = Ps[l].reshape(M, Mb, kh, kw)
                 conv_full_example(er.reshape(M, H, W), K, faithful, gb.reshape(Mb, Hb, Wb))
                 g = gb
+
+
+@_once
+def _conv_grads(n0, n1, top, spec, E, pk, faithful, d3, win):
+    """The parts of the conv layers' kernel and bias gradients of examples n0..n1-1
+    (a chunk), summed over them, into ``pk`` (the chunk's row of PK, each layer's
+    from ``spec[l, C_PART0]``: kernel, then bias); win: the chunk's column windows
+    (:func:`_maps_forward`), E: the errors (:func:`_maps_backward`)."""
+    last = spec.shape[0] - 1
+    for l in range(1, top + 1):
+        if spec[l, C_TYPE] != T_CONV:
+            continue
+        M = spec[l, C_M]
+        Mb, Hb, Wb = spec[l - 1, C_M], spec[l - 1, C_H], spec[l - 1, C_W]
+        kh, kw = spec[l, C_KH], spec[l, C_KW]
+        Wo = Wb - kw + 1
+        ks = M * Mb * kh * kw
+        p0 = spec[l, C_PART0]
+        er = E[l][n0:n1]
+        if not (l == last and d3):  # D3: _d3_task
+            part = pk[p0 : p0 + ks].reshape(M, Mb, kh, kw)
+            kernel_grad_rows(win, spec[l, C_WIN0], er, part, Wo, Hb * Wo, False)
+        _row_sums(er, M, pk[p0 + ks : p0 + ks + M])
 
 
 # --------------------------------------------------------------------------- the calls
@@ -628,11 +646,12 @@ def _chunk(
         if top < last:  # cut back into maps (MATLAB order to map layout)
             _unflatten(gn, spec[top, C_M], spec[top, C_H], spec[top, C_W], gm)
             gn = gm
-        _maps_backward(n, top, gn, spec, cst, A, E, Ps, PK, faithful, d3, one, leak, win[n - n0])
+        _maps_backward(n, top, gn, spec, cst, A, E, Ps, faithful, one, leak)
+    _conv_grads(n0, n1, top, spec, E, PK[c], faithful, d3, win)
 
 
 def _d3_task(
-    n,
+    c,
     train,
     spec,
     cst,
@@ -657,20 +676,24 @@ def _d3_task(
     tasks,
     stats,
 ):
-    """Defect D3 (faithful, conv last layer): example n's part of the last layer's
-    kernel gradient from its own input maps and example N-1-n's error. Run after
-    every :func:`_chunk` (it reads other examples' errors). Reads spec, A, E, PK."""
+    """Defect D3 (faithful, conv last layer), chunk c: the last layer's kernel gradient
+    part from each example n's own input maps and example N-1-n's error, summed over
+    the chunk's examples in order. Run after every :func:`_chunk` (it reads other
+    examples' errors). Reads spec, A, E, PK, lp."""
     N = A[0].shape[0]
+    n0 = c * CHUNK
+    n1 = min(n0 + CHUNK, N)
     last = spec.shape[0] - 1
     M, kh, kw = spec[last, C_M], spec[last, C_KH], spec[last, C_KW]
     Mb, Hb, Wb = spec[last - 1, C_M], spec[last - 1, C_H], spec[last - 1, C_W]
-    S = spec[last, C_S]
+    Wo = Wb - kw + 1
     p0 = spec[last, C_PART0]
-    kernel_grad_example(
-        A[last - 1][n].reshape(Mb, Hb, Wb),
-        E[last][N - 1 - n].reshape(M, S // M),
-        PK[n][p0 : p0 + M * Mb * kh * kw].reshape(M, Mb, kh, kw),
-    )
+    part = PK[c][p0 : p0 + M * Mb * kh * kw].reshape(M, Mb, kh, kw)
+    xb = empty_aligned(Mb * kw * Hb * Wo, lp).reshape(Mb, kw, Hb * Wo)
+    for n in range(n0, n1):
+        column_windows(A[last - 1][n].reshape(Mb, Hb, Wb), Wo, xb)
+        e = E[last][N - 1 - n : N - n]
+        kernel_grad_rows(xb.reshape(1, -1), 0, e, part, Wo, Hb * Wo, n > n0)
 
 
 @_serial
@@ -722,11 +745,11 @@ def _update_task(
     tasks,
     stats,
 ):
-    """Task t of the update: sum the per-example parts, divide by N, step: p -= lr * dp.
+    """Task t of the update: sum the chunks' parts, divide by N, step: p -= lr * dp.
 
     tasks[t] = (layer, kind, start, stop): kind 0 FC rows start:stop (W and b),
     kind 1 conv kernel entries start:stop, kind 2 conv bias. The conv and bias
-    parts are summed in example order; an FC weight gradient is one matrix product
+    parts are summed in chunk order; an FC weight gradient is one matrix product
     per task. stats[t] =
     (max |W or K entry|, max |b entry|, NaN if any is NaN/Inf else 0) over the
     new values the task wrote: what the finite check and the divergence guard
@@ -773,7 +796,7 @@ def _update_task(
         K = Ps[l][0]
         g0, p0 = spec[l, C_GRAD0], spec[l, C_PART0]
         d = G[g0 + start : g0 + stop]
-        # d[i] = PK[0, p0 + start + i] + PK[1, p0 + start + i] + ... in example order
+        # d[i] = PK[0, p0 + start + i] + PK[1, p0 + start + i] + ... in chunk order
         _sum_rows(PK, p0 + start, p0 + stop, d)
         k = K[start:stop]
         scale = not (d3 and l == last)  # D3: no 1/N
@@ -789,8 +812,8 @@ def _update_task(
         db = G[g0 : g0 + b.shape[0]]
         for j in range(b.shape[0]):
             s = PK[0, p0 + j]
-            for n in range(1, N):
-                s += PK[n, p0 + j]
+            for c in range(1, PK.shape[0]):
+                s += PK[c, p0 + j]
             db[j] = s / N
             b[j] -= lr * db[j]
         _watch(b, stat, 1)
@@ -840,7 +863,7 @@ def _layer_table(net):
         if t == T_CONV:
             P, Hb, Wb = rows[-1][C_M], rows[-1][C_H], rows[-1][C_W]
             size = P * kw * Hb * (Wb - kw + 1)
-        # where its per-example gradient parts start in a row of PK (conv) and its
+        # where its gradient parts (per chunk) start in a row of PK (conv) and its
         # gradient in G (conv, FC): after the layer before's
         part0 = rows[-1][C_PART0] + _parts(rows, len(rows) - 1) if rows else 0
         grad0 = rows[-1][C_GRAD0] + _grads(rows, len(rows) - 1) if rows else 0
@@ -849,7 +872,7 @@ def _layer_table(net):
 
 
 def _parts(spec, l):
-    """Entries of layer l's per-example gradient parts: kernel and bias of a conv layer."""
+    """Entries of layer l's gradient parts in a row of PK: kernel and bias of a conv layer."""
     r = spec[l]
     if r[C_TYPE] != T_CONV:
         return 0
@@ -934,9 +957,12 @@ class FusedNet:
                 ],
                 dummy,
             )
-            # the examples' conv gradient parts, one row each; every gradient, one vector
+            # the chunks' conv gradient parts, one row each; every gradient, one vector
             # (where each layer's lie: the layer table's C_PART0, C_GRAD0 columns)
-            self.PK = aligned_empty((N, int(self.spec[-1, C_PART0] + _parts(self.spec, L - 1))), dt)
+            chunks = self._chunks()
+            self.PK = aligned_empty(
+                (chunks, int(self.spec[-1, C_PART0] + _parts(self.spec, L - 1))), dt
+            )
             self.lp = aligned_empty(N, dt)
             self.G = aligned_empty(int(self.spec[-1, C_GRAD0] + _grads(self.spec, L - 1)), dt)
             self.tasks = self._task_table()
@@ -1122,7 +1148,7 @@ class FusedNet:
         )
         self._call(_chunk, self._chunks(), **given)
         if d3:  # after every chunk: it reads other examples' errors
-            self._call(_d3_task, self.N)
+            self._call(_d3_task, self._chunks())
         self.expose()
         # the loss from the per-example terms (backward.compute_loss's formulas, summed
         # in another order: the same to round-off)
@@ -1131,7 +1157,7 @@ class FusedNet:
         return net.loss
 
     def apply(self):
-        """Sum the gradient parts in example order and take the step (``gradientdescentcnn``)."""
+        """Sum the gradient parts in chunk order and take the step (``gradientdescentcnn``)."""
         net = self.net
         faithful = net.mode == "faithful"
         d3 = faithful and net.layers[-1].type == "c"

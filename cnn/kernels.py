@@ -426,7 +426,40 @@ def kernel_grad_example(xn, e, part):
 def kernel_grad_columns(xb, e, part, Wo):
     """:func:`kernel_grad_example` from the column windows ``xb`` (P, kw, H*Wo) of
     :func:`column_windows`; e (M, Ho*Wo) ; part (M, P, kh, kw) overwritten."""
-    _kernel_grad_any(xb, e, part, Wo)
+    _kernel_grad_rows_any(xb.reshape(1, -1), 0, e.reshape(1, -1), part, Wo, xb.shape[2], False)
+
+
+@nb.njit(cache=True, fastmath={"contract", "reassoc"})
+def kernel_grad_rows(X, x0, E, part, Wo, HWo, add):
+    """The kernel gradient summed over R examples, from their column windows.
+
+    ``part[j, k, a, b] (+)= sum_r sum_i E[r, j*S + i] * X[r, x0 + (k*kw + b)*HWo + a*Wo + i]``:
+    X (R, LX), row r from column x0 example r's windows xb (P, kw, HWo) of
+    :func:`column_windows` (HWo = H*Wo) ; E (R, M*S), row r its errors (M, S) ;
+    part (M, P, kh, kw), overwritten, or added to if ``add``. The sums:
+    :func:`cnn.simd.kernel_gradient` where :data:`cnn.simd.ENABLED`, else
+    :func:`_kernel_grad_loop` per example, added in order (equal to round-off).
+    """
+    _kernel_grad_rows_any(X, x0, E, part, Wo, HWo, add)
+
+
+@nb.njit(cache=True, fastmath={"contract", "reassoc"})
+def _kernel_grad_rows_portable(X, x0, E, part, Wo, HWo, add):
+    """:func:`kernel_grad_rows` with the portable loop, one example at a time."""
+    M, P, kh, kw = part.shape
+    S = E.shape[1] // M
+    one = np.empty_like(part)
+    for r in range(E.shape[0]):
+        xb = X[r, x0 : x0 + P * kw * HWo].reshape(P, kw, HWo)
+        e = E[r].reshape(M, S)
+        if r == 0 and not add:
+            _kernel_grad_loop(xb, e, part, Wo)
+        else:
+            _kernel_grad_loop(xb, e, one, Wo)
+            pf = part.reshape(-1)
+            of = one.reshape(-1)
+            for i in range(pf.shape[0]):
+                pf[i] += of[i]
 
 
 @nb.njit(cache=True, fastmath={"contract", "reassoc"})
@@ -479,7 +512,7 @@ def _kernel_grad_loop(xb, e, part, Wo):
 
 # the SIMD kernel handles any number of positions (those past the last whole vector
 # one by one): where it runs, the portable loop is not compiled (0.4 s of a first compile)
-_kernel_grad_any = simd.kernel_gradient if simd.ENABLED else _kernel_grad_loop
+_kernel_grad_rows_any = simd.kernel_gradient if simd.ENABLED else _kernel_grad_rows_portable
 
 
 @_jit

@@ -236,32 +236,36 @@ def _lane_sums(builder, vs, nl):
 
 
 @intrinsic
-def _grad_block(typingctx, xb, e, part, toff, j0, k, t0, Sv):
-    """``part[j, k, a, b] = sum_{i < Sv} e[j, i] * xb[k, b, a*Wo + i]`` for maps
-    ``j = min(j0 + m, M - 1)``, m < GRAD_MAPS, and taps ``t = a*kw + b =
-    min(t0 + n, kh*kw - 1)``, n < GRAD_TAPS; Sv a multiple of ``lanes(e)``.
+def _grad_block(typingctx, X, E, part, toff, j0, k, t0, Sv, S, x0, HWo, add):
+    """``part[j, k, a, b] (+)= sum_r sum_{i < Sv} E[r, j*S + i] * X[r, w + toff[a*kw + b] + i]``
+    (``w = x0 + k*kw*HWo``) for maps ``j = min(j0 + m, M - 1)``, m < GRAD_MAPS, and
+    taps ``t = a*kw + b = min(t0 + n, kh*kw - 1)``, n < GRAD_TAPS; Sv a multiple of
+    ``lanes(E)``.
 
-    xb (P, kw, H*Wo) ; e (M, S) ; part (M, P, kh, kw) ; toff (kh*kw,) int64, the
-    offset of tap t's window in xb[k]: ``toff[a*kw + b] = b*H*Wo + a*Wo``. Each sum: one vector
-    accumulator of FMAs over i (lane l takes i = l mod lanes, in order), then its
-    lanes added by :func:`_lane_sums` (for lanes accumulators at a time).
+    X (R, LX): row r, from column x0, one example's column windows (P, kw, HWo) ;
+    E (R, LE): row r, from column 0, its errors (M, S) ; part (M, P, kh, kw) ;
+    toff (kh*kw,) int64, the offset of tap t's window in a map's windows:
+    ``toff[a*kw + b] = b*HWo + a*Wo``. Each sum: one vector accumulator of FMAs
+    over r, then i (lane l takes i = l mod lanes), then its lanes added by
+    :func:`_lane_sums` (for lanes accumulators at a time), then stored, or added to
+    ``part`` if ``add`` (a bool).
     """
-    _require_c_arrays(xb, e, part)
+    _require_c_arrays(X, E, part)
     if not (isinstance(toff, types.Array) and toff.dtype == types.int64 and toff.layout == "C"):
         raise errors.TypingError(f"cnn.simd: a C-contiguous int64 array expected, got {toff}")
-    dt = e.dtype
+    dt = E.dtype
     nl = _lanes(dt)
 
     def codegen(context, builder, sig, args):
-        xbv, ev, pv, tv, j0v, kv, t0v, Svv = args
-        xa = context.make_array(sig.args[0])(context, builder, xbv)
-        ea = context.make_array(sig.args[1])(context, builder, ev)
+        Xv, Ev, pv, tv, j0v, kv, t0v, Svv, Sv_, x0v, HWov, addv = args
+        xa = context.make_array(sig.args[0])(context, builder, Xv)
+        ea = context.make_array(sig.args[1])(context, builder, Ev)
         pa = context.make_array(sig.args[2])(context, builder, pv)
         ta = context.make_array(sig.args[3])(context, builder, tv)
         vty, align, fma, zero = _vector_ops(context, builder, dt, nl)
-        _, kw, HWo = cgutils.unpack_tuple(builder, xa.shape, 3)
-        M, P, kh, _ = cgutils.unpack_tuple(builder, pa.shape, 4)
-        S = cgutils.unpack_tuple(builder, ea.shape, 2)[1]
+        R, LX = cgutils.unpack_tuple(builder, xa.shape, 2)
+        LE = cgutils.unpack_tuple(builder, ea.shape, 2)[1]
+        M, P, kh, kw = cgutils.unpack_tuple(builder, pa.shape, 4)
         ity = M.type
 
         def c(v):
@@ -272,26 +276,31 @@ def _grad_block(typingctx, xb, e, part, toff, j0, k, t0, Sv):
         last_tap = builder.sub(T, c(1))
         maps = [_clamp(builder, builder.add(j0v, c(m)), last_map) for m in range(GRAD_MAPS)]
         taps = [_clamp(builder, builder.add(t0v, c(n)), last_tap) for n in range(GRAD_TAPS)]
-        ebase = [builder.mul(j, S) for j in maps]
-        kbase = builder.mul(builder.mul(kv, kw), HWo)
+        ebase = [builder.mul(j, Sv_) for j in maps]
+        kbase = builder.add(x0v, builder.mul(builder.mul(kv, kw), HWov))
         xbase = [builder.add(kbase, builder.load(builder.gep(ta.data, [t]))) for t in taps]
         acc = [
             [cgutils.alloca_once_value(builder, zero) for _ in range(GRAD_TAPS)]
             for _ in range(GRAD_MAPS)
         ]
         steps = builder.udiv(Svv, c(nl))
-        with cgutils.for_range(builder, steps) as li:
-            i = builder.mul(li.index, c(nl))
-            es = []
-            for m in range(GRAD_MAPS):
-                p = builder.gep(ea.data, [builder.add(ebase[m], i)])
-                es.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=align))
-            for n in range(GRAD_TAPS):
-                p = builder.gep(xa.data, [builder.add(xbase[n], i)])
-                xv = builder.load(builder.bitcast(p, vty.as_pointer()), align=align)
+        with cgutils.for_range(builder, R) as lr:
+            xrow = builder.mul(lr.index, LX)
+            erow = builder.mul(lr.index, LE)
+            eb = [builder.add(erow, b) for b in ebase]
+            xbs = [builder.add(xrow, b) for b in xbase]
+            with cgutils.for_range(builder, steps) as li:
+                i = builder.mul(li.index, c(nl))
+                es = []
                 for m in range(GRAD_MAPS):
-                    s = builder.load(acc[m][n])
-                    builder.store(builder.call(fma, [es[m], xv, s]), acc[m][n])
+                    p = builder.gep(ea.data, [builder.add(eb[m], i)])
+                    es.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=align))
+                for n in range(GRAD_TAPS):
+                    p = builder.gep(xa.data, [builder.add(xbs[n], i)])
+                    xv = builder.load(builder.bitcast(p, vty.as_pointer()), align=align)
+                    for m in range(GRAD_MAPS):
+                        s = builder.load(acc[m][n])
+                        builder.store(builder.call(fma, [es[m], xv, s]), acc[m][n])
         # the sums of all accumulators at once, nl of them per vector (_lane_sums)
         flat = [builder.load(acc[m][n]) for m in range(GRAD_MAPS) for n in range(GRAD_TAPS)]
         flat += [zero] * (-len(flat) % nl)
@@ -302,39 +311,70 @@ def _grad_block(typingctx, xb, e, part, toff, j0, k, t0, Sv):
             for n in range(GRAD_TAPS):
                 i = m * GRAD_TAPS + n
                 total = builder.extract_element(sums[i // nl], ir.Constant(i32, i % nl))
-                builder.store(total, builder.gep(pa.data, [builder.add(jrow, taps[n])]))
+                ptr = builder.gep(pa.data, [builder.add(jrow, taps[n])])
+                old = builder.load(ptr)
+                new = builder.select(addv, builder.fadd(old, total), total)
+                # a map or tap clamped to the last is stored by its own block entry
+                own = builder.and_(
+                    builder.icmp_signed("<=", builder.add(j0v, c(m)), last_map),
+                    builder.icmp_signed("<=", builder.add(t0v, c(n)), last_tap),
+                )
+                builder.store(builder.select(own, new, old), ptr)
         return context.get_dummy_value()
 
-    return types.none(xb, e, part, toff, j0, k, t0, Sv), codegen
+    return types.none(X, E, part, toff, j0, k, t0, Sv, S, x0, HWo, add), codegen
+
+
+GRAD_L1_BYTES = 32768
+"""How many bytes of errors and windows one gradient block may read per pass over its
+examples: the examples are taken in groups that fit in the L1 cache (48 KB here), each
+group's sums added to the part of the groups before (many examples' small maps in one
+pass: fewer lane sums; large maps one example at a time: the data stays in L1)."""
 
 
 @nb.njit(cache=True, fastmath={"contract"})
-def kernel_gradient(xb, e, part, Wo):
-    """One example's kernel gradient from the column windows of its maps.
+def kernel_gradient(X, x0, E, part, Wo, HWo, add):
+    """The kernel gradient summed over examples, from their column windows.
 
-    ``part[j, k, a, b] = sum_i e[j, i] * xb[k, b, a*Wo + i]`` (i = p*Wo + q);
-    xb (P, kw, H*Wo) as for :func:`valid_correlation` ; e (M, Ho*Wo) ;
-    part (M, P, kh, kw) overwritten. Each sum: SIMD lanes over i (see
-    :func:`_grad_block`), then the positions past the last whole vector in order.
+    ``part[j, k, a, b] (+)= sum_r sum_i E[r, j*S + i] * X[r, x0 + (k*kw + b)*HWo + a*Wo + i]``
+    (i = p*Wo + q < S = LE / M): X (R, LX), row r from column x0 one example's
+    windows xb (P, kw, HWo) as for :func:`valid_correlation` (HWo = H*Wo) ;
+    E (R, LE), row r its errors e (M, S) ; part (M, P, kh, kw), overwritten, or
+    added to if ``add``. One example: ``X = xb.reshape(1, -1)``, ``E = e.reshape(1, -1)``.
+
+    The examples are taken in groups (:data:`GRAD_L1_BYTES`; the same groups for a
+    given shape and dtype, whatever the thread count); in each, every sum is SIMD
+    lanes over the group's whole vectors of positions (see :func:`_grad_block`), then
+    the positions past the last whole vector, example by example, in order.
     """
     M, P, kh, kw = part.shape
-    S = e.shape[1]
-    Sv = S - S % lanes(e)
-    toff = np.empty(kh * kw, np.int64)  # tap t's window: xb[k].flat[toff[t] + i]
+    R = E.shape[0]
+    S = E.shape[1] // M
+    Sv = S - S % lanes(E)
+    toff = np.empty(kh * kw, np.int64)  # tap t's window: X[r, x0 + k*kw*HWo + toff[t] + i]
     for a in range(kh):
         for b in range(kw):
-            toff[a * kw + b] = b * xb.shape[2] + a * Wo
-    for j0 in range(0, M, GRAD_MAPS):
-        for k in range(P):
-            for t0 in range(0, kh * kw, GRAD_TAPS):
-                _grad_block(xb, e, part, toff, j0, k, t0, Sv)
-    if Sv < S:
-        for j in range(M):
+            toff[a * kw + b] = b * HWo + a * Wo
+    group = max(1, GRAD_L1_BYTES // ((GRAD_MAPS + GRAD_TAPS) * S * E.itemsize))
+    for r0 in range(0, R, group):
+        r1 = min(r0 + group, R)
+        Xg = X[r0:r1]
+        Eg = E[r0:r1]
+        more = add or r0 > 0
+        for j0 in range(0, M, GRAD_MAPS):
             for k in range(P):
-                for a in range(kh):
-                    for b in range(kw):
-                        s = part[j, k, a, b]
-                        x = xb[k, b]
-                        for i in range(Sv, S):
-                            s += e[j, i] * x[a * Wo + i]
-                        part[j, k, a, b] = s
+                for t0 in range(0, kh * kw, GRAD_TAPS):
+                    _grad_block(Xg, Eg, part, toff, j0, k, t0, Sv, S, x0, HWo, more)
+        if Sv < S:
+            for j in range(M):
+                for k in range(P):
+                    for a in range(kh):
+                        for b in range(kw):
+                            s = part[j, k, a, b]
+                            w = x0 + (k * kw + b) * HWo + a * Wo
+                            for r in range(r0, r1):
+                                x = X[r]
+                                e = E[r]
+                                for i in range(Sv, S):
+                                    s += e[j * S + i] * x[w + i]
+                            part[j, k, a, b] = s

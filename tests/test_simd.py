@@ -170,8 +170,39 @@ def test_kernel_gradient_simd_and_portable_against_the_formula(dtype, shape):
     np.testing.assert_allclose(got, portable, rtol=0, atol=tol)
     if simd.ENABLED:  # fewer positions than a vector included
         direct = np.full((M, P, kh, kw), np.nan, dtype)
-        simd.kernel_gradient(xb, e, direct, Wo)
+        simd.kernel_gradient(xb.reshape(1, -1), 0, e.reshape(1, -1), direct, Wo, H * Wo, False)
         np.testing.assert_array_equal(direct, got)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", GRAD_SHAPES)
+@pytest.mark.parametrize("add", [False, True])
+def test_kernel_gradient_of_several_examples_is_the_sum_of_theirs(dtype, shape, add):
+    # kernel_grad_rows: R examples' windows in rows of X from column x0, their errors in
+    # rows of E; summed in groups that fit the L1 cache (several groups for conv 1 in
+    # float32, one for conv 2), added to ``part`` when ``add``; clamped maps and taps of
+    # the last blocks must not be added twice
+    rng = np.random.default_rng(5 + sum(shape))
+    P, H, W, M, kh, kw = shape
+    R, x0 = 5, 3
+    Wo = W - kw + 1
+    S = (H - kh + 1) * Wo
+    x = rng.standard_normal((R, P, H, W)).astype(dtype)
+    e = rng.standard_normal((R, M, S)).astype(dtype)
+    X = np.full((R, x0 + P * kw * H * Wo + 2), np.nan, dtype)  # NaN outside the windows
+    for r in range(R):
+        xb = np.empty((P, kw, H * Wo), dtype)
+        kernels.column_windows(x[r], Wo, xb)
+        X[r, x0 : x0 + xb.size] = xb.reshape(-1)
+    start = rng.standard_normal((M, P, kh, kw)).astype(dtype)
+    ref = sum(_grad_reference(x[r], e[r], kh, kw) for r in range(R)) + (start if add else 0)
+    tol = (1e-14 if dtype == np.float64 else 3e-6) * np.abs(ref).max() * R
+    runs = [kernels.kernel_grad_rows, kernels._kernel_grad_rows_portable]
+    runs += [simd.kernel_gradient] if simd.ENABLED else []
+    for run in runs:
+        part = start.copy() if add else np.full_like(start, np.nan)
+        run(X, x0, e.reshape(R, -1), part, Wo, H * Wo, add)
+        np.testing.assert_allclose(part, ref, rtol=0, atol=tol, err_msg=run.__name__)
 
 
 def test_blocks_refuse_arrays_that_are_not_c_contiguous():
@@ -185,4 +216,12 @@ def test_blocks_refuse_arrays_that_are_not_c_contiguous():
     with pytest.raises(TypingError, match="C-contiguous"):
         simd.valid_correlation(xb, K, np.zeros(2), z, Wo)
     with pytest.raises(TypingError, match="C-contiguous"):
-        simd.kernel_gradient(xb, np.zeros((2, 8 * Wo))[:, ::4], np.zeros((2, 1, 3, 3)), Wo)
+        simd.kernel_gradient(
+            xb.reshape(1, -1),
+            0,
+            np.zeros((2, 8 * Wo))[:, ::4],
+            np.zeros((2, 1, 3, 3)),
+            Wo,
+            4 * Wo,
+            False,
+        )
