@@ -306,20 +306,34 @@ def _grad_block(typingctx, X, E, part, toff, j0, k, t0, Sv, S, x0, HWo, add):
         flat += [zero] * (-len(flat) % nl)
         sums = [_lane_sums(builder, flat[g : g + nl], nl) for g in range(0, len(flat), nl)]
         i32 = ir.IntType(32)
+        totals = {}
+        ptrs = {}
         for m in range(GRAD_MAPS):
             jrow = builder.mul(builder.add(builder.mul(maps[m], P), kv), T)
             for n in range(GRAD_TAPS):
                 i = m * GRAD_TAPS + n
-                total = builder.extract_element(sums[i // nl], ir.Constant(i32, i % nl))
-                ptr = builder.gep(pa.data, [builder.add(jrow, taps[n])])
-                old = builder.load(ptr)
-                new = builder.select(addv, builder.fadd(old, total), total)
-                # a map or tap clamped to the last is stored by its own block entry
-                own = builder.and_(
-                    builder.icmp_signed("<=", builder.add(j0v, c(m)), last_map),
-                    builder.icmp_signed("<=", builder.add(t0v, c(n)), last_tap),
-                )
-                builder.store(builder.select(own, new, old), ptr)
+                totals[m, n] = builder.extract_element(sums[i // nl], ir.Constant(i32, i % nl))
+                ptrs[m, n] = builder.gep(pa.data, [builder.add(jrow, taps[n])])
+        # a map or tap past the last is clamped to it: the same sum stored twice, which
+        # is harmless, but must be added once (only in the last blocks)
+        clamped = builder.or_(
+            builder.icmp_signed(">", builder.add(j0v, c(GRAD_MAPS - 1)), last_map),
+            builder.icmp_signed(">", builder.add(t0v, c(GRAD_TAPS - 1)), last_tap),
+        )
+        with builder.if_else(addv) as (then, otherwise):
+            with then:
+                for (m, n), total in totals.items():
+                    own = builder.and_(
+                        builder.icmp_signed("<=", builder.add(j0v, c(m)), last_map),
+                        builder.icmp_signed("<=", builder.add(t0v, c(n)), last_tap),
+                    )
+                    keep = builder.or_(builder.not_(clamped), own)
+                    with builder.if_then(keep):
+                        old = builder.load(ptrs[m, n])
+                        builder.store(builder.fadd(old, total), ptrs[m, n])
+            with otherwise:
+                for (m, n), total in totals.items():
+                    builder.store(total, ptrs[m, n])
         return context.get_dummy_value()
 
     return types.none(X, E, part, toff, j0, k, t0, Sv, S, x0, HWo, add), codegen
