@@ -84,6 +84,7 @@ from .kernels import (
     empty_aligned,
     kernel_grad_rows,
 )
+from .simd import wide_vectors
 
 T_INPUT, T_CONV, T_POOL, T_FC = 0, 1, 2, 3
 A_SIGM, A_TANH, A_RECT, A_NONE, A_PLUS, A_SOFT = 0, 1, 2, 3, 4, 5
@@ -132,6 +133,7 @@ def _activate(a, code, one, leak):
     In place on one array on purpose: with two arrays that may be the same,
     LLVM's run-time overlap check would send the in-place calls to its scalar loop.
     """
+    wide_vectors()
     S = a.shape[0]
     # sigm, tanh, plus: cnn.vmath's vectorised functions (within 1, 2, 1 ulp)
     if code == 0:  # sigm: 1 / (1 + exp(-z))
@@ -166,6 +168,7 @@ def _activation(z, a, code, M, one, leak):
 @_serial
 def _soft_forward(z, a, M):
     """Softmax over axis 0 of ``z`` viewed as (M, S/M) (maps at each position, or nodes)."""
+    wide_vectors()
     R = z.shape[0] // M
     for s in range(R):
         m = z[s]
@@ -183,6 +186,7 @@ def _soft_forward(z, a, M):
 @_serial
 def _act_backward(a, g, e, code, faithful, one, leak, M):
     """e = f'(z) * g written from the output a (1-D; softmax over M groups). ``e`` may be ``g``."""
+    wide_vectors()
     S = a.shape[0]
     if code == 0:
         for i in range(S):
@@ -222,6 +226,7 @@ def _act_backward(a, g, e, code, faithful, one, leak, M):
 def _row_sums(e, M, out):
     """out[j] = sum_r sum_u e[r, j*S + u] (the bias-gradient part of examples r:
     e (R, M*S), each row an example's errors (M, S))."""
+    wide_vectors()
     S = e.shape[1] // M
     for j in range(M):
         s = e[0, 0] * 0
@@ -235,6 +240,7 @@ def _row_sums(e, M, out):
 @_serial
 def _mean_pool(x, r, c, y):
     """y[m, p, q] = sum_ab x[m, p*r+a, q*r+b] * c (one example), as ``kernels.mean_pool``."""
+    wide_vectors()
     M, h, w = y.shape
     for m in range(M):
         for p in range(h):
@@ -261,6 +267,7 @@ def _upsample(e, r, divisor, g):
     Each first row of a group of r is written, the other r-1 copied from it
     (contiguous copies vectorise; r interleaved stores do not).
     """
+    wide_vectors()
     M, h, w = e.shape
     H, W = g.shape[1], g.shape[2]
     for m in range(M):
@@ -710,6 +717,7 @@ def _watch(p, stat, col):
 @_serial_exact
 def _sum_rows(p, start, stop, d):
     """d[i] = sum_n p[n, start + i], added in the order n = 0, 1, ... (vectorised over i)."""
+    wide_vectors()
     p0 = p[0]
     for i in range(stop - start):
         d[i] = p0[start + i]

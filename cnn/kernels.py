@@ -141,6 +141,7 @@ def abs_bits_max(p):
     integer maximum: vectorised without fast-math flags (a float maximum is
     not), one pass for both the largest value and the finite check.
     """
+    simd.wide_vectors()
     m = 0
     for i in range(p.shape[0]):
         m = max(m, vmath._f64_bits(np.float64(p[i])) & _ABS_BITS)
@@ -172,6 +173,7 @@ def column_windows(xn, Wo, xb):
     :func:`conv_valid_columns` and :func:`kernel_grad_columns` read (the fused
     step computes them once per example for both).
     """
+    simd.wide_vectors()
     P, H, _ = xn.shape
     kw = xb.shape[1]
     for k in range(P):

@@ -67,6 +67,30 @@ ENABLED = _BLOCK is not None
 MAPS, VECTORS, LANES64, GRAD_MAPS, GRAD_TAPS = _BLOCK if ENABLED else (1, 1, 1, 1, 1)
 
 
+@intrinsic
+def wide_vectors(typingctx):
+    """Let LLVM's loop vectoriser use the CPU's widest vectors in the calling function.
+
+    On CPUs with AVX-512, LLVM's X86 tuning prefers 256-bit vectors for the loops it
+    vectorises itself (``prefer-256-bit``: on early AVX-512 chips the wide units
+    lowered the clock); the kernels here use 512-bit vectors anyway. Called first in
+    a function, this sets the function attribute ``"prefer-vector-width"="512"``,
+    which lets the loops of that function (and those inlined into it) use the full
+    width: ``tanh`` of 1,280 float64 values 2.7 -> 2.0 us here. Elsewhere (AVX2,
+    other architectures) the vectoriser stays within the widest registers there
+    are; the attribute changes no result of an elementwise loop (reductions written
+    with ``reassoc`` may add in another, fixed order).
+    """
+
+    def codegen(context, builder, sig, args):
+        # llvmlite's attribute set knows only keyword attributes: add the string
+        # attribute as the set element it prints verbatim
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
 def _lanes(dtype):
     return LANES64 * (2 if dtype == types.float32 else 1)
 

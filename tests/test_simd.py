@@ -225,3 +225,35 @@ def test_blocks_refuse_arrays_that_are_not_c_contiguous():
             4 * Wo,
             False,
         )
+
+
+def test_wide_vectors_sets_the_function_attribute_of_its_caller():
+    # the loops of a function that calls it may use the widest vectors (AVX-512);
+    # a function that does not call it keeps LLVM's preference
+    import numba as nb
+
+    @nb.njit
+    def wide(a):
+        simd.wide_vectors()
+        for i in range(a.shape[0]):
+            a[i] *= 2.0
+
+    @nb.njit
+    def plain(a):
+        for i in range(a.shape[0]):
+            a[i] *= 2.0
+
+    a = np.ones(8)
+    wide(a)
+    plain(a)
+    np.testing.assert_array_equal(a, 4.0)
+    attribute = '"prefer-vector-width"="512"'
+    assert attribute in wide.inspect_llvm(wide.signatures[0])
+    assert attribute not in plain.inspect_llvm(plain.signatures[0])
+    # and the fused step's elementwise loops have it (a fresh compile: the cached
+    # kernels carry no IR to inspect)
+    from cnn import fused
+
+    activate = nb.njit(fused._activate.py_func)
+    activate(np.zeros(16), 1, 1.0, 0.01)
+    assert attribute in activate.inspect_llvm(activate.signatures[0])
