@@ -347,18 +347,17 @@ def conv_full_example(en, K, flip, gn):
     cols = empty_aligned(P * kh * kw * R, gn).reshape(P * kh * kw, R)
     np.dot(K.reshape(M, P * kh * kw).T, en.reshape(M, R), cols)
     gn[:] = 0
+    g = gn.reshape(-1)
+    c = cols.reshape(-1)
     for k in range(P):  # gn[k, p+a, q+b] += cols[(k, a, b), (p, q)], flipped: (k, -a, -b)
         for a in range(kh):
             for b in range(kw):
                 if flip:
-                    c = cols[(k * kh + kh - 1 - a) * kw + kw - 1 - b]
+                    row = (k * kh + kh - 1 - a) * kw + kw - 1 - b
                 else:
-                    c = cols[(k * kh + a) * kw + b]
-                for p in range(Ho):
-                    row = gn[k, p + a, b : b + Wo]
-                    cp = c[p * Wo : (p + 1) * Wo]
-                    for q in range(Wo):
-                        row[q] += cp[q]
+                    row = (k * kh + a) * kw + b
+                for p in range(Ho):  # one row of Wo, in SIMD vectors
+                    simd.add_run(g, (k * H + p + a) * W + b, c, row * R + p * Wo, Wo)
 
 
 @_jit

@@ -104,6 +104,52 @@ def _splat(builder, value, vty):
 
 
 @intrinsic
+def add_run(typingctx, dst, d0, src, s0, n):
+    """``dst[d0 + i] += src[s0 + i]`` for i < n: 1-D C-contiguous arrays of one float dtype.
+
+    In SIMD vectors: whole vectors, then one vector of each smaller power of two that
+    fits the rest, down to one element (the same sums as the scalar loop; for the
+    short runs where LLVM's vectorised loop would not start: an 8-wide row of
+    the full convolution is one vector instead of eight scalar additions).
+    """
+    _require_c_arrays(dst, src)
+    dt = dst.dtype
+    nl = _lanes(dt)
+
+    def codegen(context, builder, sig, args):
+        dv, d0v, sv, s0v, nv = args
+        da = context.make_array(sig.args[0])(context, builder, dv)
+        sa = context.make_array(sig.args[2])(context, builder, sv)
+        fty = context.get_value_type(dt)
+        align = context.get_abi_sizeof(fty)
+        ity = nv.type
+
+        def op(pos, w):
+            vty = ir.VectorType(fty, w) if w > 1 else fty
+            ps = builder.bitcast(builder.gep(sa.data, [builder.add(s0v, pos)]), vty.as_pointer())
+            pd = builder.bitcast(builder.gep(da.data, [builder.add(d0v, pos)]), vty.as_pointer())
+            x = builder.load(ps, align=align)
+            y = builder.load(pd, align=align)
+            builder.store(builder.fadd(y, x), pd, align=align)
+
+        whole = builder.udiv(nv, ir.Constant(ity, nl))
+        with cgutils.for_range(builder, whole) as loop:
+            op(builder.mul(loop.index, ir.Constant(ity, nl)), nl)
+        pos = cgutils.alloca_once_value(builder, builder.mul(whole, ir.Constant(ity, nl)))
+        w = nl // 2
+        while w >= 1:
+            here = builder.load(pos)
+            fits = builder.icmp_signed(">=", builder.sub(nv, here), ir.Constant(ity, w))
+            with builder.if_then(fits):
+                op(here, w)
+                builder.store(builder.add(here, ir.Constant(ity, w)), pos)
+            w //= 2
+        return context.get_dummy_value()
+
+    return types.none(dst, d0, src, s0, n), codegen
+
+
+@intrinsic
 def lanes(typingctx, a):
     """SIMD lanes for ``a``'s dtype (a compile-time constant)."""
     n = _lanes(a.dtype)

@@ -257,3 +257,22 @@ def test_wide_vectors_sets_the_function_attribute_of_its_caller():
     activate = nb.njit(fused._activate.py_func)
     activate(np.zeros(16), 1, 1.0, 0.01)
     assert attribute in activate.inspect_llvm(activate.signatures[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_add_run_adds_every_element_once_for_any_length(dtype):
+    # whole vectors, then one of each smaller power of two: every n up to three vectors
+    import numba as nb
+
+    @nb.njit
+    def run(dst, d0, src, s0, n):
+        simd.add_run(dst, d0, src, s0, n)
+
+    rng = np.random.default_rng(7)
+    for n in range(0, 3 * 16 + 2):
+        dst = rng.standard_normal(60).astype(dtype)
+        src = rng.standard_normal(60).astype(dtype)
+        want = dst.copy()
+        want[3 : 3 + n] += src[5 : 5 + n]
+        run(dst, 3, src, 5, n)
+        np.testing.assert_array_equal(dst, want, err_msg=f"n={n}")
