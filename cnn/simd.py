@@ -103,6 +103,43 @@ def _splat(builder, value, vty):
     return builder.shuffle_vector(v, undef, mask)
 
 
+def _runs(builder, n, nl, op):
+    """Call ``op(pos, w)`` over positions 0 .. n-1 in pieces of w: whole pieces of
+    ``nl``, then one of each smaller power of two that fits the rest, down to 1."""
+    ity = n.type
+    whole = builder.udiv(n, ir.Constant(ity, nl))
+    with cgutils.for_range(builder, whole) as loop:
+        op(builder.mul(loop.index, ir.Constant(ity, nl)), nl)
+    pos = cgutils.alloca_once_value(builder, builder.mul(whole, ir.Constant(ity, nl)))
+    w = nl // 2
+    while w >= 1:
+        here = builder.load(pos)
+        fits = builder.icmp_signed(">=", builder.sub(n, here), ir.Constant(ity, w))
+        with builder.if_then(fits):
+            op(here, w)
+            builder.store(builder.add(here, ir.Constant(ity, w)), pos)
+        w //= 2
+
+
+def _run_access(context, builder, sig, args, dt):
+    """(load, store) of ``w`` consecutive elements (a vector, or a scalar for w = 1)
+    at index ``i`` of a 1-D C-contiguous array ``a`` (its LLVM value)."""
+    fty = context.get_value_type(dt)
+    align = context.get_abi_sizeof(fty)
+
+    def ptr(data, i, w):
+        vty = ir.VectorType(fty, w) if w > 1 else fty
+        return builder.bitcast(builder.gep(data, [i]), vty.as_pointer())
+
+    def load(data, i, w):
+        return builder.load(ptr(data, i, w), align=align)
+
+    def store(value, data, i, w):
+        builder.store(value, ptr(data, i, w), align=align)
+
+    return load, store
+
+
 @intrinsic
 def add_run(typingctx, dst, d0, src, s0, n):
     """``dst[d0 + i] += src[s0 + i]`` for i < n: 1-D C-contiguous arrays of one float dtype.
@@ -114,39 +151,78 @@ def add_run(typingctx, dst, d0, src, s0, n):
     """
     _require_c_arrays(dst, src)
     dt = dst.dtype
-    nl = _lanes(dt)
 
     def codegen(context, builder, sig, args):
         dv, d0v, sv, s0v, nv = args
         da = context.make_array(sig.args[0])(context, builder, dv)
         sa = context.make_array(sig.args[2])(context, builder, sv)
-        fty = context.get_value_type(dt)
-        align = context.get_abi_sizeof(fty)
-        ity = nv.type
+        load, store = _run_access(context, builder, sig, args, dt)
 
         def op(pos, w):
-            vty = ir.VectorType(fty, w) if w > 1 else fty
-            ps = builder.bitcast(builder.gep(sa.data, [builder.add(s0v, pos)]), vty.as_pointer())
-            pd = builder.bitcast(builder.gep(da.data, [builder.add(d0v, pos)]), vty.as_pointer())
-            x = builder.load(ps, align=align)
-            y = builder.load(pd, align=align)
-            builder.store(builder.fadd(y, x), pd, align=align)
+            i = builder.add(d0v, pos)
+            total = builder.fadd(load(da.data, i, w), load(sa.data, builder.add(s0v, pos), w))
+            store(total, da.data, i, w)
 
-        whole = builder.udiv(nv, ir.Constant(ity, nl))
-        with cgutils.for_range(builder, whole) as loop:
-            op(builder.mul(loop.index, ir.Constant(ity, nl)), nl)
-        pos = cgutils.alloca_once_value(builder, builder.mul(whole, ir.Constant(ity, nl)))
-        w = nl // 2
-        while w >= 1:
-            here = builder.load(pos)
-            fits = builder.icmp_signed(">=", builder.sub(nv, here), ir.Constant(ity, w))
-            with builder.if_then(fits):
-                op(here, w)
-                builder.store(builder.add(here, ir.Constant(ity, w)), pos)
-            w //= 2
+        _runs(builder, nv, _lanes(dt), op)
         return context.get_dummy_value()
 
     return types.none(dst, d0, src, s0, n), codegen
+
+
+@intrinsic
+def copy_run(typingctx, dst, d0, src, s0, n):
+    """``dst[d0 + i] = src[s0 + i]`` for i < n, in SIMD vectors as :func:`add_run`."""
+    _require_c_arrays(dst, src)
+    dt = dst.dtype
+
+    def codegen(context, builder, sig, args):
+        dv, d0v, sv, s0v, nv = args
+        da = context.make_array(sig.args[0])(context, builder, dv)
+        sa = context.make_array(sig.args[2])(context, builder, sv)
+        load, store = _run_access(context, builder, sig, args, dt)
+
+        def op(pos, w):
+            store(load(sa.data, builder.add(s0v, pos), w), da.data, builder.add(d0v, pos), w)
+
+        _runs(builder, nv, _lanes(dt), op)
+        return context.get_dummy_value()
+
+    return types.none(dst, d0, src, s0, n), codegen
+
+
+@intrinsic
+def pairs_run(typingctx, dst, d0, src, s0, n, divisor):
+    """``dst[d0 + 2i] = dst[d0 + 2i + 1] = src[s0 + i] / divisor`` for i < n (each value
+    twice: a row of a rate-2 upsampling), in SIMD vectors: half a vector of ``src``
+    divided, its lanes duplicated by a shuffle, stored as one vector (the
+    vectoriser's strided stores are scatters here); the same quotients as the scalar loop.
+    """
+    _require_c_arrays(dst, src)
+    dt = dst.dtype
+
+    def codegen(context, builder, sig, args):
+        dv, d0v, sv, s0v, nv, divv = args
+        da = context.make_array(sig.args[0])(context, builder, dv)
+        sa = context.make_array(sig.args[2])(context, builder, sv)
+        load, store = _run_access(context, builder, sig, args, dt)
+        i32 = ir.IntType(32)
+
+        def op(pos, w):  # w source elements -> 2w outputs
+            x = load(sa.data, builder.add(s0v, pos), w)
+            d = _splat(builder, divv, x.type) if w > 1 else divv
+            q = builder.fdiv(x, d)
+            if w == 1:
+                undef = ir.Constant(ir.VectorType(q.type, 1), ir.Undefined)
+                q = builder.insert_element(undef, q, ir.Constant(i32, 0))
+            mask = ir.Constant(ir.VectorType(i32, 2 * w), [t // 2 for t in range(2 * w)])
+            pairs = builder.shuffle_vector(q, ir.Constant(q.type, ir.Undefined), mask)
+            two = builder.mul(pos, ir.Constant(pos.type, 2))
+            store(pairs, da.data, builder.add(d0v, two), 2 * w)
+
+        _runs(builder, nv, max(1, _lanes(dt) // 2), op)
+        return context.get_dummy_value()
+
+    return types.none(dst, d0, src, s0, n, divisor), codegen
 
 
 @intrinsic

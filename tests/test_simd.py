@@ -260,19 +260,32 @@ def test_wide_vectors_sets_the_function_attribute_of_its_caller():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_add_run_adds_every_element_once_for_any_length(dtype):
-    # whole vectors, then one of each smaller power of two: every n up to three vectors
+def test_runs_write_every_element_once_for_any_length(dtype):
+    # add_run, copy_run, pairs_run: whole vectors, then one of each smaller power of
+    # two; every length up to three vectors, bit for bit as the scalar loops
     import numba as nb
 
     @nb.njit
-    def run(dst, d0, src, s0, n):
-        simd.add_run(dst, d0, src, s0, n)
+    def run(kind, dst, d0, src, s0, n, divisor):
+        if kind == 0:
+            simd.add_run(dst, d0, src, s0, n)
+        elif kind == 1:
+            simd.copy_run(dst, d0, src, s0, n)
+        else:
+            simd.pairs_run(dst, d0, src, s0, n, divisor)
 
     rng = np.random.default_rng(7)
+    divisor = dtype(3)  # not a power of two: a division, not a product
     for n in range(0, 3 * 16 + 2):
-        dst = rng.standard_normal(60).astype(dtype)
-        src = rng.standard_normal(60).astype(dtype)
-        want = dst.copy()
-        want[3 : 3 + n] += src[5 : 5 + n]
-        run(dst, 3, src, 5, n)
-        np.testing.assert_array_equal(dst, want, err_msg=f"n={n}")
+        for kind in range(3):
+            dst = rng.standard_normal(120).astype(dtype)
+            src = rng.standard_normal(60).astype(dtype)
+            want = dst.copy()
+            if kind == 0:
+                want[3 : 3 + n] += src[5 : 5 + n]
+            elif kind == 1:
+                want[3 : 3 + n] = src[5 : 5 + n]
+            else:
+                want[3 : 3 + 2 * n] = np.repeat(src[5 : 5 + n] / divisor, 2)
+            run(kind, dst, 3, src, 5, n, divisor)
+            np.testing.assert_array_equal(dst, want, err_msg=f"kind {kind}, n={n}")
