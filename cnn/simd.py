@@ -226,6 +226,58 @@ def pairs_run(typingctx, dst, d0, src, s0, n, divisor):
 
 
 @intrinsic
+def pool_pairs_run(typingctx, y, y0, x, x0, x1, n, c):
+    """``y[y0 + i] = x[x0 + 2i] c + x[x0 + 2i + 1] c + x[x1 + 2i] c + x[x1 + 2i + 1] c``
+    for i < n (a row of a rate-2 mean pooling from two input rows; added in that
+    order, the last three as fused multiply-adds), in SIMD vectors: two vectors of
+    each input row split into even and odd lanes by shuffles (the vectoriser's
+    strided loads are gathers here, and it skips rows of 4-10 outputs).
+    """
+    _require_c_arrays(y, x)
+    dt = y.dtype
+
+    def codegen(context, builder, sig, args):
+        yv, y0v, xv, x0v, x1v, nv, cv = args
+        ya = context.make_array(sig.args[0])(context, builder, yv)
+        xa = context.make_array(sig.args[2])(context, builder, xv)
+        load, store = _run_access(context, builder, sig, args, dt)
+        i32 = ir.IntType(32)
+        fty = context.get_value_type(dt)
+
+        def op(pos, w):  # w outputs from 2w values of each input row
+            two = builder.mul(pos, ir.Constant(pos.type, 2))
+            rows = [
+                load(xa.data, builder.add(x0v, two), 2 * w),
+                load(xa.data, builder.add(x1v, two), 2 * w),
+            ]
+            undef = ir.Constant(rows[0].type, ir.Undefined)
+            parts = []
+            for v in rows:
+                for odd in (0, 1):
+                    mask = ir.Constant(ir.VectorType(i32, w), [2 * t + odd for t in range(w)])
+                    part = builder.shuffle_vector(v, undef, mask)
+                    parts.append(
+                        part if w > 1 else builder.extract_element(part, ir.Constant(i32, 0))
+                    )
+            vty = ir.VectorType(fty, w) if w > 1 else fty
+            suffix = "f32" if dt == types.float32 else "f64"
+            suffix = suffix if w == 1 else f"v{w}{suffix}"
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.{suffix}"
+            )
+            cw = _splat(builder, cv, vty) if w > 1 else cv
+            total = builder.fmul(parts[0], cw)
+            for part in parts[1:]:
+                total = builder.call(fma, [part, cw, total])
+            store(total, ya.data, builder.add(y0v, pos), w)
+
+        _runs(builder, nv, _lanes(dt), op)
+        return context.get_dummy_value()
+
+    return types.none(y, y0, x, x0, x1, n, c), codegen
+
+
+@intrinsic
 def lanes(typingctx, a):
     """SIMD lanes for ``a``'s dtype (a compile-time constant)."""
     n = _lanes(a.dtype)

@@ -289,3 +289,25 @@ def test_runs_write_every_element_once_for_any_length(dtype):
                 want[3 : 3 + 2 * n] = np.repeat(src[5 : 5 + n] / divisor, 2)
             run(kind, dst, 3, src, 5, n, divisor)
             np.testing.assert_array_equal(dst, want, err_msg=f"kind {kind}, n={n}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_pool_pairs_run_is_the_mean_of_each_two_by_two_block(dtype):
+    # one output row of a rate-2 mean pooling from two input rows, any length
+    import numba as nb
+
+    @nb.njit
+    def run(y, y0, x, x0, x1, n, c):
+        simd.pool_pairs_run(y, y0, x, x0, x1, n, c)
+
+    rng = np.random.default_rng(11)
+    c = dtype(0.25)
+    tol = 4 * np.finfo(dtype).eps
+    for n in range(0, 2 * 16 + 3):
+        x = rng.standard_normal(200).astype(dtype)
+        y = np.full(50, np.nan, dtype)
+        run(y, 2, x, 3, 3 + 2 * n + 5, n, c)
+        r0, r1 = x[3 : 3 + 2 * n], x[3 + 2 * n + 5 : 3 + 4 * n + 5]
+        want = (r0[0::2].astype(np.float64) + r0[1::2] + r1[0::2] + r1[1::2]) * 0.25
+        np.testing.assert_allclose(y[2 : 2 + n], want, rtol=0, atol=tol * 4, err_msg=f"n={n}")
+        assert np.isnan(y[:2]).all() and np.isnan(y[2 + n :]).all()
