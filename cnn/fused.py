@@ -84,7 +84,7 @@ from .kernels import (
     empty_aligned,
     kernel_grad_rows,
 )
-from .simd import copy_run, pairs_run, pool_pairs_run, wide_vectors
+from .simd import pairs_run, pool_pairs_run, wide_vectors
 
 T_INPUT, T_CONV, T_POOL, T_FC = 0, 1, 2, 3
 A_SIGM, A_TANH, A_RECT, A_NONE, A_PLUS, A_SOFT = 0, 1, 2, 3, 4, 5
@@ -265,10 +265,10 @@ def _mean_pool(x, r, c, y):
 def _upsample(e, r, divisor, g):
     """g[m, u, v] = e[m, u//r, v//r] / divisor; zero beyond h*r, w*r (one example).
 
-    Each first row of a group of r is written, the other r-1 copied from it; for
-    r = 2 the row is written by :func:`cnn.simd.pairs_run` and the copies by
-    :func:`cnn.simd.copy_run` (rows of 8-20 values: too short for the loops LLVM
-    vectorises; 2.6 -> ~1 us per example in the pipeline for Example 3's 10 x 20 x 20).
+    For r = 2 each output row is written by :func:`cnn.simd.pairs_run` (each value
+    divided once, duplicated by a shuffle: rows of 8-20 values are too short for
+    the loops LLVM vectorises, and its strided stores are scatters; 2.7 -> ~1.2 us
+    per example in the pipeline for Example 3's 10 x 20 x 20 in float32).
     """
     M, h, w = e.shape
     H, W = g.shape[1], g.shape[2]
@@ -276,19 +276,18 @@ def _upsample(e, r, divisor, g):
     gf = g.reshape(-1)
     for m in range(M):
         for p in range(h):
-            row = (m * H + p * r) * W  # where row p*r of map m starts in gf
-            if r == 2:
-                pairs_run(gf, row, ef, (m * h + p) * w, w, divisor)
-            else:
-                ep = e[m, p]
-                for q in range(w):
-                    val = ep[q] / divisor
-                    for b in range(r):
-                        gf[row + q * r + b] = val
-            for v in range(w * r, W):
-                gf[row + v] = 0
-            for a in range(1, r):
-                copy_run(gf, row + a * W, gf, row, W)
+            src = (m * h + p) * w  # row p of map m in ef
+            for a in range(r):
+                row = (m * H + p * r + a) * W  # row p*r + a of map m in gf
+                if r == 2:
+                    pairs_run(gf, row, ef, src, w, divisor)
+                else:
+                    for q in range(w):
+                        val = ef[src + q] / divisor
+                        for b in range(r):
+                            gf[row + q * r + b] = val
+                for v in range(w * r, W):
+                    gf[row + v] = 0
         for u in range(h * r, H):
             for v in range(W):
                 g[m, u, v] = 0

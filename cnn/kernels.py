@@ -347,13 +347,11 @@ def conv_full_example(en, K, flip, gn):
     gn[:] = 0
     g = gn.reshape(-1)
     c = cols.reshape(-1)
+    f = 1 if flip else 0  # flipped taps by arithmetic: a branch here doubles the loops' code
     for k in range(P):  # gn[k, p+a, q+b] += cols[(k, a, b), (p, q)], flipped: (k, -a, -b)
         for a in range(kh):
             for b in range(kw):
-                if flip:
-                    row = (k * kh + kh - 1 - a) * kw + kw - 1 - b
-                else:
-                    row = (k * kh + a) * kw + b
+                row = (k * kh + a + f * (kh - 1 - 2 * a)) * kw + b + f * (kw - 1 - 2 * b)
                 for p in range(Ho):  # one row of Wo, in SIMD vectors
                     simd.add_run(g, (k * H + p + a) * W + b, c, row * R + p * Wo, Wo)
 
@@ -425,21 +423,7 @@ def kernel_grad_example(xn, e, part):
 def kernel_grad_columns(xb, e, part, Wo):
     """:func:`kernel_grad_example` from the column windows ``xb`` (P, kw, H*Wo) of
     :func:`column_windows`; e (M, Ho*Wo) ; part (M, P, kh, kw) overwritten."""
-    _kernel_grad_rows_any(xb.reshape(1, -1), 0, e.reshape(1, -1), part, Wo, xb.shape[2], False)
-
-
-@nb.njit(cache=True, fastmath={"contract", "reassoc"})
-def kernel_grad_rows(X, x0, E, part, Wo, HWo, add):
-    """The kernel gradient summed over R examples, from their column windows.
-
-    ``part[j, k, a, b] (+)= sum_r sum_i E[r, j*S + i] * X[r, x0 + (k*kw + b)*HWo + a*Wo + i]``:
-    X (R, LX), row r from column x0 example r's windows xb (P, kw, HWo) of
-    :func:`column_windows` (HWo = H*Wo) ; E (R, M*S), row r its errors (M, S) ;
-    part (M, P, kh, kw), overwritten, or added to if ``add``. The sums:
-    :func:`cnn.simd.kernel_gradient` where :data:`cnn.simd.ENABLED`, else
-    :func:`_kernel_grad_loop` per example, added in order (equal to round-off).
-    """
-    _kernel_grad_rows_any(X, x0, E, part, Wo, HWo, add)
+    kernel_grad_rows(xb.reshape(1, -1), 0, e.reshape(1, -1), part, Wo, xb.shape[2], False)
 
 
 @nb.njit(cache=True, fastmath={"contract", "reassoc"})
@@ -511,7 +495,18 @@ def _kernel_grad_loop(xb, e, part, Wo):
 
 # the SIMD kernel handles any number of positions (those past the last whole vector
 # one by one): where it runs, the portable loop is not compiled (0.4 s of a first compile)
-_kernel_grad_rows_any = simd.kernel_gradient if simd.ENABLED else _kernel_grad_rows_portable
+kernel_grad_rows = simd.kernel_gradient if simd.ENABLED else _kernel_grad_rows_portable
+"""``kernel_grad_rows(X, x0, E, part, Wo, HWo, add)``: the kernel gradient summed over
+R examples, from their column windows.
+
+``part[j, k, a, b] (+)= sum_r sum_i E[r, j*S + i] * X[r, x0 + (k*kw + b)*HWo + a*Wo + i]``:
+X (R, LX), row r from column x0 example r's windows xb (P, kw, HWo) of
+:func:`column_windows` (HWo = H*Wo) ; E (R, M*S), row r its errors (M, S) ;
+part (M, P, kh, kw), overwritten, or added to if ``add``. The sums:
+:func:`cnn.simd.kernel_gradient` where :data:`cnn.simd.ENABLED`, else
+:func:`_kernel_grad_rows_portable` (:func:`_kernel_grad_loop` per example, added in
+order: equal to round-off). The function itself, not a wrapper (a jitted wrapper
+costs ~0.3 s of a first compile)."""
 
 
 @_jit

@@ -104,38 +104,73 @@ def _splat(builder, value, vty):
 
 
 def _runs(builder, n, nl, op):
-    """Call ``op(pos, w)`` over positions 0 .. n-1 in pieces of w: whole pieces of
-    ``nl``, then one of each smaller power of two that fits the rest, down to 1."""
+    """Call ``op(pos, count, w)`` over positions 0 .. n-1 in pieces: whole pieces of
+    ``w = nl`` (``count`` None), then half a piece if it fits, then the rest as one
+    masked piece (``count`` its length). (A masked store is not forwarded to a load
+    of the same memory soon after, a stall of tens of cycles: the half piece keeps
+    rows of half a vector, 8 float32 on AVX-512, unmasked.)"""
     ity = n.type
     whole = builder.udiv(n, ir.Constant(ity, nl))
     with cgutils.for_range(builder, whole) as loop:
-        op(builder.mul(loop.index, ir.Constant(ity, nl)), nl)
-    pos = cgutils.alloca_once_value(builder, builder.mul(whole, ir.Constant(ity, nl)))
-    w = nl // 2
-    while w >= 1:
-        here = builder.load(pos)
-        fits = builder.icmp_signed(">=", builder.sub(n, here), ir.Constant(ity, w))
-        with builder.if_then(fits):
-            op(here, w)
-            builder.store(builder.add(here, ir.Constant(ity, w)), pos)
-        w //= 2
+        op(builder.mul(loop.index, ir.Constant(ity, nl)), None, nl)
+    at = cgutils.alloca_once_value(builder, builder.mul(whole, ir.Constant(ity, nl)))
+    if nl >= 2:
+        half = ir.Constant(ity, nl // 2)
+        here = builder.load(at)
+        with builder.if_then(builder.icmp_signed(">=", builder.sub(n, here), half)):
+            op(here, None, nl // 2)
+            builder.store(builder.add(here, half), at)
+    here = builder.load(at)
+    rest = builder.sub(n, here)
+    with builder.if_then(builder.icmp_signed(">", rest, ir.Constant(ity, 0))):
+        op(here, rest, nl)
 
 
-def _run_access(context, builder, sig, args, dt):
-    """(load, store) of ``w`` consecutive elements (a vector, or a scalar for w = 1)
-    at index ``i`` of a 1-D C-contiguous array ``a`` (its LLVM value)."""
+def _run_access(context, builder, dt):
+    """(load, store) of ``w`` consecutive elements (a vector; a scalar for w = 1) at
+    index ``i`` of the data of a 1-D C-contiguous array; with ``count``, only the first
+    ``count`` lanes (``llvm.masked.load/store``: the others are neither read nor
+    written; they load as 0)."""
     fty = context.get_value_type(dt)
     align = context.get_abi_sizeof(fty)
+    suffix = "f32" if dt == types.float32 else "f64"
+    i32 = ir.IntType(32)
 
     def ptr(data, i, w):
         vty = ir.VectorType(fty, w) if w > 1 else fty
         return builder.bitcast(builder.gep(data, [i]), vty.as_pointer())
 
-    def load(data, i, w):
-        return builder.load(ptr(data, i, w), align=align)
+    def mask(w, count):
+        lanes_ = ir.Constant(ir.VectorType(count.type, w), list(range(w)))
+        return builder.icmp_unsigned("<", lanes_, _splat(builder, count, lanes_.type))
 
-    def store(value, data, i, w):
-        builder.store(value, ptr(data, i, w), align=align)
+    def load(data, i, w, count=None):
+        if count is None:
+            return builder.load(ptr(data, i, w), align=align)
+        vty = ir.VectorType(fty, w)
+        mty = ir.VectorType(ir.IntType(1), w)
+        fn = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
+            f"llvm.masked.load.v{w}{suffix}.p0",
+        )
+        zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * w)
+        return builder.call(fn, [ptr(data, i, w), ir.Constant(i32, align), mask(w, count), zero])
+
+    def store(value, data, i, w, count=None):
+        if count is None:
+            if w == 1 and isinstance(value.type, ir.VectorType):  # a vector of one lane
+                value = builder.extract_element(value, ir.Constant(i32, 0))
+            builder.store(value, ptr(data, i, w), align=align)
+            return
+        vty = ir.VectorType(fty, w)
+        mty = ir.VectorType(ir.IntType(1), w)
+        fn = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
+            f"llvm.masked.store.v{w}{suffix}.p0",
+        )
+        builder.call(fn, [value, ptr(data, i, w), ir.Constant(i32, align), mask(w, count)])
 
     return load, store
 
@@ -144,26 +179,26 @@ def _run_access(context, builder, sig, args, dt):
 def add_run(typingctx, dst, d0, src, s0, n):
     """``dst[d0 + i] += src[s0 + i]`` for i < n: 1-D C-contiguous arrays of one float dtype.
 
-    In SIMD vectors: whole vectors, then one vector of each smaller power of two that
-    fits the rest, down to one element (the same sums as the scalar loop; for the
+    In SIMD vectors, the last one masked (the same sums as the scalar loop; for the
     short runs where LLVM's vectorised loop would not start: an 8-wide row of
     the full convolution is one vector instead of eight scalar additions).
     """
     _require_c_arrays(dst, src)
     dt = dst.dtype
+    nl = _lanes(dt)
 
     def codegen(context, builder, sig, args):
         dv, d0v, sv, s0v, nv = args
         da = context.make_array(sig.args[0])(context, builder, dv)
         sa = context.make_array(sig.args[2])(context, builder, sv)
-        load, store = _run_access(context, builder, sig, args, dt)
+        load, store = _run_access(context, builder, dt)
 
-        def op(pos, w):
+        def op(pos, count, w):
             i = builder.add(d0v, pos)
-            total = builder.fadd(load(da.data, i, w), load(sa.data, builder.add(s0v, pos), w))
-            store(total, da.data, i, w)
+            x = load(sa.data, builder.add(s0v, pos), w, count)
+            store(builder.fadd(load(da.data, i, w, count), x), da.data, i, w, count)
 
-        _runs(builder, nv, _lanes(dt), op)
+        _runs(builder, nv, nl, op)
         return context.get_dummy_value()
 
     return types.none(dst, d0, src, s0, n), codegen
@@ -174,17 +209,19 @@ def copy_run(typingctx, dst, d0, src, s0, n):
     """``dst[d0 + i] = src[s0 + i]`` for i < n, in SIMD vectors as :func:`add_run`."""
     _require_c_arrays(dst, src)
     dt = dst.dtype
+    nl = _lanes(dt)
 
     def codegen(context, builder, sig, args):
         dv, d0v, sv, s0v, nv = args
         da = context.make_array(sig.args[0])(context, builder, dv)
         sa = context.make_array(sig.args[2])(context, builder, sv)
-        load, store = _run_access(context, builder, sig, args, dt)
+        load, store = _run_access(context, builder, dt)
 
-        def op(pos, w):
-            store(load(sa.data, builder.add(s0v, pos), w), da.data, builder.add(d0v, pos), w)
+        def op(pos, count, w):
+            x = load(sa.data, builder.add(s0v, pos), w, count)
+            store(x, da.data, builder.add(d0v, pos), w, count)
 
-        _runs(builder, nv, _lanes(dt), op)
+        _runs(builder, nv, nl, op)
         return context.get_dummy_value()
 
     return types.none(dst, d0, src, s0, n), codegen
@@ -199,27 +236,29 @@ def pairs_run(typingctx, dst, d0, src, s0, n, divisor):
     """
     _require_c_arrays(dst, src)
     dt = dst.dtype
+    half = max(1, _lanes(dt) // 2)
 
     def codegen(context, builder, sig, args):
         dv, d0v, sv, s0v, nv, divv = args
         da = context.make_array(sig.args[0])(context, builder, dv)
         sa = context.make_array(sig.args[2])(context, builder, sv)
-        load, store = _run_access(context, builder, sig, args, dt)
+        load, store = _run_access(context, builder, dt)
         i32 = ir.IntType(32)
 
-        def op(pos, w):  # w source elements -> 2w outputs
-            x = load(sa.data, builder.add(s0v, pos), w)
-            d = _splat(builder, divv, x.type) if w > 1 else divv
-            q = builder.fdiv(x, d)
-            if w == 1:
-                undef = ir.Constant(ir.VectorType(q.type, 1), ir.Undefined)
-                q = builder.insert_element(undef, q, ir.Constant(i32, 0))
+        def op(pos, count, w):  # w source elements -> 2w outputs
+            x = load(sa.data, builder.add(s0v, pos), w, count)
+            if w == 1:  # one element: a vector of one
+                x = builder.insert_element(
+                    ir.Constant(ir.VectorType(x.type, 1), ir.Undefined), x, ir.Constant(i32, 0)
+                )
+            q = builder.fdiv(x, _splat(builder, divv, x.type))
             mask = ir.Constant(ir.VectorType(i32, 2 * w), [t // 2 for t in range(2 * w)])
             pairs = builder.shuffle_vector(q, ir.Constant(q.type, ir.Undefined), mask)
-            two = builder.mul(pos, ir.Constant(pos.type, 2))
-            store(pairs, da.data, builder.add(d0v, two), 2 * w)
+            two = ir.Constant(pos.type, 2)
+            out = builder.add(d0v, builder.mul(pos, two))
+            store(pairs, da.data, out, 2 * w, None if count is None else builder.mul(count, two))
 
-        _runs(builder, nv, max(1, _lanes(dt) // 2), op)
+        _runs(builder, nv, half, op)
         return context.get_dummy_value()
 
     return types.none(dst, d0, src, s0, n, divisor), codegen
@@ -235,43 +274,34 @@ def pool_pairs_run(typingctx, y, y0, x, x0, x1, n, c):
     """
     _require_c_arrays(y, x)
     dt = y.dtype
+    nl = _lanes(dt)
 
     def codegen(context, builder, sig, args):
         yv, y0v, xv, x0v, x1v, nv, cv = args
         ya = context.make_array(sig.args[0])(context, builder, yv)
         xa = context.make_array(sig.args[2])(context, builder, xv)
-        load, store = _run_access(context, builder, sig, args, dt)
+        load, store = _run_access(context, builder, dt)
         i32 = ir.IntType(32)
-        fty = context.get_value_type(dt)
 
-        def op(pos, w):  # w outputs from 2w values of each input row
-            two = builder.mul(pos, ir.Constant(pos.type, 2))
-            rows = [
-                load(xa.data, builder.add(x0v, two), 2 * w),
-                load(xa.data, builder.add(x1v, two), 2 * w),
-            ]
+        def op(pos, count, w):  # w outputs from 2w values of each input row
+            two = ir.Constant(pos.type, 2)
+            at = builder.mul(pos, two)
+            count2 = None if count is None else builder.mul(count, two)
+            rows = [load(xa.data, builder.add(r, at), 2 * w, count2) for r in (x0v, x1v)]
             undef = ir.Constant(rows[0].type, ir.Undefined)
             parts = []
             for v in rows:
                 for odd in (0, 1):
                     mask = ir.Constant(ir.VectorType(i32, w), [2 * t + odd for t in range(w)])
-                    part = builder.shuffle_vector(v, undef, mask)
-                    parts.append(
-                        part if w > 1 else builder.extract_element(part, ir.Constant(i32, 0))
-                    )
-            vty = ir.VectorType(fty, w) if w > 1 else fty
-            suffix = "f32" if dt == types.float32 else "f64"
-            suffix = suffix if w == 1 else f"v{w}{suffix}"
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.{suffix}"
-            )
-            cw = _splat(builder, cv, vty) if w > 1 else cv
+                    parts.append(builder.shuffle_vector(v, undef, mask))
+            vty, _, fma, _ = _vector_ops(context, builder, dt, w)
+            cw = _splat(builder, cv, vty)
             total = builder.fmul(parts[0], cw)
             for part in parts[1:]:
                 total = builder.call(fma, [part, cw, total])
-            store(total, ya.data, builder.add(y0v, pos), w)
+            store(total, ya.data, builder.add(y0v, pos), w, count)
 
-        _runs(builder, nv, _lanes(dt), op)
+        _runs(builder, nv, nl, op)
         return context.get_dummy_value()
 
     return types.none(y, y0, x, x0, x1, n, c), codegen
