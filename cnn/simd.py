@@ -103,18 +103,19 @@ def _splat(builder, value, vty):
     return builder.shuffle_vector(v, undef, mask)
 
 
-def _runs(builder, n, nl, op):
+def _runs(builder, n, nl, op, half=False):
     """Call ``op(pos, count, w)`` over positions 0 .. n-1 in pieces: whole pieces of
-    ``w = nl`` (``count`` None), then half a piece if it fits, then the rest as one
-    masked piece (``count`` its length). (A masked store is not forwarded to a load
-    of the same memory soon after, a stall of tens of cycles: the half piece keeps
-    rows of half a vector, 8 float32 on AVX-512, unmasked.)"""
+    ``w = nl`` (``count`` None), then, with ``half``, half a piece if it fits, then
+    the rest as one masked piece (``count`` its length). (A masked store is not
+    forwarded to a load of the same memory soon after, a stall of tens of cycles:
+    for runs whose output is read back at once, ``half`` keeps rows of half a
+    vector, 8 float32 on AVX-512, unmasked.)"""
     ity = n.type
     whole = builder.udiv(n, ir.Constant(ity, nl))
     with cgutils.for_range(builder, whole) as loop:
         op(builder.mul(loop.index, ir.Constant(ity, nl)), None, nl)
     at = cgutils.alloca_once_value(builder, builder.mul(whole, ir.Constant(ity, nl)))
-    if nl >= 2:
+    if half and nl >= 2:
         half = ir.Constant(ity, nl // 2)
         here = builder.load(at)
         with builder.if_then(builder.icmp_signed(">=", builder.sub(n, here), half)):
@@ -198,7 +199,7 @@ def add_run(typingctx, dst, d0, src, s0, n):
             x = load(sa.data, builder.add(s0v, pos), w, count)
             store(builder.fadd(load(da.data, i, w, count), x), da.data, i, w, count)
 
-        _runs(builder, nv, nl, op)
+        _runs(builder, nv, nl, op, half=True)  # the next taps' sums read these back
         return context.get_dummy_value()
 
     return types.none(dst, d0, src, s0, n), codegen
