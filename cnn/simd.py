@@ -176,14 +176,8 @@ def _run_access(context, builder, dt):
     return load, store
 
 
-@intrinsic
-def add_run(typingctx, dst, d0, src, s0, n):
-    """``dst[d0 + i] += src[s0 + i]`` for i < n: 1-D C-contiguous arrays of one float dtype.
-
-    In SIMD vectors, the last one masked (the same sums as the scalar loop; for the
-    short runs where LLVM's vectorised loop would not start: an 8-wide row of
-    the full convolution is one vector instead of eight scalar additions).
-    """
+def _dst_src_run(dst, d0, src, s0, n, add):
+    """The signature and code of :func:`add_run` (``add``) and :func:`copy_run`."""
     _require_c_arrays(dst, src)
     dt = dst.dtype
     nl = _lanes(dt)
@@ -197,35 +191,32 @@ def add_run(typingctx, dst, d0, src, s0, n):
         def op(pos, count, w):
             i = builder.add(d0v, pos)
             x = load(sa.data, builder.add(s0v, pos), w, count)
-            store(builder.fadd(load(da.data, i, w, count), x), da.data, i, w, count)
+            if add:
+                x = builder.fadd(load(da.data, i, w, count), x)
+            store(x, da.data, i, w, count)
 
-        _runs(builder, nv, nl, op, half=True)  # the next taps' sums read these back
+        # add_run: the next taps' sums read these rows back (the half piece)
+        _runs(builder, nv, nl, op, half=add)
         return context.get_dummy_value()
 
     return types.none(dst, d0, src, s0, n), codegen
 
 
 @intrinsic
+def add_run(typingctx, dst, d0, src, s0, n):
+    """``dst[d0 + i] += src[s0 + i]`` for i < n: 1-D C-contiguous arrays of one float dtype.
+
+    In SIMD vectors, the last one masked (the same sums as the scalar loop; for the
+    short runs where LLVM's vectorised loop would not start: an 8-wide row of
+    the full convolution is one vector instead of eight scalar additions).
+    """
+    return _dst_src_run(dst, d0, src, s0, n, add=True)
+
+
+@intrinsic
 def copy_run(typingctx, dst, d0, src, s0, n):
     """``dst[d0 + i] = src[s0 + i]`` for i < n, in SIMD vectors as :func:`add_run`."""
-    _require_c_arrays(dst, src)
-    dt = dst.dtype
-    nl = _lanes(dt)
-
-    def codegen(context, builder, sig, args):
-        dv, d0v, sv, s0v, nv = args
-        da = context.make_array(sig.args[0])(context, builder, dv)
-        sa = context.make_array(sig.args[2])(context, builder, sv)
-        load, store = _run_access(context, builder, dt)
-
-        def op(pos, count, w):
-            x = load(sa.data, builder.add(s0v, pos), w, count)
-            store(x, da.data, builder.add(d0v, pos), w, count)
-
-        _runs(builder, nv, nl, op)
-        return context.get_dummy_value()
-
-    return types.none(dst, d0, src, s0, n), codegen
+    return _dst_src_run(dst, d0, src, s0, n, add=False)
 
 
 @intrinsic
