@@ -254,20 +254,13 @@ def _conv_columns_unrolled(xb, K, bias, z, Wo):
         _cv_any(xb, K, bias, z, Wo)
 
 
-# Where the SIMD kernels run, the portable loop only serves outputs smaller than a
-# SIMD block: there the loop for any width (the same sums; the four width-specialised
-# copies cost about 3 s of a first compile on an empty cache for no speed that matters)
-_conv_columns_portable = _cv_any if simd.ENABLED else _conv_columns_unrolled
-
-
-@_jit_serial
-def conv_valid_columns(xb, K, bias, z, Wo):
-    """:func:`conv_valid_example` from the column windows ``xb`` (P, kw, H*Wo) of
-    :func:`column_windows`; K (M, P, kh, kw) ; bias (M,) ; z (M, Ho*Wo) overwritten."""
-    if simd.ENABLED and z.shape[1] >= simd.VECTORS * simd.lanes(z):
-        simd.valid_correlation(xb, K, bias, z, Wo)
-    else:
-        _conv_columns_portable(xb, K, bias, z, Wo)
+conv_valid_columns = simd.valid_correlation if simd.ENABLED else _conv_columns_unrolled
+"""``conv_valid_columns(xb, K, bias, z, Wo)``: :func:`conv_valid_example` from the
+column windows ``xb`` (P, kw, H*Wo) of :func:`column_windows`; K (M, P, kh, kw) ;
+bias (M,) ; z (M, Ho*Wo) overwritten. :func:`cnn.simd.valid_correlation` where
+:data:`cnn.simd.ENABLED` (any number of outputs; the portable loops are then not
+compiled), else the portable loops; the same numbers. The function itself, not a
+jitted wrapper (one costs ~0.3 s of a first compile)."""
 
 
 @_jit_serial

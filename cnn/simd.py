@@ -143,7 +143,8 @@ def _run_access(context, builder, dt):
 
     def mask(w, count):
         lanes_ = ir.Constant(ir.VectorType(count.type, w), list(range(w)))
-        return builder.icmp_unsigned("<", lanes_, _splat(builder, count, lanes_.type))
+        # signed: a count of 0 or less masks every lane
+        return builder.icmp_signed("<", lanes_, _splat(builder, count, lanes_.type))
 
     def load(data, i, w, count=None):
         if count is None:
@@ -338,25 +339,23 @@ def _clamp(builder, v, last):
     return builder.select(builder.icmp_signed("<=", v, last), v, last)
 
 
-@intrinsic
-def _conv_block(typingctx, xb, K, bias, z, j0, i0, Wo):
-    """``z[j, i0 + t] = sum_{k,a,b} K[j, k, a, b] * xb[k, b, a*Wo + i0 + t] + bias[j]``
-    for maps ``j = min(j0 + m, M - 1)``, m < MAPS, and t < ``VECTORS * lanes(z)``.
-
-    xb (P, kw, H*Wo) ; K (M, P, kh, kw) ; bias (M,) ; z (M, S), all C-contiguous,
-    one dtype. Taps in the order k, a, b, one FMA each from 0, then + bias.
-    """
+def _conv_block_code(xb, K, bias, z, j0, i0, Wo, count):
+    """The signature and code of :func:`_conv_block` (``count`` None) and of
+    :func:`_conv_block_part` (``count``: the positions of the block computed, the
+    input read and the output written through masks)."""
     _require_c_arrays(xb, K, bias, z)
     dt = z.dtype
     nl = _lanes(dt)
+    masked = count is not None
 
     def codegen(context, builder, sig, args):
-        xbv, Kv, bv, zv, j0v, i0v, Wov = args
+        xbv, Kv, bv, zv, j0v, i0v, Wov = args[:7]
         xa = context.make_array(sig.args[0])(context, builder, xbv)
         Ka = context.make_array(sig.args[1])(context, builder, Kv)
         ba = context.make_array(sig.args[2])(context, builder, bv)
         za = context.make_array(sig.args[3])(context, builder, zv)
         vty, align, fma, zero = _vector_ops(context, builder, dt, nl)
+        load, store = _run_access(context, builder, dt)
         P, kw, HWo = cgutils.unpack_tuple(builder, xa.shape, 3)
         M, _, kh, _ = cgutils.unpack_tuple(builder, Ka.shape, 4)
         S = cgutils.unpack_tuple(builder, za.shape, 2)[1]
@@ -365,6 +364,8 @@ def _conv_block(typingctx, xb, K, bias, z, j0, i0, Wo):
         def c(v):
             return ir.Constant(ity, v)
 
+        # vector v of a masked block: its lanes below count - v*nl
+        counts = [builder.sub(args[7], c(v * nl)) if masked else None for v in range(VECTORS)]
         acc = [
             [cgutils.alloca_once_value(builder, zero) for _ in range(VECTORS)] for _ in range(MAPS)
         ]
@@ -381,10 +382,10 @@ def _conv_block(typingctx, xb, K, bias, z, j0, i0, Wo):
                 with cgutils.for_range(builder, kw) as lb:
                     b = lb.index
                     x0 = builder.add(builder.mul(builder.add(builder.mul(k, kw), b), HWo), xrow)
-                    xs = []
-                    for v in range(VECTORS):
-                        p = builder.gep(xa.data, [builder.add(x0, c(v * nl))])
-                        xs.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=align))
+                    xs = [
+                        load(xa.data, builder.add(x0, c(v * nl)), nl, counts[v])
+                        for v in range(VECTORS)
+                    ]
                     tap = builder.add(krow, b)
                     for m in range(MAPS):
                         w = builder.load(builder.gep(Ka.data, [builder.add(kbase[m], tap)]))
@@ -396,12 +397,30 @@ def _conv_block(typingctx, xb, K, bias, z, j0, i0, Wo):
             bm = _splat(builder, builder.load(builder.gep(ba.data, [maps[m]])), vty)
             z0 = builder.add(builder.mul(maps[m], S), i0v)
             for v in range(VECTORS):
-                p = builder.gep(za.data, [builder.add(z0, c(v * nl))])
                 out = builder.fadd(builder.load(acc[m][v]), bm)
-                builder.store(out, builder.bitcast(p, vty.as_pointer()), align=align)
+                store(out, za.data, builder.add(z0, c(v * nl)), nl, counts[v])
         return context.get_dummy_value()
 
-    return types.none(xb, K, bias, z, j0, i0, Wo), codegen
+    args = (xb, K, bias, z, j0, i0, Wo) + ((count,) if masked else ())
+    return types.none(*args), codegen
+
+
+@intrinsic
+def _conv_block(typingctx, xb, K, bias, z, j0, i0, Wo):
+    """``z[j, i0 + t] = sum_{k,a,b} K[j, k, a, b] * xb[k, b, a*Wo + i0 + t] + bias[j]``
+    for maps ``j = min(j0 + m, M - 1)``, m < MAPS, and t < ``VECTORS * lanes(z)``.
+
+    xb (P, kw, H*Wo) ; K (M, P, kh, kw) ; bias (M,) ; z (M, S), all C-contiguous,
+    one dtype. Taps in the order k, a, b, one FMA each from 0, then + bias.
+    """
+    return _conv_block_code(xb, K, bias, z, j0, i0, Wo, None)
+
+
+@intrinsic
+def _conv_block_part(typingctx, xb, K, bias, z, j0, i0, Wo, count):
+    """:func:`_conv_block` for t < ``count`` only (``count`` < a block's positions: the
+    input windows read and the outputs written through masks; the same sums)."""
+    return _conv_block_code(xb, K, bias, z, j0, i0, Wo, count)
 
 
 @nb.njit(cache=True, fastmath={"contract"})
@@ -410,12 +429,16 @@ def valid_correlation(xb, K, bias, z, Wo):
 
     ``z[j, p*Wo + q] = sum_k sum_ab xb[k, b, (p+a)*Wo + q] K[j, k, a, b] + bias[j]``;
     xb (P, kw, H*Wo) with ``xb[k, b, r*Wo + q] = x[k, r, q+b]`` ; K (M, P, kh, kw) ;
-    bias (M,) ; z (M, Ho*Wo) overwritten, Ho*Wo >= ``VECTORS * lanes(z)``.
+    bias (M,) ; z (M, Ho*Wo) overwritten. Fewer outputs than a block
+    (``VECTORS * lanes(z)`` positions): one masked block per group of maps.
     """
     M = K.shape[0]
     S = z.shape[1]
     nb_ = VECTORS * lanes(z)
     for j0 in range(0, M, MAPS):
+        if S < nb_:
+            _conv_block_part(xb, K, bias, z, j0, 0, Wo, S)
+            continue
         for i0 in range(0, S, nb_):
             _conv_block(xb, K, bias, z, j0, min(i0, S - nb_), Wo)
 
