@@ -137,8 +137,8 @@ def _run_access(context, builder, dt):
     suffix = "f32" if dt == types.float32 else "f64"
     i32 = ir.IntType(32)
 
-    def ptr(data, i, w):
-        vty = ir.VectorType(fty, w) if w > 1 else fty
+    def ptr(data, i, w, vector=False):
+        vty = ir.VectorType(fty, w) if (w > 1 or vector) else fty
         return builder.bitcast(builder.gep(data, [i]), vty.as_pointer())
 
     def mask(w, count):
@@ -157,7 +157,8 @@ def _run_access(context, builder, dt):
             f"llvm.masked.load.v{w}{suffix}.p0",
         )
         zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * w)
-        return builder.call(fn, [ptr(data, i, w), ir.Constant(i32, align), mask(w, count), zero])
+        args = [ptr(data, i, w, True), ir.Constant(i32, align), mask(w, count), zero]
+        return builder.call(fn, args)
 
     def store(value, data, i, w, count=None):
         if count is None:
@@ -172,7 +173,11 @@ def _run_access(context, builder, dt):
             ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
             f"llvm.masked.store.v{w}{suffix}.p0",
         )
-        builder.call(fn, [value, ptr(data, i, w), ir.Constant(i32, align), mask(w, count)])
+        if not isinstance(value.type, ir.VectorType):  # one lane as a vector of one
+            value = builder.insert_element(
+                ir.Constant(vty, ir.Undefined), value, ir.Constant(i32, 0)
+            )
+        builder.call(fn, [value, ptr(data, i, w, True), ir.Constant(i32, align), mask(w, count)])
 
     return load, store
 
@@ -240,7 +245,7 @@ def pairs_run(typingctx, dst, d0, src, s0, n, divisor):
 
         def op(pos, count, w):  # w source elements -> 2w outputs
             x = load(sa.data, builder.add(s0v, pos), w, count)
-            if w == 1:  # one element: a vector of one
+            if not isinstance(x.type, ir.VectorType):  # one element: a vector of one
                 x = builder.insert_element(
                     ir.Constant(ir.VectorType(x.type, 1), ir.Undefined), x, ir.Constant(i32, 0)
                 )
