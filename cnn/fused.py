@@ -469,7 +469,7 @@ def _maps_backward(n, top, g, spec, cst, A, E, Ps, faithful, one, leak):
 
 
 @_once
-def _conv_grads(n0, n1, top, spec, E, pk, faithful, d3, win):
+def _conv_grads(n0, n1, top, spec, E, pk, d3, win):
     """The parts of the conv layers' kernel and bias gradients of examples n0..n1-1
     (a chunk), summed over them, into ``pk`` (the chunk's row of PK, each layer's
     from ``spec[l, C_PART0]``: kernel, then bias); win: the chunk's column windows
@@ -658,7 +658,7 @@ def _chunk(
             _unflatten(gn, spec[top, C_M], spec[top, C_H], spec[top, C_W], gm)
             gn = gm
         _maps_backward(n, top, gn, spec, cst, A, E, Ps, faithful, one, leak)
-    _conv_grads(n0, n1, top, spec, E, PK[c], faithful, d3, win)
+    _conv_grads(n0, n1, top, spec, E, PK[c], d3, win)
 
 
 def _d3_task(
