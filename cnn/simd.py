@@ -28,7 +28,15 @@ loop. The block: 5 maps by 4 vectors of 8 float64 (16 float32) on AVX-512
 AVX2 (10 of 16). Maps past the last are clamped to it (computed twice, the
 same values stored twice); the last block of positions is moved back to end
 at the last position (overlapping the one before, same values). Outputs with
-fewer positions than a block use the portable loop.
+fewer positions than a block are one block read and written through masks
+(``llvm.masked.load/store``), the same sums.
+
+Short runs (rows of 8-20 values, too short for the loops LLVM vectorises, whose
+strided loads and stores become gathers and scatters here) have their own
+helpers: :func:`add_run` (the full convolution's scatter), :func:`copy_run`
+(column windows), :func:`pairs_run` (rate-2 upsampling) and
+:func:`pool_pairs_run` (rate-2 mean pooling). :func:`wide_vectors` lets the
+loops LLVM does vectorise use 512-bit vectors.
 """
 
 from __future__ import annotations
