@@ -791,6 +791,7 @@ def _update_task(
             for n in range(N):
                 et[j - start, n] = e[n, j]
         np.dot(et, x, dW[start:stop])
+        _sum_rows(e, start, stop, db[start:stop])  # db[j] = e[0, j] + e[1, j] + ...
         for j in range(start, stop):
             dWj = dW[j]
             Wj = W[j]
@@ -798,10 +799,7 @@ def _update_task(
                 dWj[i] /= N
                 Wj[i] -= lr * dWj[i]
             _watch(Wj, stat, 0)
-            s = e[0, j]
-            for n in range(1, N):
-                s += e[n, j]
-            db[j] = s / N
+            db[j] /= N
             b[j] -= lr * db[j]
         _watch(b[start:stop], stat, 1)
     elif kind == 1:
@@ -822,11 +820,9 @@ def _update_task(
         ks = Ps[l].shape[1]  # the bias parts and db follow the kernel's
         g0, p0 = spec[l, C_GRAD0] + ks, spec[l, C_PART0] + ks
         db = G[g0 : g0 + b.shape[0]]
+        _sum_rows(PK, p0, p0 + b.shape[0], db)  # in chunk order
         for j in range(b.shape[0]):
-            s = PK[0, p0 + j]
-            for c in range(1, PK.shape[0]):
-                s += PK[c, p0 + j]
-            db[j] = s / N
+            db[j] /= N
             b[j] -= lr * db[j]
         _watch(b, stat, 1)
 
