@@ -124,11 +124,11 @@ def _runs(builder, n, nl, op, half=False):
         op(builder.mul(loop.index, ir.Constant(ity, nl)), None, nl)
     at = cgutils.alloca_once_value(builder, builder.mul(whole, ir.Constant(ity, nl)))
     if half and nl >= 2:
-        half = ir.Constant(ity, nl // 2)
+        w = ir.Constant(ity, nl // 2)
         here = builder.load(at)
-        with builder.if_then(builder.icmp_signed(">=", builder.sub(n, here), half)):
+        with builder.if_then(builder.icmp_signed(">=", builder.sub(n, here), w)):
             op(here, None, nl // 2)
-            builder.store(builder.add(here, half), at)
+            builder.store(builder.add(here, w), at)
     here = builder.load(at)
     rest = builder.sub(n, here)
     with builder.if_then(builder.icmp_signed(">", rest, ir.Constant(ity, 0))):
