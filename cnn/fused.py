@@ -8,21 +8,22 @@ thread (NumPy's elementwise functions, the dense products, the loss). This
 module computes the same numbers with two parallel loops per minibatch; it is what
 ``traincnn``, ``testcnn`` and ``predictcnn`` use unless told otherwise.
 
-Every parallel loop is :func:`_run` (one ``prange``) calling a task through a
-function pointer, with one argument list (:data:`ARGS`) for all tasks:
+Every parallel loop is :func:`_run` (one ``prange``) calling, for each index, a
+first task and then a second one (:func:`_nothing` where there is none) through
+function pointers, with one argument list (:data:`ARGS`) for all tasks:
 
-1. :func:`_chunk`, once per chunk of :data:`CHUNK` examples.
-   For each example of a chunk (on whichever thread) it runs the forward pass
-   through the map layers (conv, activation, pooling; :func:`_maps_forward`);
-   then the chunk's FC layers, one matrix product per layer
-   (:func:`_dense_forward`); the loss terms and output errors
-   (:func:`_output_error`); the FC errors, again one product per layer
-   (:func:`_dense_backward`); per example the map layers' errors
+1. :func:`_forward_chunk` then :func:`_backward_chunk`, once per chunk of
+   :data:`CHUNK` examples, both on the same thread. For each example of a chunk
+   the forward task runs the map layers (conv, activation, pooling;
+   :func:`_maps_forward`), then the chunk's FC layers, one matrix product per
+   layer (:func:`_dense_forward`). The backward task computes the loss terms
+   and output errors (:func:`_output_error`); the FC errors, again one product
+   per layer (:func:`_dense_backward`); per example the map layers' errors
    (:func:`_maps_backward`); and the chunk's part of every conv layer's kernel
    and bias gradient, summed over its examples (:func:`_conv_grads`; many small
    maps in one pass of the SIMD kernel: fewer lane sums). Nothing in a chunk
    reads what another chunk writes (the one exception, defect D3, is
-   :func:`_d3_task`, run afterwards).
+   :func:`_d3_task`, run afterwards). Prediction runs the forward task alone.
 2. :func:`_update_task`, once per row of a fixed table of tasks (rows of FC
    weights, chunks of conv kernels, conv biases). Each task sums the
    chunks' parts **in chunk order** (an FC weight gradient: one matrix
@@ -34,8 +35,11 @@ function pointer, with one argument list (:data:`ARGS`) for all tasks:
 The tasks are compiled once as C functions (:mod:`cnn.parallel`), not again
 inside the ``prange``'s layers, and one compiled loop serves them all. A first
 minibatch on an empty cache took 41 s with the tasks inside their loops, 22 s
-with a loop per task, 14 s now (Intel Xeon with AVX-512; the loop's compile
-time grows by ~70 ms per array it passes: ``docs/performance.md``).
+with a loop per task, 14 s with one (Intel Xeon with AVX-512; the loop's compile
+time grows by ~70 ms per array it passes: ``docs/performance.md``). The chunk's
+work is two tasks so that, on an empty cache, a second process compiles the
+backward one meanwhile (:mod:`cnn.precompile`): 18-22 s -> 10-11 s on a 2-CPU
+AMD EPYC.
 
 The conv loops are ``kernels.py``'s per-example functions (the layer path runs
 the same ones in its own ``prange``); the activations come from
@@ -72,7 +76,7 @@ import math
 import numba as nb
 import numpy as np
 
-from . import parallel, vmath
+from . import parallel, precompile, vmath
 from .activations import LEAK
 from .kernels import (
     INF_BITS,
@@ -103,8 +107,8 @@ N_COLS = 13
 _CONTRACT = {"contract"}
 _serial = nb.njit(cache=True, fastmath=_CONTRACT, error_model="numpy")
 _serial_dot = nb.njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
-# the stages _chunk calls once each: inlined into it by Numba (not compiled as
-# separate functions first, then again inside _chunk: 1.4 s less on an empty cache;
+# the stages a chunk task calls once each: inlined into it by Numba (not compiled as
+# separate functions first, then again inside the task: 1.4 s less on an empty cache;
 # doing the same with the small helpers, called from several places, cost 10 s more)
 _once = nb.njit(cache=True, fastmath=_CONTRACT, error_model="numpy", inline="always")
 _parallel = nb.njit(cache=True, parallel=True, fastmath=_CONTRACT, error_model="numpy")
@@ -308,6 +312,16 @@ def _unflatten(f, M, H, W, a):
         for r in range(H):
             for c in range(W):
                 a[m * H * W + r * W + c] = f[m * H * W + c * H + r]
+
+
+@_serial
+def _top(spec):
+    """The last map layer (conv or pool) of the layer table; 0 (the input) if none."""
+    top = 0
+    for l in range(1, spec.shape[0]):
+        if spec[l, C_TYPE] != T_FC:
+            top = l
+    return top
 
 
 @_once
@@ -520,11 +534,13 @@ ARGS = (
     "leak",
     "lr",
     "lp",
+    "win",
     "tasks",
     "stats",
 )
 """The arguments every task takes after its index, in order: one list for
-:func:`_chunk`, :func:`_d3_task` and :func:`_update_task`, so that one compiled
+:func:`_forward_chunk`, :func:`_backward_chunk`, :func:`_d3_task`,
+:func:`_update_task` and :func:`_nothing`, so that one compiled
 parallel loop (:func:`_run`) calls them all (each parallel function costs about
 3 s of a first compile). A task reads the entries it needs; a call that does
 not need an entry passes a dummy of the same type (:class:`FusedNet`)."""
@@ -532,7 +548,8 @@ not need an entry passes a dummy of the same type (:class:`FusedNet`)."""
 
 @_parallel
 def _run(
-    task,
+    first,
+    then,
     count,
     train,
     spec,
@@ -555,16 +572,18 @@ def _run(
     leak,
     lr,
     lp,
+    win,
     tasks,
     stats,
 ):
-    """``task(i, *args)`` for i = 0 .. count-1 on Numba's threads; ``task`` is
-    :func:`_chunk`, :func:`_d3_task` or :func:`_update_task` compiled as a C function
+    """``first(i, *args)``, then ``then(i, *args)``, for i = 0 .. count-1 on Numba's
+    threads; ``first`` and ``then`` are tasks (:func:`_forward_chunk` and
+    :func:`_backward_chunk`, or a task and :func:`_nothing`) compiled as C functions
     (:func:`cnn.parallel.compiled`), the other arguments are :data:`ARGS`."""
     for i in nb.prange(count):
         # int64: the prange index is typed int64 in the first typing pass and uint64
         # in the parallel loop body
-        task(
+        first(
             np.int64(i),
             train,
             spec,
@@ -587,12 +606,40 @@ def _run(
             leak,
             lr,
             lp,
+            win,
+            tasks,
+            stats,
+        )
+        then(
+            np.int64(i),
+            train,
+            spec,
+            cst,
+            A,
+            Z,
+            F,
+            E,
+            Ps,
+            Bs,
+            PK,
+            G,
+            y,
+            perm,
+            loss_kind,
+            flag,
+            faithful,
+            d3,
+            one,
+            leak,
+            lr,
+            lp,
+            win,
             tasks,
             stats,
         )
 
 
-def _chunk(
+def _forward_chunk(
     c,
     train,
     spec,
@@ -615,33 +662,70 @@ def _chunk(
     leak,
     lr,
     lp,
+    win,
     tasks,
     stats,
 ):
-    """Chunk c, examples n0 = c * CHUNK .. n1-1: the forward pass; with ``train`` also
-    the loss terms, the errors and the examples' parts of the conv gradients.
+    """Chunk c, examples n0 = c * CHUNK .. n1-1: the forward pass (the map layers per
+    example, the FC layers one matrix product each). With ``train``, the examples'
+    column windows go to this thread's rows of ``win`` (:func:`_backward_chunk`,
+    which :func:`_run` calls next on the same thread, reads them).
 
-    Reads train, spec, cst, A, Z, F, E, Ps, Bs, PK, y, perm, loss_kind,
-    flag, faithful, d3, one, leak, lp (:data:`ARGS`); without ``train`` only the
-    first six, Ps, Bs, one and leak."""
+    Reads train, spec, cst, A, Z, F, Ps, Bs, one, leak, lp, win (:data:`ARGS`)."""
     N = A[0].shape[0]
     n0 = c * CHUNK
     n1 = min(n0 + CHUNK, N)
     last = spec.shape[0] - 1
-    top = 0  # the last conv/pool layer (the input layer if the network is all FC)
-    for l in range(1, last + 1):
-        if spec[l, C_TYPE] != T_FC:
-            top = l
-    # the examples' column windows: kept for the backward pass when training
-    rows = n1 - n0 if train else 1
-    win = empty_aligned(rows * spec[last, C_WIN1], lp).reshape(rows, spec[last, C_WIN1])
+    top = _top(spec)
+    # without train the windows are not kept: one row, reused; with train, in this
+    # thread's rows of win (the backward task runs next on the same thread)
+    scratch = empty_aligned(0 if train else spec[last, C_WIN1], lp)
+    w0 = nb.get_thread_id() * CHUNK - n0
     for n in range(n0, n1):
-        w = win[n - n0] if train else win[0]
+        w = win[w0 + n] if train else scratch
         _maps_forward(n, top, spec, cst, A, Z, F, Ps, Bs, one, leak, w)
     if top < last:
         _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ps, one, leak)
-    if not train:
-        return
+
+
+def _backward_chunk(
+    c,
+    train,
+    spec,
+    cst,
+    A,
+    Z,
+    F,
+    E,
+    Ps,
+    Bs,
+    PK,
+    G,
+    y,
+    perm,
+    loss_kind,
+    flag,
+    faithful,
+    d3,
+    one,
+    leak,
+    lr,
+    lp,
+    win,
+    tasks,
+    stats,
+):
+    """Chunk c, after :func:`_forward_chunk` (of the same thread, in :func:`_run`): the
+    loss terms, the errors and the examples' parts of the conv gradients (their
+    sum over the chunk, in PK[c]).
+
+    Reads spec, cst, A, Z, E, Ps, PK, y, perm, loss_kind, flag, faithful, d3, one,
+    leak, lp, win (:data:`ARGS`)."""
+    N = A[0].shape[0]
+    n0 = c * CHUNK
+    n1 = min(n0 + CHUNK, N)
+    last = spec.shape[0] - 1
+    top = _top(spec)
     eo = empty_aligned((n1 - n0) * spec[last, C_S], lp).reshape(n1 - n0, spec[last, C_S])
     for n in range(n0, n1):
         _output_error(n, spec, A, Z, y, perm, loss_kind, flag, faithful, one, leak, eo[n - n0], lp)
@@ -658,7 +742,38 @@ def _chunk(
             _unflatten(gn, spec[top, C_M], spec[top, C_H], spec[top, C_W], gm)
             gn = gm
         _maps_backward(n, top, gn, spec, cst, A, E, Ps, faithful, one, leak)
-    _conv_grads(n0, n1, top, spec, E, PK[c], d3, win)
+    w0 = nb.get_thread_id() * CHUNK  # this thread's rows of win (_forward_chunk)
+    _conv_grads(n0, n1, top, spec, E, PK[c], d3, win[w0 : w0 + n1 - n0])
+
+
+def _nothing(
+    c,
+    train,
+    spec,
+    cst,
+    A,
+    Z,
+    F,
+    E,
+    Ps,
+    Bs,
+    PK,
+    G,
+    y,
+    perm,
+    loss_kind,
+    flag,
+    faithful,
+    d3,
+    one,
+    leak,
+    lr,
+    lp,
+    win,
+    tasks,
+    stats,
+):
+    """The task that does nothing: ``then`` of a loop with one task per index."""
 
 
 def _d3_task(
@@ -684,12 +799,13 @@ def _d3_task(
     leak,
     lr,
     lp,
+    win,
     tasks,
     stats,
 ):
     """Defect D3 (faithful, conv last layer), chunk c: the last layer's kernel gradient
     part from each example n's own input maps and example N-1-n's error, summed over
-    the chunk's examples in order. Run after every :func:`_chunk` (it reads other
+    the chunk's examples in order. Run after every chunk (it reads other
     examples' errors). Reads spec, A, E, PK, lp."""
     N = A[0].shape[0]
     n0 = c * CHUNK
@@ -754,6 +870,7 @@ def _update_task(
     leak,
     lr,
     lp,
+    win,
     tasks,
     stats,
 ):
@@ -972,6 +1089,10 @@ class FusedNet:
                 (chunks, int(self.spec[-1, C_PART0] + _parts(self.spec, L - 1))), dt
             )
             self.lp = aligned_empty(N, dt)
+            # the column windows of a chunk's examples, CHUNK rows per thread (Numba's
+            # thread id): the forward task writes them, the backward task reads them
+            rows = nb.config.NUMBA_NUM_THREADS * CHUNK
+            self.win = aligned_empty((rows, int(self.spec[-1, C_WIN1])), dt)
             self.G = aligned_empty(int(self.spec[-1, C_GRAD0] + _grads(self.spec, L - 1)), dt)
             self.tasks = self._task_table()
             self.stats = np.zeros((len(self.tasks), 3))
@@ -979,6 +1100,7 @@ class FusedNet:
             self.E = self._dummies
             self.PK = dummy
             self.lp = self.G = dummy[0]
+            self.win = dummy
             self.tasks = np.zeros((0, 4), np.int64)
             self.stats = np.zeros((0, 3))
         # the parameter attributes (K or W, and b, of the conv and FC layers)
@@ -991,8 +1113,13 @@ class FusedNet:
         self._params = None
         self._stats_valid = False
         self._fields = None  # expose()'s views, made on first use
-        self._tasks = {}  # _chunk, _d3_task, _update_task -> C function (_compiled)
+        self._tasks = {}  # a task (_forward_chunk, ...) -> its C function
         self.sync_params()
+        # on an empty Numba cache, a second process compiles the backward task
+        # meanwhile (cnn.precompile; None when it would not help)
+        self._helper = None
+        if train and len(self.At) == TUPLE_LEN:
+            self._helper = precompile.start(_backward_chunk, self._args(), dt, TUPLE_LEN)
 
     def _task_table(self):
         tasks = []
@@ -1060,16 +1187,25 @@ class FusedNet:
         self._input = x2
         self.At = (x2,) + self.At[1:]
 
-    def _call(self, task, count, exact=False, **given):
-        """``task(i, *args)`` for i = 0 .. count-1 on Numba's threads (:func:`_run`).
+    def _call(self, task, count, then=_nothing, exact=False, **given):
+        """``task(i, *args)``, then ``then(i, *args)``, for i = 0 .. count-1 on Numba's
+        threads (:func:`_run`).
 
-        task : :func:`_chunk`, :func:`_d3_task` or :func:`_update_task`.
+        task, then : tasks (:func:`_forward_chunk`, :func:`_backward_chunk`,
+            :func:`_d3_task`, :func:`_update_task`, :func:`_nothing`).
         exact : compile ``task`` without FMA contraction (the update).
-        given : the entries of :data:`ARGS` that differ from this network's buffers
-            and the defaults (train False, dummy labels, quad loss, flags False,
-            lr 1).
+        given : the entries of :data:`ARGS` that differ from :meth:`_args`' defaults.
         """
-        d = self._dummy
+        args = self._args(**given)
+        if self._helper is not None and then is _backward_chunk:
+            self._compile_with_helper(args)
+        _run(self._task(task, args, exact), self._task(then, args), count, *args)
+
+    def _args(self, **given):
+        """The arguments of every task after its index (:data:`ARGS`, in order): this
+        network's buffers and the defaults (train False, dummy labels, quad loss,
+        flags False, lr 1), with ``given`` entries replaced. Every call passes
+        arguments of the same types."""
         args = dict(
             train=False,
             spec=self.spec,
@@ -1082,7 +1218,7 @@ class FusedNet:
             Bs=self.Bs,
             PK=self.PK,
             G=self.G,
-            y=d,
+            y=self._dummy,
             perm=self.perm,
             loss_kind=0,
             flag=False,
@@ -1092,18 +1228,33 @@ class FusedNet:
             leak=self.leak,
             lr=self.one,
             lp=self.lp,
+            win=self.win,
             tasks=self.tasks,
             stats=self.stats,
         )
         args.update(given)
-        args = tuple(args[name] for name in ARGS)
-        # the C function, looked up once per FusedNet (the buffers fix the argument types)
+        return tuple(args[name] for name in ARGS)
+
+    def _compile_with_helper(self, args):
+        """While the helper compiles the backward task: compile the forward and update
+        tasks and the loop here, then wait for it (the backward task then loads from
+        Numba's disk cache, or is compiled here if the helper failed)."""
+        helper, self._helper = self._helper, None
+        f = self._task(_forward_chunk, args)
+        self._task(_nothing, args)
+        self._task(_update_task, args, exact=True)
+        _run.compile(tuple(nb.typeof(a) for a in (f, f, 0) + args))
+        helper.wait()
+
+    def _task(self, task, args, exact=False):
+        """``task`` compiled as a C function for ``args`` (once per FusedNet: the buffers
+        fix the argument types); ``exact``: without FMA contraction."""
         f = self._tasks.get(task)
         if f is None:
             options = {} if exact else {"fastmath": _CONTRACT}
             f = parallel.compiled(task, (0,) + args, error_model="numpy", **options)
             self._tasks[task] = f
-        _run(f, count, *args)
+        return f
 
     def _chunks(self):
         """The number of chunks of :data:`CHUNK` examples."""
@@ -1124,7 +1275,7 @@ class FusedNet:
         """
         self.sync_params()
         self._load(x)
-        self._call(_chunk, self._chunks())
+        self._call(_forward_chunk, self._chunks())
         o = self.A[-1]
         if self.net.layers[-1].type == "f":
             return o
@@ -1154,7 +1305,7 @@ class FusedNet:
             faithful=faithful,
             d3=d3,
         )
-        self._call(_chunk, self._chunks(), **given)
+        self._call(_forward_chunk, self._chunks(), then=_backward_chunk, **given)
         if d3:  # after every chunk: it reads other examples' errors
             self._call(_d3_task, self._chunks())
         self.expose()
@@ -1256,3 +1407,16 @@ class FusedNet:
             z = self.Z if top.type == "f" else self.Z.reshape((N, top.n_maps) + top.map_shape)
             out.append((top, "z", z))
         return out
+
+
+def compile_task(task, dtype, tuple_len=TUPLE_LEN):
+    """Compile ``task`` (C function, disk cache) for the argument types of a training
+    FusedNet of ``dtype`` whose layer tuples have ``tuple_len`` entries: what the
+    helper process of :mod:`cnn.precompile` runs."""
+    from .network import example_network
+
+    net = example_network(3, seed=0, dtype=dtype)  # 6 layers: tuples of TUPLE_LEN
+    if tuple_len != TUPLE_LEN:
+        raise ValueError(f"only layer tuples of {TUPLE_LEN} entries, not {tuple_len}")
+    fn = FusedNet(net, CHUNK)
+    fn._task(task, fn._args())

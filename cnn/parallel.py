@@ -13,8 +13,9 @@ other kernel, and the task computes exactly what a direct call would.
 
 Usage (``cnn/fused.py``)::
 
-    chunk = compiled(_chunk, (0,) + args, fastmath={"contract"})
-    _run(chunk, count, *args)   # a parallel function: chunk(i, *args) for i < count
+    forward = compiled(_forward_chunk, (0,) + args, fastmath={"contract"})
+    backward = compiled(_backward_chunk, (0,) + args, fastmath={"contract"})
+    _run(forward, backward, count, *args)   # forward(i, *args), backward(i, *args), i < count
 
 Every task of the same argument types has the same Numba type, so one compiled
 parallel loop calls them all.
@@ -41,9 +42,19 @@ def compiled(pyfunc, example_args, **options):
     key = (pyfunc, argtypes, repr(sorted(options.items())))
     f = _COMPILED.get(key)
     if f is None:
+        # start Numba's threading layer first: a task may call nb.get_thread_id(), whose
+        # symbol the layer provides (machine code loaded from the cache needs it)
+        nb.get_num_threads()
         f = nb.cfunc(types.void(*argtypes), cache=True, **options)(pyfunc)
         # its numba type, kept: a jitted function called with f types it on every call,
         # and typing a signature of ~20 nested tuple types costs ~0.1 ms each time
         f._numba_type_ = nb.typeof(f)
         _COMPILED[key] = f
     return f
+
+
+def is_compiled(pyfunc, example_args):
+    """Whether :func:`compiled` has compiled ``pyfunc`` in this process for arguments
+    of the types of ``example_args`` (with any options)."""
+    argtypes = tuple(nb.typeof(a) for a in example_args)
+    return any(f is pyfunc and t == argtypes for f, t, _ in _COMPILED)

@@ -388,9 +388,18 @@ def test_every_task_and_the_loop_take_the_one_argument_list():
     def params(f):
         return tuple(inspect.signature(f).parameters)
 
-    assert params(fused._run.py_func) == ("task", "count") + fused.ARGS
-    for task in (fused._chunk, fused._d3_task, fused._update_task):
+    assert params(fused._run.py_func) == ("first", "then", "count") + fused.ARGS
+    tasks = (
+        fused._forward_chunk,
+        fused._backward_chunk,
+        fused._nothing,
+        fused._d3_task,
+        fused._update_task,
+    )
+    for task in tasks:
         assert params(task)[1:] == fused.ARGS, task.__name__
-    call = inspect.getsource(fused._run.py_func).rsplit("task(", 1)[1].rsplit(")", 1)[0]
-    passed = [a.strip() for a in call.split(",") if a.strip()]
-    assert passed[0] == "np.int64(i)" and tuple(passed[1:]) == fused.ARGS
+    source = inspect.getsource(fused._run.py_func)
+    for name in ("first", "then"):
+        call = source.rsplit(f"{name}(", 1)[1].split(")\n", 1)[0]
+        passed = [a.strip() for a in call.split(",") if a.strip()]
+        assert passed[0] == "np.int64(i)" and tuple(passed[1:]) == fused.ARGS, name
