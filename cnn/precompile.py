@@ -11,7 +11,8 @@ loads it from there.
 
 The helper is started only when it can help: Numba caching works for the
 fused step's module, the backward task for these argument types is neither
-compiled in this process nor on disk, the process may use two or more CPUs, and
+compiled in this process nor on disk, the process may use two or more CPUs, it
+is not a frozen application (``sys.executable`` is Python), and
 ``CNN_PRECOMPILE`` is not ``0``. Whatever happens to it (it fails, is killed,
 compiles for other types), this process compiles what it does not find: the
 helper changes when things are compiled, never what (the same code, compiler
@@ -101,6 +102,8 @@ def start(task, example_args, dtype, tuple_len):
     (:data:`cnn.fused.TUPLE_LEN`; the helper builds a network of the same types).
     """
     if os.environ.get(ENV, "1") == "0" or _cpus() < 2 or nb.config.DISABLE_JIT:
+        return None
+    if getattr(sys, "frozen", False):  # sys.executable is the application, not Python
         return None
     if parallel.is_compiled(task, (0,) + tuple(example_args)):
         return None

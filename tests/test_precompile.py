@@ -113,6 +113,9 @@ def test_when_a_helper_starts(monkeypatch):
     monkeypatch.setenv(precompile.ENV, "0")
     assert precompile.start(fused._backward_chunk, args, np.float64, 8) is None
     monkeypatch.delenv(precompile.ENV)
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert precompile.start(fused._backward_chunk, args, np.float64, 8) is None
+    monkeypatch.delattr(sys, "frozen")
     monkeypatch.setattr(precompile, "_cpus", lambda: 1)
     assert precompile.start(fused._backward_chunk, args, np.float64, 8) is None
     assert len(asked) == 1
