@@ -1,6 +1,5 @@
 """The helper process that compiles the fused step's backward task on an empty cache."""
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -13,44 +12,43 @@ import cnn
 from cnn import fused, precompile
 
 TRAIN = r"""
-import hashlib, sys
+import hashlib, subprocess, sys
 import numpy as np
 import cnn
-from cnn import fused
-rng = np.random.default_rng(0)
-x = rng.random((50, 1, 28, 28))
-y = np.eye(10)[rng.integers(0, 10, 50)]
-net = cnn.example_network(3, seed=0)
-net.loss_func = "cros"
-fn = fused.FusedNet(net, 50)
-started = fn._helper is not None
-fn.compute(x, y)
-fn.apply()
-hits = fn._tasks[fused._backward_chunk].cache_hits
-h = hashlib.sha256()
-for _, _, a in net.parameters():
-    h.update(np.ascontiguousarray(a).tobytes())
-print(started, hits, h.hexdigest())
-"""
+from cnn import fused, precompile
 
 
-def _train_here():
+def train(helper_fails=False):
+    # one minibatch of Example 3 on the fused step: (helper started?, cache hits of
+    # the backward task, digest of the weights)
     rng = np.random.default_rng(0)
     x = rng.random((50, 1, 28, 28))
     y = np.eye(10)[rng.integers(0, 10, 50)]
     net = cnn.example_network(3, seed=0)
     net.loss_func = "cros"
     fn = fused.FusedNet(net, 50)
-    fn.compute(x, y)
+    started = fn._helper is not None
+    if helper_fails:
+        fn._helper = precompile.Helper(subprocess.Popen([sys.executable, "-c", "exit(3)"]))
+    fn.compute(x, y)  # with a helper: compiles the rest, waits for it, goes on
     fn.apply()
+    assert fn._helper is None
+    hits = fn._tasks[fused._backward_chunk].cache_hits
     h = hashlib.sha256()
     for _, _, a in net.parameters():
         h.update(np.ascontiguousarray(a).tobytes())
-    return fn, h.hexdigest()
+    return started, hits, h.hexdigest()
+
+
+if __name__ == "__main__":
+    print(*train())
+"""
+_HERE = {}
+exec(TRAIN.replace("__main__", "not run here"), _HERE)
 
 
 def test_on_an_empty_cache_the_helper_compiles_the_backward_task(tmp_path):
-    # a fresh process with an empty Numba cache: the helper starts, this process
+    # a fresh process with an empty Numba cache: the helper starts, that process
     # loads the backward task from the cache (one cache hit) and trains exactly as
     # a process that compiled everything itself (this one, its cache warm)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
@@ -60,31 +58,23 @@ def test_on_an_empty_cache_the_helper_compiles_the_backward_task(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     started, hits, digest = r.stdout.split()
-    _, here = _train_here()
-    assert (started, hits, digest) == ("True", "1", here)
+    assert (started, hits, digest) == ("True", "1", _HERE["train"]()[2])
 
 
 def test_a_failed_helper_changes_nothing():
-    _, expected = _train_here()
-    rng = np.random.default_rng(0)
-    x = rng.random((50, 1, 28, 28))
-    y = np.eye(10)[rng.integers(0, 10, 50)]
+    assert _HERE["train"](helper_fails=True)[2] == _HERE["train"]()[2]
+
+
+def _compiled_net():
     net = cnn.example_network(3, seed=0)
     net.loss_func = "cros"
     fn = fused.FusedNet(net, 50)
-    failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
-    fn._helper = precompile.Helper(failing)
-    fn.compute(x, y)  # compiles (or finds) the rest, waits for the helper, goes on
-    fn.apply()
-    assert fn._helper is None and failing.returncode == 3
-    h = hashlib.sha256()
-    for _, _, a in net.parameters():
-        h.update(np.ascontiguousarray(a).tobytes())
-    assert h.hexdigest() == expected
+    fn._task(fused._backward_chunk, fn._args())
+    return fn
 
 
 def test_when_a_helper_starts(monkeypatch):
-    fn, _ = _train_here()  # the backward task is compiled in this process now
+    fn = _compiled_net()  # the backward task is compiled in this process now
     args = fn._args()
     assert fused.parallel.is_compiled(fused._backward_chunk, (0,) + args)
     assert precompile.start(fused._backward_chunk, args, np.float64, 8) is None
