@@ -29,8 +29,9 @@ Measured:
   full training set (float64) and trains on ``--images`` images, started
   before this process loads anything big (Linux carries a parent's peak into
   the child's ``ru_maxrss``);
-* PyTorch float64/float32 with 2 threads (``bench_peers.torch_epoch_time`` and
-  ``torch_test_time``; float64 test in batches of 100) when torch imports;
+* PyTorch float64/float32 with 2 threads (``bench_peers.torch_epoch_time``, the
+  best of ``--repeat`` runs as ours, and ``torch_test_time``; float64 test in
+  batches of 100) when torch imports;
 * the naive NumPy/SciPy port on ``--naive-images`` images, extrapolated;
 * ``train float64, layer path``: the same epoch through the readable
   layer-by-layer step (``traincnn(..., step="layers")``) for comparison with
@@ -305,6 +306,17 @@ def busy_times(n_images, n_burners, use_torch, repeat=1):
         if use_torch:
             out["torch"] = json.loads(_python(BUSY_RUN, args=("torch", n_images, repeat)))
     return out
+
+
+def best_torch_epoch(xs, ys, dtype, n_images, repeat):
+    """The fastest of ``repeat`` PyTorch epochs (``bench_peers.torch_epoch_time``, 2
+    threads): the best of as many runs as ours (a single PyTorch run against our best
+    of three biased the tables before 2026-12-03 18:50 UTC)."""
+    runs = [
+        bench_peers.torch_epoch_time(xs, ys, dtype, threads=2, n_images=n_images)
+        for _ in range(repeat)
+    ]
+    return min(runs, key=lambda run: run["seconds"])
 
 
 def interleaved_rounds(x, y, n_images, rounds, use_torch):
@@ -733,9 +745,7 @@ def run(args):
         xs, ys = _wrap(x, y, args.images)
         t = {}
         for dt in ("float64", "float32"):
-            t["train_" + dt] = bench_peers.torch_epoch_time(
-                xs, ys, dt, threads=2, n_images=args.images
-            )
+            t["train_" + dt] = best_torch_epoch(xs, ys, dt, args.images, args.repeat)
             t["test_" + dt] = bench_peers.torch_test_time(
                 xt, yt, dt, threads=2, batch_size=100 if dt == "float64" else 1000
             )

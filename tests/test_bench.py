@@ -95,3 +95,17 @@ def test_busy_run_in_a_fresh_process_with_cnns_openmp_settings():
     assert ours["images"] == 50 and ours["dtype"] == "float64" and ours["step"] == "fused"
     assert 0 < ours["seconds"] < 60 and ours["loss"] > 0
     assert "torch" not in out
+
+
+def test_pytorch_row_is_the_best_of_as_many_runs_as_ours(monkeypatch):
+    times = iter([9.0, 7.0, 8.0])
+    calls = []
+
+    def fake(xs, ys, dtype, threads, n_images):
+        calls.append((dtype, threads, n_images))
+        return {"seconds": next(times), "dtype": dtype}
+
+    monkeypatch.setattr(bench.bench_peers, "torch_epoch_time", fake)
+    best = bench.best_torch_epoch(None, None, "float32", 600, 3)
+    assert best == {"seconds": 7.0, "dtype": "float32"}
+    assert calls == [("float32", 2, 600)] * 3
