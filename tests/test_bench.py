@@ -44,7 +44,11 @@ def test_table_rows_with_and_without_torch():
     rows = {row[0]: row for row in bench.make_table(r)}
     assert rows["train float64, s/epoch (ours, layer-by-layer path)"][4] == "fused is 2.00x faster"
     busy = rows["busy machine: train float64 with 2 CPU burners (ours)"]
-    assert busy[4] == "4.00x idle NO"
+    assert busy[4] == "4.00x idle NO"  # no idle run beside it: against the idle row
+    # against the run without burners just before it, when there is one
+    r["busy"]["ours_idle"] = {"seconds_per_60k": 4.5}
+    busy = {row[0]: row for row in bench.make_table(r)}[busy[0]]
+    assert busy[4] == "2.67x idle yes"
     r["torch"] = {
         "train_float64": {"seconds_per_60k": 13.5},
         "train_float32": {"seconds_per_60k": 5.0},
@@ -94,7 +98,9 @@ def test_busy_run_in_a_fresh_process_with_cnns_openmp_settings():
     ours = out["ours"]
     assert ours["images"] == 50 and ours["dtype"] == "float64" and ours["step"] == "fused"
     assert 0 < ours["seconds"] < 60 and ours["loss"] > 0
-    assert "torch" not in out
+    idle = out["ours_idle"]  # the same run without the burner, just before
+    assert idle["images"] == 50 and idle["loss"] == ours["loss"]
+    assert "torch" not in out and "torch_idle" not in out
 
 
 def test_pytorch_row_is_the_best_of_as_many_runs_as_ours(monkeypatch):
