@@ -60,7 +60,7 @@ def choose_block(features):
     if "+avx512f" in f:
         return 5, 4, 8, 5, 3
     if "+avx2" in f:
-        return 5, 2, 4, 3, 3
+        return 5, 2, 4, 5, 2
     return None
 
 

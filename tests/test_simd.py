@@ -17,7 +17,7 @@ needs_simd = pytest.mark.skipif(not simd.ENABLED, reason="no FMA + AVX2/AVX-512 
 @pytest.mark.parametrize(
     "features, block",
     [
-        ("+64bit,+avx,+avx2,+fma,-avx512f", (5, 2, 4, 3, 3)),
+        ("+64bit,+avx,+avx2,+fma,-avx512f", (5, 2, 4, 5, 2)),
         ("+avx2,+fma,+avx512f,+avx512vl", (5, 4, 8, 5, 3)),
         ("+avx,+avx2,-fma", None),  # no FMA: the portable loop (its sums round twice)
         ("+avx,+fma", None),  # FMA without AVX2

@@ -30,7 +30,7 @@ TARGETS = {
         "haswell",
         "+64bit,+avx,+avx2,+fma,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,"
         "+f16c,+bmi,+bmi2,+lzcnt,+movbe,-avx512f",
-        [5, 2, 4, 3, 3],
+        [5, 2, 4, 5, 2],
     ),
     "portable": (
         "generic",
