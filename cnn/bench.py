@@ -270,7 +270,7 @@ class burners:
 BUSY_RUN = r"""
 import json, sys
 import numpy as np
-from cnn import bench, bench_peers, threads
+from cnn import bench, threads
 who, n, repeat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 x, y, *_ = bench.load_data(n, 1)
 if who == "ours":
@@ -279,11 +279,7 @@ else:
     with threads.defaults_for_others():  # PyTorch with its own OpenMP defaults
         import torch  # noqa: F401
     xs, ys = bench._wrap(x, y, n)
-    runs = [
-        bench_peers.torch_epoch_time(xs, ys, "float64", threads=2, n_images=n)
-        for _ in range(repeat)
-    ]
-    r = min(runs, key=lambda t: t["seconds"])
+    r = bench.best_torch_epoch(xs, ys, "float64", n, repeat)
 print(json.dumps(r))
 """
 

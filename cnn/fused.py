@@ -1415,8 +1415,8 @@ def compile_task(task, dtype, tuple_len=TUPLE_LEN):
     helper process of :mod:`cnn.precompile` runs."""
     from .network import example_network
 
-    net = example_network(3, seed=0, dtype=dtype)  # 6 layers: tuples of TUPLE_LEN
     if tuple_len != TUPLE_LEN:
         raise ValueError(f"only layer tuples of {TUPLE_LEN} entries, not {tuple_len}")
+    net = example_network(3, seed=0, dtype=dtype)  # 6 layers: tuples of TUPLE_LEN
     fn = FusedNet(net, CHUNK)
     fn._task(task, fn._args())

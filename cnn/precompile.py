@@ -1,8 +1,9 @@
 """Compile the fused step's backward task in a second process, on an empty Numba cache.
 
 A first minibatch on an empty cache compiles the whole fused step (``cnn.fused``)
-on one core: about 19 s on a 2-CPU AMD EPYC (2026-12-03), of which the backward
-task (:func:`cnn.fused._backward_chunk` and the kernels it calls) is about 9 s.
+on one core: 17.5-22 s on a 2-CPU AMD EPYC (2026-12-03), of which the backward
+task (:func:`cnn.fused._backward_chunk` and the kernels it calls) is about 9 s
+after the forward task (11.5-12 s compiled alone, the kernels they share included).
 Numba compiles one function at a time in a process (a global compiler lock), so
 the time goes down only with a second process: while this one compiles the
 forward task, the update task and the parallel loop, a helper process compiles
@@ -20,9 +21,9 @@ and CPU target give the same machine code in either process).
 
 Usage (:class:`cnn.fused.FusedNet`)::
 
-    helper = start(fused_net, args)   # None when it would not help
-    ...                               # compile the rest here
-    helper.wait()                     # then the backward task loads from the cache
+    helper = start(_backward_chunk, args, dtype, TUPLE_LEN)   # None: would not help
+    ...                           # compile the rest here
+    helper.wait()                 # then the backward task loads from the cache
 """
 
 from __future__ import annotations
@@ -105,9 +106,8 @@ def start(task, example_args, dtype, tuple_len):
         return None
     if getattr(sys, "frozen", False):  # sys.executable is the application, not Python
         return None
-    if parallel.is_compiled(task, (0,) + tuple(example_args)):
-        return None
-    if in_disk_cache(task, (0,) + tuple(example_args)):
+    task_args = (0,) + tuple(example_args)  # the index, then the arguments
+    if parallel.is_compiled(task, task_args) or in_disk_cache(task, task_args):
         return None
     env = dict(os.environ)
     env[ENV] = "0"  # the helper starts no helper
