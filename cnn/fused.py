@@ -78,6 +78,7 @@ import numpy as np
 
 from . import parallel, precompile, vmath
 from .activations import LEAK
+from .dense import dense_backward, dense_forward, dense_grad
 from .kernels import (
     INF_BITS,
     abs_bits_max,
@@ -358,12 +359,12 @@ def _maps_forward(n, top, spec, cst, A, Z, F, Ps, Bs, one, leak, win):
 @_once
 def _dense_forward(n0, n1, top, spec, A, Z, F, Bs, Ps, one, leak):
     """The FC layers top+1.. of examples n0..n1-1: one matrix product per layer
-    (BLAS, on this thread), then the bias and the activation per example."""
+    (:mod:`cnn.dense`, on this thread), then the bias and the activation per example."""
     last = spec.shape[0] - 1
     for l in range(top + 1, last + 1):
         x = F[n0:n1] if l == top + 1 else A[l - 1][n0:n1]
         z = Z[n0:n1] if l == last else A[l][n0:n1]
-        np.dot(x, Ps[l].T, z)  # z[n, j] = sum_i x[n, i] W[j, i]
+        dense_forward(x, Ps[l], z)  # z[n, j] = sum_i x[n, i] W[j, i]
         b = Bs[l][0]
         for r in range(n1 - n0):
             zr = z[r]
@@ -444,7 +445,7 @@ def _dense_backward(n0, n1, top, spec, A, E, Ps, faithful, one, leak, eo):
         if l == 1:  # nothing below but the input
             break
         gb = empty_aligned((n1 - n0) * spec[l - 1, C_S], eo).reshape(n1 - n0, spec[l - 1, C_S])
-        np.dot(er, Ps[l], gb)  # gb[n, i] = sum_j er[n, j] W[j, i]
+        dense_backward(er, Ps[l], gb)  # gb[n, i] = sum_j er[n, j] W[j, i]
         g = gb
     return g
 
@@ -901,13 +902,9 @@ def _update_task(
         b = Bs[l][0]
         e = E[l]
         x = A[l - 1] if spec[l - 1, C_TYPE] == T_FC else F
-        # dW[j] = sum_n e[n, j] x[n]: one matrix product for rows start:stop (BLAS,
-        # on this thread; the same call whatever the thread count)
-        et = np.empty((stop - start, N), dtype=W.dtype)
-        for j in range(start, stop):
-            for n in range(N):
-                et[j - start, n] = e[n, j]
-        np.dot(et, x, dW[start:stop])
+        # dW[j] = sum_n e[n, j] x[n] for rows start:stop: one matrix product, on this
+        # thread (the same call whatever the thread count)
+        dense_grad(e, x, start, stop, dW)
         _sum_rows(e, start, stop, db[start:stop])  # db[j] = e[0, j] + e[1, j] + ...
         for j in range(start, stop):
             dWj = dW[j]
