@@ -147,10 +147,11 @@ def _activate(a, code, one, leak):
     elif code == 1:  # tanh
         for i in range(S):
             a[i] = vmath.tanh(a[i])
-    elif code == 2:  # rect
+    elif code == 2:  # rect: v if v > 0 else v * leak, the same bits
+        # (written so, the store is not conditional: see cnn.vmath's notes on vmaskmovpd)
         for i in range(S):
             v = a[i]
-            a[i] = v if v > 0 else v * leak
+            a[i] = v * (one if v > 0 else leak)
     elif code == 4:  # plus: log(1 + exp(z))
         for i in range(S):
             a[i] = vmath.softplus(a[i])

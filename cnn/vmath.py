@@ -76,6 +76,13 @@ checks at run time that ``out`` and ``z`` do not overlap and otherwise runs
 the loop one element at a time (4-7x slower here, no faster than libm). A kernel
 that updates an array in place vectorises when its loop is written on that
 one array, ``a[i] = sigmoid(a[i])``.
+
+A NaN argument is returned as ``x + x`` (the same NaN), not ``x``: in a loop
+``a[i] = f(a[i])``, a result that may be the loaded value itself lets LLVM store
+only where it differs, and on AVX2 that conditional store is ``vmaskmovpd``,
+microcoded and slow on AMD CPUs (``tanh`` of 1,280 values in place took 4.8 us
+held to AVX2 on the AMD EPYC of ``docs/performance.md``; AVX-512's masked
+stores are fast).
 """
 
 from __future__ import annotations
@@ -187,7 +194,7 @@ def _pow2(kf):
 @_inline
 def _exp_reduced(y):
     """exp(y) for 1 <= y <= 39 (no overflow, no subnormals)."""
-    kf = math.floor(y * _INV_LN2 + 0.5)
+    kf = np.floor(y * _INV_LN2 + 0.5)
     r = (y - kf * _LN2_HI) - kf * _LN2_LO
     # exp(r), |r| <= 0.3466: Taylor to degree 13 (Horner)
     p = (_exp_poly(r) * r + 1.0) * r + 1.0
@@ -223,7 +230,7 @@ def tanh(x):
     t = _exp_reduced(2.0 * min(max(ax, 0.5), 19.5))
     big = math.copysign(1.0 - 2.0 / (t + 1.0), x)
     res = small if ax < 0.55 else big
-    return x if math.isnan(x) else res  # NaN in, NaN out
+    return x + x if math.isnan(x) else res  # NaN in, NaN out (x + x: the module notes)
 
 
 @nb.njit(cache=True, fastmath={"contract"}, error_model="numpy")
@@ -246,12 +253,12 @@ def exp(x):
     """exp(x) of a float (float64 arithmetic), vectorisable; see the module notes."""
     x = np.float64(x)
     xc = min(max(x, -746.0), 710.0)  # exp(-746) rounds to 0, exp(710) overflows
-    kf = math.floor(xc * _INV_LN2 + 0.5)
+    kf = np.floor(xc * _INV_LN2 + 0.5)
     r = (xc - kf * _LN2_HI) - kf * _LN2_LO
     p = (_exp_poly(r) * r + 1.0) * r + 1.0
-    k1 = math.floor(kf * 0.5)  # 2^k in two factors: -538 <= k1, k - k1 <= 512
+    k1 = np.floor(kf * 0.5)  # 2^k in two factors: -538 <= k1, k - k1 <= 512
     res = (p * _pow2(k1)) * _pow2(kf - k1)  # exact but for one rounding (subnormal)
-    return x if math.isnan(x) else res
+    return x + x if math.isnan(x) else res
 
 
 @_inline
@@ -262,7 +269,7 @@ def _exp_neg_parts(y):
     recovered with fused multiply-adds (``1 - q``, ``1 - p`` and ``t - r`` are exact).
     """
     yc = max(y, -746.0)
-    kf = math.floor(yc * _INV_LN2 + 0.5)
+    kf = np.floor(yc * _INV_LN2 + 0.5)
     t = yc - kf * _LN2_HI  # exact
     r = t - kf * _LN2_LO
     r_lo = (t - r) - kf * _LN2_LO
@@ -272,7 +279,7 @@ def _exp_neg_parts(y):
     p = _fma(q, r, 1.0)
     p_lo = _fma(q, r, 1.0 - p)
     p_lo = p_lo + (q_lo * r + r_lo * p)  # exp(r) = p + p_lo
-    k1 = math.floor(kf * 0.5)
+    k1 = np.floor(kf * 0.5)
     s1 = _pow2(k1)
     s2 = _pow2(kf - k1)
     return (p * s1) * s2, (p_lo * s1) * s2
@@ -292,7 +299,7 @@ def sigmoid(x):
     y = num * s
     # one Newton step on the quotient (num - y d exact)
     res = y + ((_fma(-y, d, num) + num_lo) - y * d_lo) * s
-    return x if math.isnan(x) else res
+    return x + x if math.isnan(x) else res
 
 
 @_inline
@@ -333,7 +340,7 @@ def softplus(x):
     x = np.float64(x)
     e, e_lo = _exp_neg_parts(-abs(x))  # exp(-|x|) = e + e_lo, in [0, 1]
     res = max(x, 0.0) + _log1p_unit(e, e_lo)
-    return x if math.isnan(x) else res
+    return x + x if math.isnan(x) else res
 
 
 @_inline
@@ -344,7 +351,7 @@ def one_minus_exp_neg(a):
     """
     a = np.float64(a)
     x = min(max(-a, -37.0), 710.0)  # k >= -53 below
-    kf = math.floor(x * _INV_LN2 + 0.5)
+    kf = np.floor(x * _INV_LN2 + 0.5)
     tt = x - kf * _LN2_HI  # exact
     r = tt - kf * _LN2_LO
     r_lo = (tt - r) - kf * _LN2_LO  # x - k ln 2 = r + r_lo
@@ -359,12 +366,12 @@ def one_minus_exp_neg(a):
     lo = (s1 - hi) - s2
     small = hi + ((lo - t * w) - (t * r_lo) * (1.0 + r))
     # k > 53: 1 - exp(x) as exp does it
-    k1 = math.floor(kf * 0.5)
+    k1 = np.floor(kf * 0.5)
     big = 1.0 - (((p * r + 1.0) * r + 1.0) * _pow2(k1)) * _pow2(kf - k1)
     res = small if kf <= 53 else big
     # a >= 37.42994775023705 (the double above 54 ln 2): exp(-a) < 2^-54, 1 - exp(-a) rounds to 1
     res = 1.0 if a >= 37.42994775023705 else res
-    return a if math.isnan(a) else res
+    return a + a if math.isnan(a) else res
 
 
 @nb.njit(cache=True, fastmath={"contract"}, error_model="numpy")

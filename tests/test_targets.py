@@ -95,3 +95,38 @@ def test_another_cpu_target_trains_to_the_same_weights(target, tmp_path):
             theirs = np.asarray(theirs)
             scale = np.abs(mine).max()
             np.testing.assert_allclose(theirs, mine, rtol=0, atol=rtol * scale, err_msg=dt)
+
+
+ACTIVATE_ASM = r"""
+import re
+import numpy as np
+from cnn import fused
+a = np.zeros(10)
+fused._activate(a, 0, 1.0, 0.01)
+asm = "".join(fused._activate.inspect_asm().values())
+# AT&T syntax: a store has the memory operand last
+print(len(re.findall(r"vmaskmovp[sd]\s+%[xy]mm\d+, %[xy]mm\d+, [^\n]*\(", asm)))
+print(len(re.findall(r"cvtt?sd2si", asm)))
+"""
+
+
+def test_in_place_activations_stay_vector_code_on_avx2(tmp_path):
+    # an in-place loop a[i] = f(a[i]) whose result may be the loaded value (rect's
+    # v for v > 0, the vmath functions' NaN) becomes a masked store on AVX2
+    # (vmaskmovpd: microcoded, 4-6x slower loops on AMD CPUs); and Numba's
+    # math.floor returns an int64, a conversion AVX2 has no vector instruction for
+    # (each lane converted on its own). The written forms avoid both.
+    name, features, _ = TARGETS["avx2"]
+    env = dict(os.environ)
+    env.update(
+        NUMBA_CACHE_DIR=str(tmp_path),
+        NUMBA_CPU_NAME=name,
+        NUMBA_CPU_FEATURES=features,
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", ACTIVATE_ASM], env=env, capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    masked_stores, conversions = r.stdout.split()[-2:]
+    assert (masked_stores, conversions) == ("0", "0")
