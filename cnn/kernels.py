@@ -60,6 +60,7 @@ import numba as nb
 import numpy as np
 
 from . import simd, vmath
+from .dense import dense_grad
 
 _FMA = {"contract"}
 _jit = nb.njit(cache=True, parallel=True, fastmath=_FMA)
@@ -334,9 +335,10 @@ def conv_full_example(en, K, flip, gn):
     kw = W - Wo + 1
     R = Ho * Wo
     # cols[(k, a, b), (p, q)] = sum_j K[j, k, a, b] * en[j, p, q]: one small matrix
-    # product (BLAS, on this thread; K's transpose is a view)
-    cols = empty_aligned(P * kh * kw * R, gn).reshape(P * kh * kw, R)
-    np.dot(K.reshape(M, P * kh * kw).T, en.reshape(M, R), cols)
+    # product, on this thread (the product of an FC weight gradient: cnn.dense)
+    T = P * kh * kw
+    cols = empty_aligned(T * R, gn).reshape(T, R)
+    dense_grad(K.reshape(M, T), en.reshape(M, R), 0, T, cols)
     gn[:] = 0
     g = gn.reshape(-1)
     c = cols.reshape(-1)
