@@ -238,7 +238,8 @@ def _outer_rows(a, a0, ars, aks, B, out):
 
 @_serial
 def _simd_backward(e, W, g):
-    _outer_rows(e.reshape(-1), 0, e.shape[1], 1, W, g)
+    # np.int64(0), not 0: a literal argument would compile another _outer_rows
+    _outer_rows(e.reshape(-1), np.int64(0), e.shape[1], np.int64(1), W, g)
 
 
 @_serial
@@ -248,7 +249,7 @@ def _blas_backward(e, W, g):
 
 @_serial
 def _simd_grad(e, x, start, stop, dW):
-    _outer_rows(e.reshape(-1), start, 1, e.shape[1], x, dW[start:stop])
+    _outer_rows(e.reshape(-1), start, np.int64(1), e.shape[1], x, dW[start:stop])
 
 
 @_serial

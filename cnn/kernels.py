@@ -338,7 +338,9 @@ def conv_full_example(en, K, flip, gn):
     # product, on this thread (the product of an FC weight gradient: cnn.dense)
     T = P * kh * kw
     cols = empty_aligned(T * R, gn).reshape(T, R)
-    dense_grad(K.reshape(M, T), en.reshape(M, R), 0, T, cols)
+    dense_grad(
+        K.reshape(M, T), en.reshape(M, R), np.int64(0), T, cols
+    )  # not a literal 0: its own compile
     gn[:] = 0
     g = gn.reshape(-1)
     c = cols.reshape(-1)
