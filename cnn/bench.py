@@ -563,12 +563,35 @@ def machine_header(r):
     return (
         f"CPU: {m.get('cpu_model', m.get('processor', '?'))} ({m['cpu_count']} CPUs; "
         f"SIMD {m['simd']}; LLVM target {m.get('llvm_cpu', '?')})\n"
-        f"Conv kernels: {m.get('conv_kernels', '?')}\n"
+        + _held_line(m)
+        + f"Conv and FC kernels: {m.get('conv_kernels', '?')}\n"
         f"BLAS: {m['blas']}\n"
         f"Numba threading layer: {threading_layer()}; "
         f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     )
+
+
+HELD_BY = (
+    "NUMBA_CPU_NAME",
+    "NUMBA_CPU_FEATURES",
+    "OPENBLAS_CORETYPE",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+)
+"""Environment variables that make Numba, OpenBLAS or PyTorch compile or choose code
+for another CPU than this one (a run held to AVX2 on an AVX-512 machine)."""
+
+
+def _held_line(m):
+    """A header line naming the CPU Numba compiles for and the variables that hold the
+    libraries to other instructions, when any is set (else nothing)."""
+    held = m.get("held_by") or {}
+    if not held:
+        return ""
+    settings = ", ".join(f"{k}={v}" for k, v in held.items())
+    return f"Held to another target: Numba compiles for {m.get('numba_cpu', '?')}; {settings}\n"
 
 
 def machine_info():
@@ -600,13 +623,17 @@ def machine_info():
     import llvmlite.binding as llvm  # Numba's own dependency
 
     info["llvm_cpu"] = llvm.get_host_cpu_name()
+    from numba.core.registry import cpu_target
+
+    info["numba_cpu"] = cpu_target.target_context.codegen().magic_tuple()[1]
+    info["held_by"] = {k: os.environ[k] for k in HELD_BY if os.environ.get(k)}
     from . import simd
 
     info["conv_kernels"] = (
-        f"register-blocked SIMD (cnn.simd: {simd.MAPS} maps x {simd.VECTORS} vectors of "
-        f"{simd.LANES64} float64)"
+        f"register-blocked SIMD (cnn.simd, cnn.dense: {simd.MAPS} maps x {simd.VECTORS} "
+        f"vectors of {simd.LANES64} float64)"
         if simd.ENABLED
-        else "portable loops (cnn.simd not enabled on this target)"
+        else "portable loops and BLAS (cnn.simd not enabled on this target)"
     )
     info["blas"] = blas_info()
     # the version without importing torch (see run for the import order)

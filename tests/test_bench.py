@@ -115,3 +115,16 @@ def test_pytorch_row_is_the_best_of_as_many_runs_as_ours(monkeypatch):
     best = bench.best_torch_epoch(None, None, "float32", 600, 3)
     assert best == {"seconds": 7.0, "dtype": "float32"}
     assert calls == [("float32", 2, 600)] * 3
+
+
+def test_machine_header_says_when_a_run_is_held_to_another_target(monkeypatch):
+    for k in bench.HELD_BY:
+        monkeypatch.delenv(k, raising=False)
+    r = {"machine": bench.machine_info()}
+    assert "Held to another target" not in bench.machine_header(r)
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    r = {"machine": bench.machine_info()}
+    line = next(t for t in bench.machine_header(r).splitlines() if t.startswith("Held"))
+    assert "OPENBLAS_CORETYPE=Haswell" in line and "ATEN_CPU_CAPABILITY=avx2" in line
+    assert f"Numba compiles for {r['machine']['numba_cpu']}" in line
