@@ -16,18 +16,21 @@ AVX2), a third of the machine's rate. The blocks below keep a tile of the
 result in vector registers over the whole sum, as :mod:`cnn.simd`'s
 convolution does:
 
-* :func:`_dot_block` (forward): ``simd.MAPS`` rows of ``x`` by ``simd.VECTORS``
-  rows of ``W``, one vector accumulator each over ``i`` (lane l takes the
-  ``i`` with ``i mod lanes == l``; the last, partial vector read through
-  masks), then the lanes of each accumulator added by
-  :func:`cnn.simd._lane_sums` (a fixed order).
+* :func:`_dot_block` (forward): ``simd.MAPS`` rows of ``x`` by ``VECTORS``
+  rows of ``W``, one vector accumulator each over the whole vectors of ``i``
+  (lane l takes the ``i`` with ``i mod lanes == l``), then the lanes of each
+  accumulator added by :func:`cnn.simd._lane_sums` (a fixed order), then the
+  columns past the last whole vector one by one.
+* No masked vectors here (unlike :mod:`cnn.simd`): they made the first compile
+  of the fused step's tasks 1-3 s longer, for remainders that are a small part
+  of the work or absent.
 * :func:`_outer_block` (backward and gradient): ``simd.MAPS`` output rows by
-  ``simd.VECTORS`` vectors of consecutive columns; the sum over ``k`` runs in
+  ``VECTORS`` vectors of consecutive columns; the sum over ``k`` runs in
   order ``k = 0, 1, ...``, one fused multiply-add each from 0 (what a plain
   loop with FMA computes). Rows past the last are clamped to it (computed
   twice, the same values stored twice); the last block of columns is moved
   back to end at the last column (overlapping the one before, same values);
-  fewer columns than a block are read and written through masks.
+  fewer columns than a block are summed by a plain loop in the same order.
 
 Measured per call (one thread, float64, the shapes of Example 3; AMD EPYC,
 2026-12-03, ``docs/performance.md``): held to AVX2, forward 37 -> 11 us,
@@ -53,7 +56,6 @@ from numba.extending import intrinsic
 from . import simd
 from .simd import (
     MAPS,
-    VECTORS,
     _clamp,
     _lane_sums,
     _lanes,
@@ -65,18 +67,24 @@ from .simd import (
 
 _serial = nb.njit(cache=True, fastmath={"contract"}, error_model="numpy")
 
+VECTORS = 2
+"""SIMD vectors per block row (:func:`_dot_block`: rows of ``W``): 2 on AVX2 and AVX-512
+alike. :mod:`cnn.simd`'s convolution uses 4 on AVX-512; here 4 was as fast as 2 (one
+thread, Example 3's shapes: forward 8.9-9.5 against 8.7-9.6 us) and made the
+unrolled blocks twice as large to compile."""
+
 
 # --------------------------------------------------------------------------- forward
 
 
 @intrinsic
 def _dot_block(typingctx, x, W, z, n0, j0):
-    """``z[n, j] = sum_i x[n, i] W[j, i]`` for rows ``n = min(n0 + r, R - 1)``, r <
-    MAPS, and ``j = min(j0 + c, J - 1)``, c < VECTORS.
+    """``z[n, j] = sum_{i < mv} x[n, i] W[j, i]`` for rows ``n = min(n0 + r, R - 1)``,
+    r < MAPS, and ``j = min(j0 + c, J - 1)``, c < VECTORS; ``mv``: m rounded down to
+    whole vectors (:func:`_simd_forward` adds the rest).
 
     x (R, m) ; W (J, m) ; z (R, J), C-contiguous, one float dtype. One vector
-    accumulator per (n, j) over the whole vectors of ``i``, then the last partial
-    vector through masks (its other lanes load as 0), then the lanes added.
+    accumulator per (n, j) over the whole vectors of ``i``, then its lanes added.
     """
     _require_c_arrays(x, W, z)
     dt = z.dtype
@@ -106,21 +114,16 @@ def _dot_block(typingctx, x, W, z, n0, j0):
             [cgutils.alloca_once_value(builder, zero) for _ in range(VECTORS)] for _ in range(MAPS)
         ]
 
-        def step(i, count):
-            ws = [load(Wa.data, builder.add(wbase[q], i), nl, count) for q in range(VECTORS)]
+        def step(i):
+            ws = [load(Wa.data, builder.add(wbase[q], i), nl) for q in range(VECTORS)]
             for r in range(MAPS):
-                xr = load(xa.data, builder.add(xbase[r], i), nl, count)
+                xr = load(xa.data, builder.add(xbase[r], i), nl)
                 for q in range(VECTORS):
                     s = builder.load(acc[r][q])
                     builder.store(builder.call(fma, [xr, ws[q], s]), acc[r][q])
 
-        whole = builder.udiv(m, c(nl))
-        with cgutils.for_range(builder, whole) as loop:
-            step(builder.mul(loop.index, c(nl)), None)
-        done = builder.mul(whole, c(nl))
-        rest = builder.sub(m, done)
-        with builder.if_then(builder.icmp_signed(">", rest, c(0))):
-            step(done, rest)
+        with cgutils.for_range(builder, builder.udiv(m, c(nl))) as loop:
+            step(builder.mul(loop.index, c(nl)))
         flat = [builder.load(acc[r][q]) for r in range(MAPS) for q in range(VECTORS)]
         flat += [zero] * (-len(flat) % nl)
         sums = [_lane_sums(builder, flat[g : g + nl], nl) for g in range(0, len(flat), nl)]
@@ -138,11 +141,17 @@ def _dot_block(typingctx, x, W, z, n0, j0):
 
 @_serial
 def _simd_forward(x, W, z):
-    R = x.shape[0]
+    R, m = x.shape
     J = W.shape[0]
     for n0 in range(0, R, MAPS):
         for j0 in range(0, J, VECTORS):
             _dot_block(x, W, z, n0, j0)
+    # the columns past the last whole vector, in order (a plain loop: a masked
+    # vector step in the block cost ~1 s of a first compile)
+    for i in range(m - m % simd.lanes(z), m):
+        for n in range(R):
+            for j in range(J):
+                z[n, j] += x[n, i] * W[j, i]
 
 
 @_serial
@@ -153,17 +162,20 @@ def _blas_forward(x, W, z):
 # --------------------------------------------------------------------------- backward, gradient
 
 
-def _outer_code(a, a0, ars, aks, B, out, r0, i0, count):
-    """The signature and code of :func:`_outer_block` (``count`` None) and
-    :func:`_outer_block_part` (``count``: the columns computed, read and written
-    through masks)."""
+@intrinsic
+def _outer_block(typingctx, a, a0, ars, aks, B, out, r0, i0):
+    """``out[r, i0 + t] = sum_k a[a0 + r*ars + k*aks] B[k, i0 + t]`` for rows
+    ``r = min(r0 + q, R - 1)``, q < MAPS, and t < ``VECTORS * lanes``.
+
+    a (any length,) ; B (K, m) ; out (R, m), C-contiguous, one float dtype. The sum
+    in the order k = 0, 1, ..., one FMA each from 0.
+    """
     _require_c_arrays(a, B, out)
     dt = out.dtype
     nl = _lanes(dt)
-    masked = count is not None
 
     def codegen(context, builder, sig, args):
-        av, a0v, arsv, aksv, Bv, ov, r0v, i0v = args[:8]
+        av, a0v, arsv, aksv, Bv, ov, r0v, i0v = args
         aa = context.make_array(sig.args[0])(context, builder, av)
         Ba = context.make_array(sig.args[4])(context, builder, Bv)
         oa = context.make_array(sig.args[5])(context, builder, ov)
@@ -176,7 +188,6 @@ def _outer_code(a, a0, ars, aks, B, out, r0, i0, count):
         def c(v):
             return ir.Constant(ity, v)
 
-        counts = [builder.sub(args[8], c(v * nl)) if masked else None for v in range(VECTORS)]
         rows = [_clamp(builder, builder.add(r0v, c(q)), builder.sub(R, c(1))) for q in range(MAPS)]
         abase = [builder.add(a0v, builder.mul(r, arsv)) for r in rows]
         acc = [
@@ -185,9 +196,7 @@ def _outer_code(a, a0, ars, aks, B, out, r0, i0, count):
         with cgutils.for_range(builder, K) as loop:
             k = loop.index
             brow = builder.add(builder.mul(k, m), i0v)
-            bs = [
-                load(Ba.data, builder.add(brow, c(v * nl)), nl, counts[v]) for v in range(VECTORS)
-            ]
+            bs = [load(Ba.data, builder.add(brow, c(v * nl)), nl) for v in range(VECTORS)]
             ak = builder.mul(k, aksv)
             for q in range(MAPS):
                 w = builder.load(builder.gep(aa.data, [builder.add(abase[q], ak)]))
@@ -198,29 +207,10 @@ def _outer_code(a, a0, ars, aks, B, out, r0, i0, count):
         for q in range(MAPS):
             o0 = builder.add(builder.mul(rows[q], m), i0v)
             for v in range(VECTORS):
-                out_ = builder.load(acc[q][v])
-                store(out_, oa.data, builder.add(o0, c(v * nl)), nl, counts[v])
+                store(builder.load(acc[q][v]), oa.data, builder.add(o0, c(v * nl)), nl)
         return context.get_dummy_value()
 
-    args = (a, a0, ars, aks, B, out, r0, i0) + ((count,) if masked else ())
-    return types.none(*args), codegen
-
-
-@intrinsic
-def _outer_block(typingctx, a, a0, ars, aks, B, out, r0, i0):
-    """``out[r, i0 + t] = sum_k a[a0 + r*ars + k*aks] B[k, i0 + t]`` for rows
-    ``r = min(r0 + q, R - 1)``, q < MAPS, and t < ``VECTORS * lanes``.
-
-    a (any length,) ; B (K, m) ; out (R, m), C-contiguous, one float dtype. The sum
-    in the order k = 0, 1, ..., one FMA each from 0.
-    """
-    return _outer_code(a, a0, ars, aks, B, out, r0, i0, None)
-
-
-@intrinsic
-def _outer_block_part(typingctx, a, a0, ars, aks, B, out, r0, i0, count):
-    """:func:`_outer_block` for t < ``count`` only (through masks; the same sums)."""
-    return _outer_code(a, a0, ars, aks, B, out, r0, i0, count)
+    return types.none(a, a0, ars, aks, B, out, r0, i0), codegen
 
 
 @_serial
@@ -228,10 +218,15 @@ def _outer_rows(a, a0, ars, aks, B, out):
     """``out[r, i] = sum_k a[a0 + r*ars + k*aks] B[k, i]`` for every (r, i) of out (R, m)."""
     R, m = out.shape
     w = VECTORS * simd.lanes(out)
+    if m < w:  # fewer columns than a block: the same sums, a plain loop (masked
+        # blocks cost ~3 s of a first compile)
+        for r in range(R):
+            for i in range(m):
+                out[r, i] = 0
+                for k in range(B.shape[0]):
+                    out[r, i] += a[a0 + r * ars + k * aks] * B[k, i]
+        return
     for r0 in range(0, R, MAPS):
-        if m < w:
-            _outer_block_part(a, a0, ars, aks, B, out, r0, 0, m)
-            continue
         for i0 in range(0, m, w):
             _outer_block(a, a0, ars, aks, B, out, r0, min(i0, m - w))
 
