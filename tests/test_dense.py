@@ -2,8 +2,8 @@
 
 Shapes cover every block remainder: rows fewer than a block and not a multiple
 of it, W rows not a multiple of the block, columns fewer than a block (the
-masked block), not a multiple of it (the block moved back), and not a multiple
-of the SIMD lanes (the masked last vector of a dot product).
+plain loop), not a multiple of it (the block moved back), and not a multiple
+of the SIMD lanes (the plain loop after the last whole vector of a dot product).
 """
 
 import numba as nb
