@@ -73,22 +73,28 @@ def _train_here():
     return out
 
 
-@pytest.mark.parametrize("target", sorted(TARGETS))
-def test_another_cpu_target_trains_to_the_same_weights(target, tmp_path):
-    name, features, block = TARGETS[target]
+def _run_compiled_for(target, code, cache_dir):
+    """stdout of ``code`` run in a fresh Python whose Numba compiles for ``target``
+    (a key of TARGETS) into the empty cache ``cache_dir``."""
+    name, features, _ = TARGETS[target]
     env = dict(os.environ)
     env.update(
-        NUMBA_CACHE_DIR=str(tmp_path),
+        NUMBA_CACHE_DIR=str(cache_dir),
         NUMBA_CPU_NAME=name,
         NUMBA_CPU_FEATURES=features,
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
     )
     r = subprocess.run(
-        [sys.executable, "-c", TRAIN], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got["block"] == block
+    return r.stdout
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_another_cpu_target_trains_to_the_same_weights(target, tmp_path):
+    got = json.loads(_run_compiled_for(target, TRAIN, tmp_path).strip().splitlines()[-1])
+    assert got["block"] == TARGETS[target][2]
     here = _train_here()
     for dt, rtol in (("float64", 1e-10), ("float32", 2e-4)):
         for mine, theirs in zip(here[dt], got[dt], strict=True):
@@ -116,17 +122,5 @@ def test_in_place_activations_stay_vector_code_on_avx2(tmp_path):
     # (vmaskmovpd: microcoded, 4-6x slower loops on AMD CPUs); and Numba's
     # math.floor returns an int64, a conversion AVX2 has no vector instruction for
     # (each lane converted on its own). The written forms avoid both.
-    name, features, _ = TARGETS["avx2"]
-    env = dict(os.environ)
-    env.update(
-        NUMBA_CACHE_DIR=str(tmp_path),
-        NUMBA_CPU_NAME=name,
-        NUMBA_CPU_FEATURES=features,
-        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
-    )
-    r = subprocess.run(
-        [sys.executable, "-c", ACTIVATE_ASM], env=env, capture_output=True, text=True, check=False
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    masked_stores, conversions = r.stdout.split()[-2:]
+    masked_stores, conversions = _run_compiled_for("avx2", ACTIVATE_ASM, tmp_path).split()[-2:]
     assert (masked_stores, conversions) == ("0", "0")
