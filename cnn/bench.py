@@ -23,8 +23,9 @@ Measured:
   trained);
 * ``first call warm`` / ``cold``: a fresh Python process that imports ``cnn``,
   builds Example 3 and trains one minibatch (interpreter start not counted),
-  with the Numba cache filled, and with ``NUMBA_CACHE_DIR`` pointing at an
-  empty directory;
+  with the Numba cache filled (the best of 2), and with ``NUMBA_CACHE_DIR``
+  pointing at an empty directory (the median of ``--repeat`` processes, each
+  on its own empty directory);
 * ``peak RSS``: ``ru_maxrss`` (and ``VmHWM``) of a fresh process that loads the
   full training set (float64) and trains on ``--images`` images, started
   before this process loads anything big (Linux carries a parent's peak into
@@ -185,13 +186,17 @@ def _python(code, env=None, args=()):
     return r.stdout.strip().splitlines()[-1]
 
 
-def first_call_times():
-    """Seconds from ``import cnn`` to the end of the first minibatch in a fresh process."""
+def first_call_times(cold_runs=1):
+    """Seconds from ``import cnn`` to the end of the first minibatch in a fresh process:
+    warm (the best of 2, the Numba cache filled) and cold (the median of ``cold_runs``
+    processes, each on its own empty cache: a compile's time drifts with the host)."""
     _python(FIRST_CALL)  # fill the Numba cache
     warm = min(float(_python(FIRST_CALL)) for _ in range(2))
-    with tempfile.TemporaryDirectory(prefix="numba-cold-") as d:
-        cold = float(_python(FIRST_CALL, env={"NUMBA_CACHE_DIR": d}))
-    return {"warm_seconds": warm, "cold_seconds": cold}
+    cold = []
+    for _ in range(cold_runs):
+        with tempfile.TemporaryDirectory(prefix="numba-cold-") as d:
+            cold.append(float(_python(FIRST_CALL, env={"NUMBA_CACHE_DIR": d})))
+    return {"warm_seconds": warm, "cold_seconds": float(np.median(cold)), "cold_runs": cold}
 
 
 PEAK_RSS = r"""
@@ -478,10 +483,12 @@ def make_table(r):
             "yes" if fc["warm_seconds"] < 1 else "NO",
         )
     )
+    runs = fc.get("cold_runs", [fc["cold_seconds"]])
+    spread = f" (median of {len(runs)}, {min(runs):.1f}-{max(runs):.1f} s)" if len(runs) > 1 else ""
     rows.append(
         (
             "first minibatch, fresh process, cold cache",
-            _fmt_s(fc["cold_seconds"]),
+            _fmt_s(fc["cold_seconds"]) + spread,
             "",
             "< 15 s",
             "yes" if fc["cold_seconds"] < 15 else "NO",
@@ -676,7 +683,8 @@ def _parser():
         type=int,
         default=1,
         help="timed training runs per setting, the best kept (default 1); with "
-        "PyTorch and R > 1, also R interleaved rounds of ours and PyTorch",
+        "PyTorch and R > 1, also R interleaved rounds of ours and PyTorch; the cold "
+        "first minibatch: the median of R fresh processes",
     )
     ap.add_argument("--skip-torch", action="store_true", help="do not time PyTorch")
     ap.add_argument("--skip-naive", action="store_true", help="do not time the naive port")
@@ -712,10 +720,10 @@ def run(args):
     # fresh processes first, while this one is small (see peak_rss)
     r["peak_rss"] = peak_rss(args.images)
     print(f"peak RSS of a training run: {r['peak_rss']['bytes'] / 2**30:.2f} GiB", flush=True)
-    r["first_call"] = first_call_times()
+    r["first_call"] = first_call_times(args.repeat)
+    cold = ", ".join(f"{t:.2f}" for t in r["first_call"]["cold_runs"])
     print(
-        f"first call: warm {r['first_call']['warm_seconds']:.2f} s, "
-        f"cold {r['first_call']['cold_seconds']:.2f} s",
+        f"first call: warm {r['first_call']['warm_seconds']:.2f} s, cold {cold} s",
         flush=True,
     )
     # torch_available() imports torch before Numba starts its threads (machine_info asks

@@ -31,8 +31,9 @@ def test_machine_header_names_cpu_simd_blas_threading():
     )
 
 
-def test_table_rows_with_and_without_torch():
-    r = {
+def _results():
+    """A results dict of cnn.bench without PyTorch (the keys make_table reads)."""
+    return {
         "train_float64": {"seconds_per_60k": 3.0},
         "train_float32": {"seconds_per_60k": 2.0},
         "train_float64_layers": {"seconds_per_60k": 6.0},
@@ -41,6 +42,10 @@ def test_table_rows_with_and_without_torch():
         "first_call": {"warm_seconds": 0.5, "cold_seconds": 10.0},
         "peak_rss": {"bytes": 5e8, "vmhwm_bytes": 5e8, "images": 60000},
     }
+
+
+def test_table_rows_with_and_without_torch():
+    r = _results()
     rows = {row[0]: row for row in bench.make_table(r)}
     assert rows["train float64, s/epoch (ours, layer-by-layer path)"][4] == "fused is 2.00x faster"
     busy = rows["busy machine: train float64 with 2 CPU burners (ours)"]
@@ -59,6 +64,31 @@ def test_table_rows_with_and_without_torch():
     assert rows["train float64, s/epoch (ours, fused step)"][2] == "4.50"
     assert "4x yes (4.50x)" in rows["train float64, s/epoch (ours, fused step)"][4]
     assert rows["train float32, s/epoch (ours, fused step)"][4] == "NO (2.50x)"
+
+
+def test_cold_first_call_row_is_the_median_of_its_runs():
+    r = _results()
+    r["first_call"] = {"warm_seconds": 0.5, "cold_seconds": 14.0, "cold_runs": [16.0, 12.5, 14.0]}
+    row = {row[0]: row for row in bench.make_table(r)}["first minibatch, fresh process, cold cache"]
+    assert row[1] == "14.0 s (median of 3, 12.5-16.0 s)" and row[4] == "yes"
+    r["first_call"].update(cold_seconds=16.0, cold_runs=[16.0])
+    row = {row[0]: row for row in bench.make_table(r)}[row[0]]
+    assert row[1] == "16.0 s" and row[4] == "NO"
+
+
+def test_first_call_times_runs_each_cold_process_on_its_own_empty_cache(monkeypatch):
+    seen = []
+
+    def fake_python(code, env=None, args=()):
+        seen.append((env or {}).get("NUMBA_CACHE_DIR"))
+        return str(10.0 + len(seen))
+
+    monkeypatch.setattr(bench, "_python", fake_python)
+    fc = bench.first_call_times(3)
+    cold = seen[3:]  # after the fill and the two warm runs (no cache directory given)
+    assert seen[:3] == [None] * 3 and len(cold) == 3 and len(set(cold)) == 3 and None not in cold
+    assert fc["cold_runs"] == [14.0, 15.0, 16.0] and fc["cold_seconds"] == 15.0
+    assert fc["warm_seconds"] == 12.0
 
 
 def test_burners_start_and_stop():
