@@ -553,6 +553,8 @@ def _run(
     first,
     then,
     count,
+    threads,
+    taken,
     train,
     spec,
     cst,
@@ -581,64 +583,82 @@ def _run(
     """``first(i, *args)``, then ``then(i, *args)``, for i = 0 .. count-1 on Numba's
     threads; ``first`` and ``then`` are tasks (:func:`_forward_chunk` and
     :func:`_backward_chunk`, or a task and :func:`_nothing`) compiled as C functions
-    (:func:`cnn.parallel.compiled`), the other arguments are :data:`ARGS`."""
-    for i in nb.prange(count):
+    (:func:`cnn.parallel.compiled`), the other arguments are :data:`ARGS`.
+
+    Each of Numba's threads first runs its own share of the indices in order (the
+    share ``prange``'s static split would give it), then any index still left,
+    from the last; an index runs where it is first claimed (``parallel.claim`` on
+    ``taken``, int64 zeros (count,)). On an idle machine every thread runs its own
+    share (as with a static split, the same rows of the buffers on the same core
+    each minibatch); on a busy one, a thread the scheduler has set aside holds up
+    the join by the index it is working on, not by its whole share. Which thread
+    runs an index changes no result (the tasks' notes). ``threads``: Numba's thread
+    count (``numba.get_num_threads()``, given by the caller: called in here, it
+    kept Numba from caching this function)."""
+    for t in nb.prange(threads):
         # int64: the prange index is typed int64 in the first typing pass and uint64
-        # in the parallel loop body
-        first(
-            np.int64(i),
-            train,
-            spec,
-            cst,
-            A,
-            Z,
-            F,
-            E,
-            Ps,
-            Bs,
-            PK,
-            G,
-            y,
-            perm,
-            loss_kind,
-            flag,
-            faithful,
-            d3,
-            one,
-            leak,
-            lr,
-            lp,
-            win,
-            tasks,
-            stats,
-        )
-        then(
-            np.int64(i),
-            train,
-            spec,
-            cst,
-            A,
-            Z,
-            F,
-            E,
-            Ps,
-            Bs,
-            PK,
-            G,
-            y,
-            perm,
-            loss_kind,
-            flag,
-            faithful,
-            d3,
-            one,
-            leak,
-            lr,
-            lp,
-            win,
-            tasks,
-            stats,
-        )
+        # in the parallel loop body (uint64 with int64 makes float64)
+        k = np.int64(t)
+        lo = k * count // threads
+        own = (k + 1) * count // threads - lo
+        for j in range(own + count):
+            i = lo + j if j < own else count - 1 - (j - own)
+            if not parallel.claim(taken, i):
+                continue
+            first(
+                i,
+                train,
+                spec,
+                cst,
+                A,
+                Z,
+                F,
+                E,
+                Ps,
+                Bs,
+                PK,
+                G,
+                y,
+                perm,
+                loss_kind,
+                flag,
+                faithful,
+                d3,
+                one,
+                leak,
+                lr,
+                lp,
+                win,
+                tasks,
+                stats,
+            )
+            then(
+                i,
+                train,
+                spec,
+                cst,
+                A,
+                Z,
+                F,
+                E,
+                Ps,
+                Bs,
+                PK,
+                G,
+                y,
+                perm,
+                loss_kind,
+                flag,
+                faithful,
+                d3,
+                one,
+                leak,
+                lr,
+                lp,
+                win,
+                tasks,
+                stats,
+            )
 
 
 def _forward_chunk(
@@ -1197,7 +1217,9 @@ class FusedNet:
         args = self._args(**given)
         if self._helper is not None and then is _backward_chunk:
             self._compile_with_helper(args)
-        _run(self._task(task, args, exact), self._task(then, args), count, *args)
+        taken = np.zeros(count, np.int64)  # which indices a thread has claimed (_run)
+        first, then = self._task(task, args, exact), self._task(then, args)
+        _run(first, then, count, nb.get_num_threads(), taken, *args)
 
     def _args(self, **given):
         """The arguments of every task after its index (:data:`ARGS`, in order): this
@@ -1241,7 +1263,7 @@ class FusedNet:
         f = self._task(_forward_chunk, args)
         self._task(_nothing, args)
         self._task(_update_task, args, exact=True)
-        _run.compile(tuple(nb.typeof(a) for a in (f, f, 0) + args))
+        _run.compile(tuple(nb.typeof(a) for a in (f, f, 0, 1, np.zeros(1, np.int64)) + args))
         helper.wait()
 
     def _task(self, task, args, exact=False):

@@ -24,7 +24,9 @@ parallel loop calls them all.
 from __future__ import annotations
 
 import numba as nb
+from llvmlite import ir
 from numba import types
+from numba.extending import intrinsic
 
 _COMPILED = {}
 
@@ -58,3 +60,30 @@ def is_compiled(pyfunc, example_args):
     of the types of ``example_args`` (with any options)."""
     argtypes = tuple(nb.typeof(a) for a in example_args)
     return any(f is pyfunc and t == argtypes for f, t, _ in _COMPILED)
+
+
+@intrinsic
+def claim(typingctx, flags, i):
+    """Whether this call is the first to claim index ``i``: ``flags[i]`` incremented
+    atomically, true where it was 0. Every index is claimed once, by one thread,
+    whatever the threads' order (:func:`cnn.fused._run`).
+
+    flags : int64 array (n,), shared by the threads, zeros before the loop; i : int,
+    0 <= i < n (not checked). The increment is LLVM's ``atomicrmw add``
+    (``monotonic``: the flags publish no other data; the parallel loop's join
+    orders the rest).
+    """
+    if not (
+        isinstance(flags, types.Array) and flags.dtype == types.int64 and flags.ndim == 1
+    ) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        ptr = builder.gep(array.data, [index])
+        one = ir.Constant(ir.IntType(64), 1)
+        old = builder.atomic_rmw("add", ptr, one, "monotonic")
+        return builder.icmp_signed("==", old, ir.Constant(ir.IntType(64), 0))
+
+    return types.boolean(flags, i), codegen

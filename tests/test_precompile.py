@@ -41,7 +41,8 @@ def train(helper_fails=False):
 
 
 if __name__ == "__main__":
-    print(*train())
+    # and how many of the parallel loop's compilations came from the disk cache
+    print(*train(), sum(fused._run.stats.cache_hits.values()))
 """
 _HERE = {}
 exec(TRAIN.replace("__main__", "not run here"), _HERE)
@@ -57,8 +58,16 @@ def test_on_an_empty_cache_the_helper_compiles_the_backward_task(tmp_path):
         [sys.executable, "-c", TRAIN], env=env, capture_output=True, text=True, timeout=600
     )
     assert r.returncode == 0, r.stderr
-    started, hits, digest = r.stdout.split()
-    assert (started, hits, digest) == ("True", "1", _HERE["train"]()[2])
+    started, hits, digest, loop_hits = r.stdout.split()
+    assert (started, hits, digest, loop_hits) == ("True", "1", _HERE["train"]()[2], "0")
+    # a second fresh process loads everything, the parallel loop too (a loop that
+    # Numba cannot cache, e.g. calling numba.get_num_threads(), compiles again: ~3 s)
+    r = subprocess.run(
+        [sys.executable, "-c", TRAIN], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stderr
+    started, hits, digest, loop_hits = r.stdout.split()
+    assert (started, hits, digest, loop_hits) == ("False", "1", _HERE["train"]()[2], "1")
 
 
 def test_a_failed_helper_changes_nothing():
