@@ -8,7 +8,9 @@ thread (NumPy's elementwise functions, the dense products, the loss). This
 module computes the same numbers with two parallel loops per minibatch; it is what
 ``traincnn``, ``testcnn`` and ``predictcnn`` use unless told otherwise.
 
-Every parallel loop is :func:`_run` (one ``prange``) calling, for each index, a
+Every parallel loop is :func:`_run` (one ``prange`` over Numba's threads, each
+running its own share of the indices, then claiming any left: a busy machine's
+descheduled thread holds up the others by one index) calling, for each index, a
 first task and then a second one (:func:`_nothing` where there is none) through
 function pointers, with one argument list (:data:`ARGS`) for all tasks:
 

@@ -15,10 +15,15 @@ Usage (``cnn/fused.py``)::
 
     forward = compiled(_forward_chunk, (0,) + args, fastmath={"contract"})
     backward = compiled(_backward_chunk, (0,) + args, fastmath={"contract"})
-    _run(forward, backward, count, *args)   # forward(i, *args), backward(i, *args), i < count
+    # forward(i, *args), then backward(i, *args), for i < count; an index runs
+    # on the thread that claims it first (claim, below)
+    _run(forward, backward, count, threads, np.zeros(count, np.int64), *args)
 
 Every task of the same argument types has the same Numba type, so one compiled
 parallel loop calls them all.
+
+:func:`claim` lets the loop's threads share out its indices as they go (each
+index run once, by whichever thread claims it first) instead of in fixed shares.
 """
 
 from __future__ import annotations
