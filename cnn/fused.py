@@ -663,6 +663,13 @@ def _run(
             )
 
 
+def _run_args(first, then, count, args):
+    """The arguments of :func:`_run` for tasks ``first`` and ``then`` over ``count``
+    indices; ``args``: the tasks' arguments (:data:`ARGS`, in order)."""
+    taken = np.zeros(count, np.int64)  # which indices a thread has claimed
+    return (first, then, count, nb.get_num_threads(), taken) + tuple(args)
+
+
 def _forward_chunk(
     c,
     train,
@@ -1219,9 +1226,7 @@ class FusedNet:
         args = self._args(**given)
         if self._helper is not None and then is _backward_chunk:
             self._compile_with_helper(args)
-        taken = np.zeros(count, np.int64)  # which indices a thread has claimed (_run)
-        first, then = self._task(task, args, exact), self._task(then, args)
-        _run(first, then, count, nb.get_num_threads(), taken, *args)
+        _run(*_run_args(self._task(task, args, exact), self._task(then, args), count, args))
 
     def _args(self, **given):
         """The arguments of every task after its index (:data:`ARGS`, in order): this
@@ -1265,7 +1270,7 @@ class FusedNet:
         f = self._task(_forward_chunk, args)
         self._task(_nothing, args)
         self._task(_update_task, args, exact=True)
-        _run.compile(tuple(nb.typeof(a) for a in (f, f, 0, 1, np.zeros(1, np.int64)) + args))
+        _run.compile(tuple(nb.typeof(a) for a in _run_args(f, f, 0, args)))
         helper.wait()
 
     def _task(self, task, args, exact=False):
