@@ -43,7 +43,13 @@ Measured:
   fresh process just before (the host's speed drifts between the rows).
 
 Every table is printed with the machine: CPU model, SIMD level, BLAS library
-and kernel (threadpoolctl), Numba's threading layer and thread count.
+and kernel (threadpoolctl), Numba's threading layer and thread count, and
+with what the machine allows (:mod:`cnn.bench_floor`, measured in the same
+run): its matrix-product rate, the time the network's conv and FC products
+would take at that rate (the floor of the epoch and ``testcnn`` rows) and the
+time a fresh process takes to import Numba and call one cached function (the
+floor of the warm first minibatch). The "met?" column gives each floor beside
+its time target: a target below its floor cannot be met on that machine.
 PyTorch is optional: without it the benchmark says how to install the CPU
 build and measures everything else.
 
@@ -74,7 +80,7 @@ import numpy as np
 
 import cnn
 
-from . import bench_peers, mnist, threads
+from . import bench_floor, bench_peers, mnist, threads
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH_INSTALL = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
@@ -369,10 +375,30 @@ def _fmt_s(s):
     return f"{s:.3f} s" if s < 10 else f"{s:.1f} s"
 
 
+def floor_line(f):
+    """One line on the machine's floors (:func:`cnn.bench_floor.floors`)."""
+    g, e = f["gemm_gflops"], f["train_epoch_seconds"]
+    return (
+        f"Floors: matrix product {g['float64']:.1f} GFLOP/s float64, {g['float32']:.1f} "
+        f"float32 ({f['threads']} BLAS threads); conv and FC products "
+        f"{f['flop_per_image']['training'] / 1e6:.2f} MFLOP per training image, "
+        f"{f['flop_per_image']['forward'] / 1e6:.2f} forward: an epoch at least "
+        f"{e['float64']:.2f} s float64 ({e['float32']:.2f} s float32), testcnn 10k at least "
+        f"{f['test_10k_seconds']:.3f} s; a cached Numba call in a fresh process "
+        f"{f['numba_start_seconds']:.2f} s"
+    )
+
+
+def _met(ok, floor=None):
+    """``'yes'``/``'NO'`` for a time target, with this machine's floor for it when known."""
+    return ("yes" if ok else "NO") + ("" if floor is None else f" (floor {_fmt_s(floor)})")
+
+
 def make_table(r):
     """Rows (setting, value, vs torch, target, met) from the results dict."""
     rows = []
     t = r.get("torch", {})
+    fl = r.get("floor", {})
 
     def ratio(peer, ours):  # torch time / this setting's time: > 1 means faster than torch
         return f"{peer / ours:.2f}" if peer and ours else ""
@@ -380,7 +406,7 @@ def make_table(r):
     o64, o32 = r["train_float64"]["seconds_per_60k"], r["train_float32"]["seconds_per_60k"]
     t64 = t.get("train_float64", {}).get("seconds_per_60k")
     t32 = t.get("train_float32", {}).get("seconds_per_60k")
-    parts = ["< 4 s " + ("yes" if o64 < 4.0 else "NO")]
+    parts = ["< 4 s " + _met(o64 < 4.0, fl.get("train_epoch_seconds", {}).get("float64"))]
     parts.append(
         "4x not timed"
         if t64 is None
@@ -459,7 +485,7 @@ def make_table(r):
             _fmt_s(ts),
             ratio(tt, ts),
             "< 0.3 s",
-            "yes" if ts < 0.3 else "NO",
+            _met(ts < 0.3, fl.get("test_10k_seconds")),
         )
     )
     if tt:
@@ -480,7 +506,7 @@ def make_table(r):
             _fmt_s(fc["warm_seconds"]),
             "",
             "< 1 s",
-            "yes" if fc["warm_seconds"] < 1 else "NO",
+            _met(fc["warm_seconds"] < 1, fl.get("numba_start_seconds")),
         )
     )
     runs = fc.get("cold_runs", [fc["cold_seconds"]])
@@ -738,6 +764,10 @@ def run(args):
             flush=True,
         )
     r["machine"] = machine_info()
+    r["floor"] = bench_floor.floors(
+        cnn.example_network(3, seed=0), r["machine"]["numba_threads"], _python
+    )
+    print(floor_line(r["floor"]), flush=True)
 
     x, y, xt, yt, source = load_data(args.images, args.test_images)
     xt, yt = _wrap(xt, yt, args.test_images)
@@ -814,6 +844,8 @@ def run(args):
         f"load {r['load_before'][0]:.2f} before, {r['load_after'][0]:.2f} after"
     )
     print(machine_header(r))
+    if "floor" in r:
+        print(floor_line(r["floor"]))
     print_table(rows)
     if "interleaved" in r:
         il = r["interleaved"]
