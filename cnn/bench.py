@@ -45,7 +45,8 @@ Measured:
 Every table is printed with the machine: CPU model, SIMD level, BLAS library
 and kernel (threadpoolctl), Numba's threading layer and thread count, and
 with what the machine allows (:mod:`cnn.bench_floor`, measured in the same
-run): its matrix-product rate, the time the network's conv and FC products
+run): its matrix-product rate (the fastest of four samples spread over the
+run), the time the network's conv and FC products
 would take at that rate (the floor of the epoch and ``testcnn`` rows) and the
 time a fresh process takes to import Numba and call one cached function (the
 floor of the warm first minibatch). The "met?" column gives each floor beside
@@ -378,9 +379,10 @@ def _fmt_s(s):
 def floor_line(f):
     """One line on the machine's floors (:func:`cnn.bench_floor.floors`)."""
     g, e = f["gemm_gflops"], f["train_epoch_seconds"]
+    n = len(f.get("gemm_samples", [])) or 1
     return (
         f"Floors: matrix product {g['float64']:.1f} GFLOP/s float64, {g['float32']:.1f} "
-        f"float32 ({f['threads']} BLAS threads); conv and FC products "
+        f"float32 ({f['threads']} BLAS threads, the fastest of {n} samples); conv and FC products "
         f"{f['flop_per_image']['training'] / 1e6:.2f} MFLOP per training image, "
         f"{f['flop_per_image']['forward'] / 1e6:.2f} forward: an epoch at least "
         f"{e['float64']:.2f} s float64 ({e['float32']:.2f} s float32), testcnn 10k at least "
@@ -764,10 +766,11 @@ def run(args):
             flush=True,
         )
     r["machine"] = machine_info()
-    r["floor"] = bench_floor.floors(
-        cnn.example_network(3, seed=0), r["machine"]["numba_threads"], _python
-    )
-    print(floor_line(r["floor"]), flush=True)
+    # the machine's floors: the matrix-product rate sampled now and after each part
+    # (the fastest kept), one cached Numba call in fresh processes
+    n_threads = r["machine"]["numba_threads"]
+    rate_samples = [bench_floor.gemm_rates(n_threads)]
+    numba_start = bench_floor.numba_start(_python)
 
     x, y, xt, yt, source = load_data(args.images, args.test_images)
     xt, yt = _wrap(xt, yt, args.test_images)
@@ -794,6 +797,7 @@ def run(args):
         f"(test error {r['testcnn']['error']:.4f})",
         flush=True,
     )
+    rate_samples.append(bench_floor.gemm_rates(n_threads))
     r["train_float32"], _ = our_epoch_time(x, y, np.float32, args.images, args.repeat)
     print(
         f"  ours float32 (fused): {r['train_float32']['seconds_per_60k']:.2f} s/epoch", flush=True
@@ -822,6 +826,7 @@ def run(args):
                 flush=True,
             )
         r["torch"] = t
+    rate_samples.append(bench_floor.gemm_rates(n_threads))
     if use_torch and args.repeat > 1:
         r["interleaved"] = interleaved_rounds(x, y, args.images, args.repeat, use_torch)
     if not args.skip_busy:
@@ -833,6 +838,10 @@ def run(args):
     if not args.skip_naive:
         r["naive"] = bench_peers.naive_epoch_time(x, y, n_images=args.naive_images)
         print(f"  naive: {r['naive']['seconds_per_60k']:.1f} s/epoch", flush=True)
+    rate_samples.append(bench_floor.gemm_rates(n_threads))
+    r["floor"] = bench_floor.floors(
+        cnn.example_network(3, seed=0), rate_samples, numba_start, n_threads
+    )
     r["load_after"] = os.getloadavg()
 
     rows = make_table(r)

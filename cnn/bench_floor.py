@@ -7,7 +7,8 @@ that limit:
 * :func:`products_flop`: the arithmetic of the conv and FC products of a network,
   per image, forward only (``testcnn``) and for a training step;
 * :func:`gemm_rate`: how fast this machine's BLAS multiplies two large square
-  matrices on the threads we use, the best rate such products reach here;
+  matrices on the threads we use, the best rate such products reach here
+  (sampled several times in a run, the fastest kept: the host's speed drifts);
 * their quotient, the **arithmetic floor**: the time those products would take
   if all of them ran at the matrix-product rate (no pooling, activations, loss,
   update, memory traffic or Python counted: a lower bound);
@@ -127,21 +128,44 @@ def numba_start(run_python, repeat=2) -> float:
         return min(float(run_python(NUMBA_START, env)) for _ in range(repeat))
 
 
-def floors(net: CNN, threads: int, run_python) -> dict:
-    """The floors of ``cnn bench`` for ``net`` (``threads``: the threads we compute on).
+def gemm_rates(threads=2) -> dict:
+    """``{"float64": GFLOP/s, "float32": GFLOP/s}``: :func:`gemm_rate` of each dtype."""
+    return {dt: gemm_rate(np.dtype(dt), threads) for dt in ("float64", "float32")}
 
-    Returns a dict: ``gemm_gflops`` (float64 and float32), ``flop_per_image``
-    (forward, training), the arithmetic floors ``train_epoch_seconds`` (60,000
-    images, per dtype) and ``test_10k_seconds`` (float64), and
-    ``numba_start_seconds``.
+
+def floors(net: CNN, rate_samples, numba_start_seconds: float, threads: int) -> dict:
+    """The floors of ``cnn bench`` for ``net``.
+
+    Parameters
+    ----------
+    net : CNN
+        The benchmarked network.
+    rate_samples : list of dict
+        :func:`gemm_rates` taken at several moments of the run. The fastest rate
+        of each dtype is used: a floor must not exceed what the machine did at
+        its best during the run, and a shared host's speed drifts by 2x within
+        minutes (one sample alone once put the floor above the measured time).
+    numba_start_seconds : float
+        :func:`numba_start`.
+    threads : int
+        The threads we compute on (and the matrix products ran on).
+
+    Returns
+    -------
+    dict
+        ``gemm_gflops`` (the fastest rate per dtype), ``gemm_samples``,
+        ``flop_per_image`` (forward, training), the arithmetic floors
+        ``train_epoch_seconds`` (60,000 images, per dtype) and
+        ``test_10k_seconds`` (float64), ``numba_start_seconds`` and ``threads``.
     """
     forward, training = products_flop(net)
-    rates = {dt: gemm_rate(np.dtype(dt), threads) for dt in ("float64", "float32")}
+    rates = {dt: max(s[dt] for s in rate_samples) for dt in ("float64", "float32")}
     return {
         "threads": threads,
         "gemm_gflops": rates,
+        "gemm_samples": list(rate_samples),
         "flop_per_image": {"forward": forward, "training": training},
         "train_epoch_seconds": {dt: 60000 * training / (r * 1e9) for dt, r in rates.items()},
         "test_10k_seconds": 10000 * forward / (rates["float64"] * 1e9),
-        "numba_start_seconds": numba_start(run_python),
+        "numba_start_seconds": numba_start_seconds,
     }

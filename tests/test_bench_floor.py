@@ -42,20 +42,34 @@ def test_gemm_rate_is_a_positive_rate_and_sized_by_n(monkeypatch):
     )
 
 
-def test_floors_divide_the_arithmetic_by_the_rate(monkeypatch):
-    monkeypatch.setattr(
-        bench_floor, "gemm_rate", lambda dt, threads: {"float64": 20.0, "float32": 40.0}[dt.name]
-    )
-    monkeypatch.setattr(bench_floor, "numba_start", lambda run: 1.25)
+def test_floors_divide_the_arithmetic_by_the_fastest_rate_sampled():
     net = cnn.example_network(3, seed=0)
     fwd, train = bench_floor.products_flop(net)
-    f = bench_floor.floors(net, 2, None)
+    samples = [
+        {"float64": 12.0, "float32": 40.0},
+        {"float64": 20.0, "float32": 30.0},  # the host's speed drifts between samples
+    ]
+    f = bench_floor.floors(net, samples, 1.25, 2)
+    assert f["gemm_gflops"] == {"float64": 20.0, "float32": 40.0}
     assert f["train_epoch_seconds"]["float64"] == pytest.approx(60000 * train / 20e9)
     assert f["train_epoch_seconds"]["float32"] == pytest.approx(60000 * train / 40e9)
     assert f["test_10k_seconds"] == pytest.approx(10000 * fwd / 20e9)
     assert f["numba_start_seconds"] == 1.25 and f["threads"] == 2
     line = bench.floor_line(f)
-    assert "20.0 GFLOP/s float64" in line and "testcnn 10k at least 0.489 s" in line
+    assert "20.0 GFLOP/s float64" in line and "fastest of 2 samples" in line
+    assert "testcnn 10k at least 0.489 s" in line
+
+
+def test_gemm_rates_of_both_dtypes(monkeypatch):
+    seen = []
+
+    def fake(dtype, threads):
+        seen.append((dtype.name, threads))
+        return 10.0 if dtype == np.float64 else 20.0
+
+    monkeypatch.setattr(bench_floor, "gemm_rate", fake)
+    assert bench_floor.gemm_rates(3) == {"float64": 10.0, "float32": 20.0}
+    assert seen == [("float64", 3), ("float32", 3)]
 
 
 def test_numba_start_times_a_cached_call_in_fresh_processes():
