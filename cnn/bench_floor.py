@@ -11,7 +11,8 @@ that limit:
   (sampled several times in a run, the fastest kept: the host's speed drifts);
 * their quotient, the **arithmetic floor**: the time those products would take
   if all of them ran at the matrix-product rate (no pooling, activations, loss,
-  update, memory traffic or Python counted: a lower bound);
+  update, memory traffic or Python counted: in practice a lower bound, since
+  tuned matrix products are the fastest such arithmetic runs on a machine);
 * :func:`numba_start`: a fresh Python process that imports NumPy and Numba and
   calls one trivial ``cache=True`` function already in the cache, the least that
   any Numba program pays before its first result (the floor of the "first
@@ -36,8 +37,8 @@ def products_flop(net: CNN) -> tuple[int, int]:
     ``P`` maps through ``kh x kw`` kernels does ``2 M P kh kw H W`` forward; an
     FC layer of ``N`` nodes on ``I`` inputs ``2 N I``. Training adds, per layer,
     the kernel or weight gradient (the same count) and, for every layer but the
-    first with parameters, the error passed to the layer below (the same count again: the full
-    convolution, or ``W.T @ error``). Pooling layers, activations, biases, the
+    first with parameters, the error passed to the layer below (the same count
+    again: the full convolution, or ``W.T @ error``). Pooling layers, activations, biases, the
     loss and the update are not counted.
 
     Parameters
