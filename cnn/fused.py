@@ -78,7 +78,7 @@ import math
 import numba as nb
 import numpy as np
 
-from . import parallel, precompile, vmath
+from . import parallel, precompile, signals, vmath
 from .activations import LEAK
 from .dense import dense_backward, dense_forward, dense_grad
 from .kernels import (
@@ -1226,7 +1226,9 @@ class FusedNet:
         args = self._args(**given)
         if self._helper is not None and then is _backward_chunk:
             self._compile_with_helper(args)
-        _run(*_run_args(self._task(task, args, exact), self._task(then, args), count, args))
+        run_args = _run_args(self._task(task, args, exact), self._task(then, args), count, args)
+        with signals.held():  # a signal must not raise inside Numba's unboxing (cnn.signals)
+            _run(*run_args)
 
     def _args(self, **given):
         """The arguments of every task after its index (:data:`ARGS`, in order): this
