@@ -805,6 +805,9 @@ def _nothing(
     stats,
 ):
     """The task that does nothing: ``then`` of a loop with one task per index."""
+    # a statement after the docstring: Numba's debug-info line finder (used with
+    # NUMBA_ENABLE_PROFILING=1 or debug=True) fails on a body of a docstring alone
+    return
 
 
 def _d3_task(
