@@ -20,7 +20,13 @@ from numba.core.registry import CPUDispatcher
 import cnn
 from cnn import fused
 
-TASKS = (fused._forward_chunk, fused._backward_chunk, fused._d3_task, fused._update_task)
+TASKS = (
+    fused._forward_chunk,
+    fused._backward_chunk,
+    fused._d3_task,
+    fused._update_task,
+    fused._nothing,
+)
 
 
 def _compiled_functions():
@@ -32,7 +38,7 @@ def _compiled_functions():
         for value in vars(module).values():
             if isinstance(value, CPUDispatcher) and value.py_func.__module__ == info.name:
                 found[value.py_func.__qualname__, info.name] = value.py_func
-    for task in (*TASKS, fused._nothing):
+    for task in TASKS:
         found[task.__qualname__, task.__module__] = task
     return found
 
